@@ -1,0 +1,29 @@
+//! The collector's error type.
+
+/// Why an export was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The server cannot take more right now (memory budget or disk); retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something inside the server failed; the export was not stored.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<periscope_storage::Error> for IngestError {
+    fn from(e: periscope_storage::Error) -> Self {
+        if e.is_retryable() {
+            IngestError::Unavailable(format!("{e}"))
+        } else {
+            IngestError::Internal(format!("could not store the export: {e}"))
+        }
+    }
+}
+
+impl From<periscope_storage::otlp::ArrowError> for IngestError {
+    fn from(e: periscope_storage::otlp::ArrowError) -> Self {
+        IngestError::Internal(format!("could not convert the export to rows: {e}"))
+    }
+}
+

@@ -1,0 +1,73 @@
+//! What the three OTLP export requests have in common, so each receiver is written once.
+
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use periscope_storage::Signal;
+use periscope_storage::otlp::{self, ArrowError, Converted};
+
+/// An OTLP export request of one signal.
+pub trait Export: prost::Message + Default + serde::de::DeserializeOwned + Send + Sync + 'static {
+    /// The matching response message.
+    type Response: prost::Message + serde::Serialize + Default + Send + 'static;
+    /// The table the rows go to.
+    const SIGNAL: Signal;
+    /// Validates and converts the request; `received` is the arrival time in Unix ns.
+    fn convert(&self, received: i64) -> Result<Converted, ArrowError>;
+    /// A response, with a partial success when anything was rejected.
+    fn response(rejected: u64, message: Option<String>) -> Self::Response;
+}
+
+impl Export for ExportTraceServiceRequest {
+    type Response = ExportTraceServiceResponse;
+    const SIGNAL: Signal = Signal::Spans;
+    fn convert(&self, _received: i64) -> Result<Converted, ArrowError> {
+        otlp::spans(self)
+    }
+    fn response(rejected: u64, message: Option<String>) -> Self::Response {
+        ExportTraceServiceResponse {
+            partial_success: (rejected > 0 || message.is_some()).then(|| ExportTracePartialSuccess {
+                rejected_spans: rejected as i64,
+                error_message: message.unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+impl Export for ExportLogsServiceRequest {
+    type Response = ExportLogsServiceResponse;
+    const SIGNAL: Signal = Signal::Logs;
+    fn convert(&self, received: i64) -> Result<Converted, ArrowError> {
+        otlp::logs(self, received)
+    }
+    fn response(rejected: u64, message: Option<String>) -> Self::Response {
+        ExportLogsServiceResponse {
+            partial_success: (rejected > 0 || message.is_some()).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: rejected as i64,
+                error_message: message.unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+impl Export for ExportMetricsServiceRequest {
+    type Response = ExportMetricsServiceResponse;
+    const SIGNAL: Signal = Signal::Metrics;
+    fn convert(&self, _received: i64) -> Result<Converted, ArrowError> {
+        otlp::metrics(self)
+    }
+    fn response(rejected: u64, message: Option<String>) -> Self::Response {
+        ExportMetricsServiceResponse {
+            partial_success: (rejected > 0 || message.is_some()).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: rejected as i64,
+                error_message: message.unwrap_or_default(),
+            }),
+        }
+    }
+}

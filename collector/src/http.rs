@@ -1,0 +1,236 @@
+//! OTLP/HTTP: `POST /v1/traces`, `/v1/logs`, `/v1/metrics`, in binary protobuf
+//! (`application/x-protobuf`) or the OTLP JSON mapping (`application/json`), optionally
+//! gzip-compressed. The response uses the request's encoding.
+
+use std::io::Read;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+
+use crate::export::Export;
+use crate::ingest::Ingest;
+use crate::status::{RETRY_AFTER_SECS, RpcStatus, http_status};
+
+#[derive(Debug, Clone)]
+struct HttpState {
+    ingest: Ingest,
+    max_request_bytes: usize,
+}
+
+/// The body encodings OTLP/HTTP allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+/// A refusal, answered as a `google.rpc.Status` in the request's encoding.
+struct Refusal {
+    status: StatusCode,
+    message: String,
+    rpc: Option<RpcStatus>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            message: message.into(),
+            rpc: None,
+        }
+    }
+
+    fn respond(self, encoding: Encoding) -> Response {
+        let code = match self.status {
+            StatusCode::BAD_REQUEST => tonic::Code::InvalidArgument,
+            StatusCode::PAYLOAD_TOO_LARGE => tonic::Code::ResourceExhausted,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => tonic::Code::InvalidArgument,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+                tonic::Code::Unavailable
+            }
+            _ => tonic::Code::Internal,
+        };
+        let rpc = self.rpc.unwrap_or(RpcStatus {
+            code: code as i32,
+            message: self.message,
+            details: Vec::new(),
+        });
+        let body = match encoding {
+            Encoding::Protobuf => rpc.encode_to_vec(),
+            Encoding::Json => serde_json::to_vec(&rpc).unwrap_or_default(),
+        };
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(encoding.content_type()));
+        if matches!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}
+
+/// The OTLP/HTTP routes. Bodies larger than `max_request_bytes`, before or after gzip
+/// decompression, are refused with 413; decompression stops at the limit.
+pub fn router(ingest: Ingest, max_request_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/traces", post(handle::<ExportTraceServiceRequest>))
+        .route("/v1/logs", post(handle::<ExportLogsServiceRequest>))
+        .route("/v1/metrics", post(handle::<ExportMetricsServiceRequest>))
+        .with_state(HttpState {
+            ingest,
+            max_request_bytes,
+        })
+}
+
+fn request_encoding(headers: &HeaderMap) -> Result<Encoding, Refusal> {
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
+        "application/json" => Ok(Encoding::Json),
+        _ => Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "content type {raw:?} is not supported; send application/x-protobuf or application/json"
+            ),
+        )),
+    }
+}
+
+fn is_gzip(headers: &HeaderMap) -> Result<bool, Refusal> {
+    let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(false);
+    };
+    let value = value.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    match value.as_str() {
+        "" | "identity" => Ok(false),
+        "gzip" | "x-gzip" => Ok(true),
+        other => Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content encoding {other:?} is not supported; send gzip or no encoding"),
+        )),
+    }
+}
+
+fn too_large(limit: usize) -> Refusal {
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than the limit of {limit} bytes (after decompression); send smaller batches or raise --max-request-bytes"),
+    )
+}
+
+async fn read_body(body: Body, gzip: bool, limit: usize) -> Result<Vec<u8>, Refusal> {
+    let limited = http_body_util::Limited::new(body, limit);
+    let raw = match limited.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large(limit)),
+        Err(e) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("request body could not be read: {e}"),
+            ));
+        }
+    };
+    if !gzip {
+        return Ok(raw.to_vec());
+    }
+    let mut out = Vec::with_capacity((raw.len() * 4).min(limit));
+    let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64 + 1);
+    decoder.read_to_end(&mut out).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("gzip body cannot be decompressed: {e}"),
+        )
+    })?;
+    if out.len() > limit {
+        return Err(too_large(limit));
+    }
+    Ok(out)
+}
+
+fn decode<E: Export>(bytes: &[u8], encoding: Encoding) -> Result<E, Refusal> {
+    match encoding {
+        Encoding::Protobuf => E::decode(bytes).map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("protobuf body is not a valid OTLP {} export: {e}", E::SIGNAL),
+            )
+        }),
+        Encoding::Json => serde_json::from_slice(bytes).map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("JSON body is not a valid OTLP {} export: {e}", E::SIGNAL),
+            )
+        }),
+    }
+}
+
+async fn handle<E: Export>(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let encoding = match request_encoding(&headers) {
+        Ok(e) => e,
+        Err(refusal) => return refusal.respond(Encoding::Json),
+    };
+    match receive::<E>(&state, &headers, body, encoding).await {
+        Ok(response) => {
+            let bytes = match encoding {
+                Encoding::Protobuf => response.encode_to_vec(),
+                Encoding::Json => serde_json::to_vec(&response).unwrap_or_else(|_| b"{}".to_vec()),
+            };
+            let mut r = (StatusCode::OK, bytes).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(encoding.content_type()),
+            );
+            r
+        }
+        Err(refusal) => refusal.respond(encoding),
+    }
+}
+
+async fn receive<E: Export>(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+    encoding: Encoding,
+) -> Result<E::Response, Refusal> {
+    let gzip = is_gzip(headers)?;
+    let bytes = read_body(body, gzip, state.max_request_bytes).await?;
+    let request: E = decode(&bytes, encoding)?;
+    drop(bytes);
+    state.ingest.export(&request).await.map_err(|e| {
+        let (status, rpc) = http_status(&e);
+        Refusal {
+            status,
+            message: rpc.message.clone(),
+            rpc: Some(rpc),
+        }
+    })
+}

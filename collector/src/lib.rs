@@ -1,0 +1,28 @@
+//! # periscope-collector
+//!
+//! Periscope's OTLP receivers. Both transports decode a request, hand it to
+//! [`Ingest`], which validates and converts it to rows (`periscope_storage::otlp`) and
+//! appends them to the store, and answer as the OTLP specification says:
+//!
+//! ```text
+//! OTLP/gRPC (tonic, grpc::services) ──┐
+//!                                     ├─► Ingest::export ─► Store::append (WAL fsync) ─► response
+//! OTLP/HTTP (axum, http::router) ─────┘        │
+//!                                              └─ invalid items ─► partial success (rejected_*)
+//! ```
+//!
+//! Errors map to statuses in one place ([`status`]): pressure (memory budget, disk full)
+//! becomes HTTP 503 with `Retry-After` and gRPC `UNAVAILABLE` with a `RetryInfo`, so
+//! exporters retry; an undecodable body is 400 / `INVALID_ARGUMENT`.
+
+mod error;
+mod export;
+pub mod grpc;
+pub mod http;
+mod ingest;
+mod metrics;
+pub mod status;
+
+pub use error::IngestError;
+pub use ingest::Ingest;
+pub use metrics::CollectorMetrics;

@@ -1,0 +1,124 @@
+//! The query engine: one DataFusion session over the store's tables, read-only, with a
+//! memory pool and a timeout for every query.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use periscope_storage::{Signal, Store};
+
+use crate::error::QueryError;
+use crate::metrics::QueryMetrics;
+use crate::table::StoreTable;
+
+/// Limits applied to every query.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    /// A query running longer is cancelled.
+    pub timeout: Duration,
+    /// Memory all running queries may use together for sorts, joins and aggregations.
+    pub memory_limit: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            timeout: Duration::from_secs(30),
+            memory_limit: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// The rows a query returned.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    /// Column names and types.
+    pub schema: SchemaRef,
+    /// The rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Runs read-only SQL over the `spans`, `logs` and `metrics` tables.
+#[derive(Clone)]
+pub struct QueryEngine {
+    ctx: SessionContext,
+    config: QueryConfig,
+    metrics: QueryMetrics,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine").field("config", &self.config).finish()
+    }
+}
+
+impl QueryEngine {
+    /// An engine over `store`.
+    ///
+    /// # Errors
+    /// When DataFusion cannot set up its runtime.
+    pub fn new(store: Store, config: QueryConfig) -> Result<QueryEngine, QueryError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(config.memory_limit, 1.0)
+            .build_arc()
+            .map_err(QueryError::from_datafusion)?;
+        let session = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(2);
+        let ctx = SessionContext::new_with_config_rt(session, runtime);
+        for signal in Signal::ALL {
+            ctx.register_table(signal.name(), Arc::new(StoreTable::new(store.clone(), signal)))
+                .map_err(QueryError::from_datafusion)?;
+        }
+        Ok(QueryEngine {
+            ctx,
+            config,
+            metrics: QueryMetrics::default(),
+        })
+    }
+
+    /// The engine's metrics, for registration on `/metrics`.
+    pub fn metrics(&self) -> &QueryMetrics {
+        &self.metrics
+    }
+
+    /// The DataFusion session, for other query APIs built on the same tables.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Runs one read-only SQL statement.
+    ///
+    /// # Errors
+    /// [`QueryError::ReadOnly`] for DDL, DML, COPY and other statements;
+    /// [`QueryError::Invalid`] for SQL that does not plan; [`QueryError::Timeout`] and
+    /// [`QueryError::ResourcesExhausted`] past the configured limits.
+    pub async fn execute(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        let started = Instant::now();
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let run = async {
+            let df = self
+                .ctx
+                .sql_with_options(sql, options)
+                .await
+                .map_err(QueryError::from_datafusion)?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let batches = df.collect().await.map_err(QueryError::from_datafusion)?;
+            Ok(QueryResult { schema, batches })
+        };
+        let result = match tokio::time::timeout(self.config.timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(QueryError::Timeout(self.config.timeout)),
+        };
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics.queries.get_or_create(&vec![("outcome", outcome)]).inc();
+        self.metrics.seconds.observe(started.elapsed().as_secs_f64());
+        result
+    }
+}

@@ -1,0 +1,28 @@
+//! # periscope-query
+//!
+//! SQL over Periscope's store, through DataFusion. The path of a query:
+//!
+//! ```text
+//! POST /api/v1/sql {"query"} ─► api::router ─► QueryEngine::execute
+//!   ─► SessionContext::sql_with_options (read-only: no DDL, DML, COPY or statements)
+//!   ─► table::StoreTable::scan ─► Store::snapshot (head batches + catalog files, one instant)
+//!        ├─ MemorySourceConfig over the head
+//!        └─ ParquetSource over the files (time-pruned by the catalog, row groups pruned
+//!           by statistics and trace_id bloom filters)
+//!   ─► record batches ─► json::rows / CSV, under a memory pool and a timeout
+//! ```
+//!
+//! Tables: `spans`, `logs`, `metrics`, with the columns DESIGN.md lists.
+
+mod api;
+mod engine;
+mod error;
+mod json;
+mod metrics;
+mod table;
+
+pub use api::{error_response, result_json, router};
+pub use engine::{QueryConfig, QueryEngine, QueryResult};
+pub use error::QueryError;
+pub use json::{cell_text, value_json};
+pub use metrics::QueryMetrics;

@@ -1,0 +1,219 @@
+//! `StoreTable`: a DataFusion table over one signal of the store (head + Parquet files).
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
+use periscope_storage::{FileEntry, Signal, Store};
+
+/// Number of partitions the head and the files are each read in.
+const PARTITIONS: usize = 2;
+
+/// One table of the store.
+#[derive(Debug)]
+pub(crate) struct StoreTable {
+    store: Store,
+    signal: Signal,
+    schema: SchemaRef,
+}
+
+impl StoreTable {
+    pub fn new(store: Store, signal: Signal) -> Self {
+        StoreTable {
+            store,
+            signal,
+            schema: signal.schema(),
+        }
+    }
+}
+
+/// Inclusive bounds (Unix ns) on a time column that the filters imply.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimeBounds {
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+}
+
+impl TimeBounds {
+    /// Bounds from conjunctive filters of the form `col op literal` (either side).
+    pub fn from_filters(filters: &[Expr], column: &str) -> TimeBounds {
+        let mut b = TimeBounds::default();
+        for f in filters {
+            b.add(f, column);
+        }
+        b
+    }
+
+    fn add(&mut self, expr: &Expr, column: &str) {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else {
+            return;
+        };
+        if *op == Operator::And {
+            self.add(left, column);
+            self.add(right, column);
+            return;
+        }
+        let (op, value) = match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(c), Expr::Literal(v, _)) if c.name == column => (*op, v),
+            (Expr::Literal(v, _), Expr::Column(c)) if c.name == column => match op.swap() {
+                Some(op) => (op, v),
+                None => return,
+            },
+            _ => return,
+        };
+        let Some(t) = nanos(value) else { return };
+        match op {
+            Operator::Gt | Operator::GtEq => self.min = Some(self.min.map_or(t, |m| m.max(t))),
+            Operator::Lt | Operator::LtEq => self.max = Some(self.max.map_or(t, |m| m.min(t))),
+            Operator::Eq => {
+                self.min = Some(self.min.map_or(t, |m| m.max(t)));
+                self.max = Some(self.max.map_or(t, |m| m.min(t)));
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether a file spanning `[min, max]` may hold matching rows.
+    pub fn overlaps(&self, file: &FileEntry) -> bool {
+        self.min.is_none_or(|lo| file.max_time >= lo) && self.max.is_none_or(|hi| file.min_time <= hi)
+    }
+}
+
+fn nanos(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::TimestampNanosecond(Some(t), _) => Some(*t),
+        ScalarValue::TimestampMicrosecond(Some(t), _) => t.checked_mul(1_000),
+        ScalarValue::TimestampMillisecond(Some(t), _) => t.checked_mul(1_000_000),
+        ScalarValue::TimestampSecond(Some(t), _) => t.checked_mul(1_000_000_000),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl TableProvider for StoreTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Files prune with them; DataFusion still filters every row above the scan.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let snapshot = self.store.snapshot(self.signal);
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+
+        if !snapshot.batches.is_empty() {
+            let per = snapshot.batches.len().div_ceil(PARTITIONS);
+            let partitions: Vec<Vec<_>> = snapshot.batches.chunks(per).map(|c| c.to_vec()).collect();
+            inputs.push(MemorySourceConfig::try_new_exec(
+                &partitions,
+                Arc::clone(&self.schema),
+                projection.cloned(),
+            )?);
+        }
+
+        let bounds = TimeBounds::from_filters(filters, self.signal.time_column());
+        let files: Vec<PartitionedFile> = snapshot
+            .files
+            .iter()
+            .filter(|f| bounds.overlaps(f))
+            .map(|f| {
+                let path = snapshot.data_dir.join(&f.path);
+                PartitionedFile::new(path.to_string_lossy().trim_start_matches('/').to_string(), f.bytes)
+            })
+            .collect();
+        if !files.is_empty() {
+            let mut source = ParquetSource::new(Arc::clone(&self.schema));
+            if let Some(predicate) = filters.iter().cloned().reduce(|a, b| a.and(b)) {
+                let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+                let physical = state.create_physical_expr(predicate, &df_schema)?;
+                source = source.with_predicate(physical);
+            }
+            let per = files.len().div_ceil(PARTITIONS);
+            let groups: Vec<FileGroup> = files.chunks(per).map(|c| FileGroup::new(c.to_vec())).collect();
+            let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                .with_file_groups(groups)
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
+            inputs.push(DataSourceExec::from_data_source(config));
+        }
+
+        if inputs.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => Arc::clone(&self.schema),
+            };
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        UnionExec::try_new(inputs)
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::{col, lit};
+
+    fn ts(n: i64) -> Expr {
+        lit(ScalarValue::TimestampNanosecond(Some(n), Some("UTC".into())))
+    }
+
+    fn file(min: i64, max: i64) -> FileEntry {
+        FileEntry {
+            signal: "spans".into(),
+            path: String::new(),
+            rows: 1,
+            bytes: 1,
+            min_time: min,
+            max_time: max,
+        }
+    }
+
+    #[test]
+    fn time_bounds_prune_files_outside_the_range() {
+        let filters = vec![col("start_time").gt_eq(ts(100)), ts(200).gt(col("start_time"))];
+        let b = TimeBounds::from_filters(&filters, "start_time");
+        assert_eq!(b, TimeBounds { min: Some(100), max: Some(200) });
+        assert!(b.overlaps(&file(150, 160)));
+        assert!(b.overlaps(&file(50, 100)));
+        assert!(!b.overlaps(&file(0, 99)));
+        assert!(!b.overlaps(&file(201, 300)));
+    }
+
+    #[test]
+    fn other_filters_do_not_bound_time() {
+        let filters = vec![col("service_name").eq(lit("a")), col("start_time").not_eq(ts(5))];
+        let b = TimeBounds::from_filters(&filters, "start_time");
+        assert_eq!(b, TimeBounds::default());
+    }
+}

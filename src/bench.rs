@@ -1,0 +1,326 @@
+//! `periscope bench ingest`: sends realistic microservice spans over OTLP/gRPC to a
+//! Periscope server and prints throughput, server CPU per span and bytes on disk per span.
+//!
+//! By default it starts its own server (this binary, `serve`, in a temporary data
+//! directory) so that it can read the server's CPU time from /proc and measure the
+//! Parquet bytes after the final flush.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+use rand::Rng;
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Ingest throughput, CPU per span and bytes per span over OTLP/gRPC.
+    Ingest(IngestArgs),
+}
+
+/// Arguments of `periscope bench ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Spans to send in total.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub spans: usize,
+    /// Spans per export request.
+    #[arg(long, default_value_t = 2000)]
+    pub batch: usize,
+    /// Export requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Send to this running server's OTLP/gRPC address instead of starting one (then
+    /// only throughput is measured).
+    #[arg(long, value_name = "ADDR")]
+    pub target: Option<String>,
+}
+
+/// Runs a benchmark.
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Ingest(args) => ingest(args).await,
+    }
+}
+
+struct Spawned {
+    child: Child,
+    data_dir: tempfile::TempDir,
+    grpc: String,
+}
+
+fn spawn_server() -> anyhow::Result<Spawned> {
+    let data_dir = tempfile::tempdir().context("creating a temporary data directory")?;
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .args(["serve", "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .args(["--log", "warn"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the server")?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let grpc = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("otlp-grpc="))
+        .with_context(|| format!("unexpected first line from the server: {line:?}"))?
+        .to_string();
+    Ok(Spawned { child, data_dir, grpc })
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').map(|(_, r)| r).context("malformed /proc stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: f64 = fields.get(12).context("no stime")?.parse()?;
+    Ok((utime + stime) / 100.0)
+}
+
+fn parquet_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| {
+            let p: PathBuf = e.path();
+            if p.is_dir() {
+                parquet_bytes(&p)
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
+fn s(k: &str, v: &str) -> KeyValue {
+    KeyValue { key_strindex: 0, key: k.into(), value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }) }
+}
+
+fn i(k: &str, v: i64) -> KeyValue {
+    KeyValue { key_strindex: 0, key: k.into(), value: Some(AnyValue { value: Some(Value::IntValue(v)) }) }
+}
+
+/// One hop of the synthetic request path: service, span name, kind, parent hop index.
+const HOPS: &[(&str, &str, i32, Option<usize>)] = &[
+    ("api-gateway", "GET /api/checkout", 2, None),
+    ("api-gateway", "POST checkout-service", 3, Some(0)),
+    ("checkout-service", "POST /checkout", 2, Some(1)),
+    ("checkout-service", "GET cart-service", 3, Some(2)),
+    ("cart-service", "GET /cart/{id}", 2, Some(3)),
+    ("cart-service", "GET redis", 3, Some(4)),
+    ("checkout-service", "POST payment-service", 3, Some(2)),
+    ("payment-service", "POST /charge", 2, Some(6)),
+    ("payment-service", "INSERT orders", 3, Some(7)),
+    ("checkout-service", "publish orders", 4, Some(2)),
+];
+
+fn attributes(hop: usize, rng: &mut impl Rng, status: i64) -> Vec<KeyValue> {
+    let (service, name, kind, _) = HOPS[hop];
+    let mut a = match (kind, name) {
+        (3, "GET redis") => vec![
+            s("db.system.name", "redis"),
+            s("db.operation.name", "GET"),
+            s("db.query.text", "GET cart:{id}"),
+            s("server.address", "redis-cart.shop.svc"),
+            i("server.port", 6379),
+        ],
+        (3, "INSERT orders") => vec![
+            s("db.system.name", "postgresql"),
+            s("db.namespace", "orders"),
+            s("db.operation.name", "INSERT"),
+            s("db.query.text", "INSERT INTO orders (id, user_id, total) VALUES ($1, $2, $3)"),
+            s("server.address", "postgres.shop.svc"),
+            i("server.port", 5432),
+        ],
+        (4, _) => vec![
+            s("messaging.system", "kafka"),
+            s("messaging.destination.name", "orders"),
+            s("messaging.operation.type", "send"),
+            s("server.address", "kafka.shop.svc"),
+        ],
+        _ => vec![
+            s("http.request.method", if name.starts_with("GET") { "GET" } else { "POST" }),
+            s("url.scheme", "http"),
+            s("network.protocol.version", "1.1"),
+            i("http.response.status_code", status),
+        ],
+    };
+    match kind {
+        2 => {
+            a.push(s("http.route", name.split_once(' ').map(|x| x.1).unwrap_or(name)));
+            a.push(s("url.path", &format!("/api/checkout/{}", rng.random_range(1..100_000))));
+            a.push(s("client.address", &format!("10.0.{}.{}", rng.random_range(0..8), rng.random_range(1..255))));
+            a.push(s("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"));
+            a.push(s("server.address", &format!("{service}.shop.svc")));
+        }
+        3 if a.len() < 6 => {
+            a.push(s("server.address", &format!("{}.shop.svc", name.split(' ').nth(1).unwrap_or("svc"))));
+            a.push(i("server.port", 8080));
+        }
+        _ => {}
+    }
+    a.push(s("user.id", &format!("u{}", rng.random_range(1..50_000))));
+    a.push(s("session.id", &format!("{:016x}", rng.random::<u64>())));
+    a.truncate(10);
+    a
+}
+
+/// Export requests holding `traces` traces of the 10-hop checkout path each.
+fn make_request(traces: usize, rng: &mut impl Rng) -> ExportTraceServiceRequest {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let mut by_service: BTreeMap<&str, Vec<Span>> = BTreeMap::new();
+    for _ in 0..traces {
+        let trace_id: [u8; 16] = rng.random();
+        let ids: Vec<[u8; 8]> = (0..HOPS.len()).map(|_| rng.random()).collect();
+        let start = now - rng.random_range(0..1_000_000_000u64);
+        let error = rng.random_bool(0.02);
+        for (h, (service, name, kind, parent)) in HOPS.iter().enumerate() {
+            let offset = h as u64 * rng.random_range(100_000..400_000);
+            let duration = rng.random_range(200_000..(40_000_000 / (h as u64 + 1)));
+            let status = if error && h == 0 { 500 } else { 200 };
+            let events = if error && h == 7 {
+                vec![span::Event {
+                    time_unix_nano: start + offset + duration / 2,
+                    name: "exception".into(),
+                    attributes: vec![s("exception.type", "PaymentDeclined"), s("exception.message", "card declined")],
+                    dropped_attributes_count: 0,
+                }]
+            } else {
+                Vec::new()
+            };
+            by_service.entry(service).or_default().push(Span {
+                trace_id: trace_id.to_vec(),
+                span_id: ids[h].to_vec(),
+                parent_span_id: parent.map(|p| ids[p].to_vec()).unwrap_or_default(),
+                name: (*name).into(),
+                kind: *kind,
+                start_time_unix_nano: start + offset,
+                end_time_unix_nano: start + offset + duration,
+                attributes: attributes(h, rng, status),
+                events,
+                status: Some(Status {
+                    code: if error && (h == 0 || h == 7) { 2 } else { 0 },
+                    message: String::new(),
+                }),
+                flags: 0x100,
+                ..Default::default()
+            });
+        }
+    }
+    ExportTraceServiceRequest {
+        resource_spans: by_service
+            .into_iter()
+            .map(|(service, spans)| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        s("service.name", service),
+                        s("service.version", "1.4.2"),
+                        s("service.instance.id", &format!("{service}-7d9f8b6c4-x2x9k")),
+                        s("deployment.environment.name", "production"),
+                        s("k8s.namespace.name", "shop"),
+                    ],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                schema_url: String::new(),
+            })
+            .collect(),
+    }
+}
+
+async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    if args.batch < HOPS.len() || args.spans < args.batch {
+        bail!("--batch must be at least {} and --spans at least --batch", HOPS.len());
+    }
+    let traces_per_batch = args.batch / HOPS.len();
+    let spans_per_batch = traces_per_batch * HOPS.len();
+    let batches = args.spans / spans_per_batch;
+    let total = batches * spans_per_batch;
+    eprintln!("generating {total} spans in {batches} requests of {spans_per_batch}...");
+    let mut rng = rand::rng();
+    let requests: Vec<ExportTraceServiceRequest> =
+        (0..batches).map(|_| make_request(traces_per_batch, &mut rng)).collect();
+
+    let spawned = match &args.target {
+        Some(_) => None,
+        None => Some(spawn_server()?),
+    };
+    let target = match (&args.target, &spawned) {
+        (Some(t), _) => t.clone(),
+        (None, Some(s)) => s.grpc.clone(),
+        (None, None) => unreachable!("a server was spawned when no target was given"),
+    };
+    let endpoint = format!("http://{target}");
+    let client = TraceServiceClient::connect(endpoint.clone())
+        .await
+        .with_context(|| format!("cannot connect to {endpoint}"))?
+        .max_decoding_message_size(64 << 20);
+    let cpu_before = match &spawned {
+        Some(s) => cpu_seconds(s.child.id())?,
+        None => 0.0,
+    };
+
+    let queue = Arc::new(tokio::sync::Mutex::new(requests.into_iter()));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency {
+        let queue = Arc::clone(&queue);
+        let mut client = client.clone();
+        workers.spawn(async move {
+            let mut retries = 0u64;
+            loop {
+                let Some(req) = queue.lock().await.next() else { break };
+                loop {
+                    match client.export(req.clone()).await {
+                        Ok(_) => break,
+                        Err(status) if status.code() == tonic::Code::Unavailable => {
+                            retries += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(status) => return Err(anyhow::anyhow!("export failed: {status}")),
+                    }
+                }
+            }
+            Ok::<u64, anyhow::Error>(retries)
+        });
+    }
+    let mut retries = 0;
+    while let Some(r) = workers.join_next().await {
+        retries += r??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let rate = total as f64 / elapsed;
+    println!("command: periscope bench ingest --spans {} --batch {} --concurrency {}", args.spans, args.batch, args.concurrency);
+    println!("spans sent:             {total}");
+    println!("wall time:              {elapsed:.2} s");
+    println!("throughput:             {rate:.0} spans/s (WAL on, fsync per group commit)");
+    println!("retried exports (503):  {retries}");
+    if let Some(mut s) = spawned {
+        let cpu = cpu_seconds(s.child.id())? - cpu_before;
+        println!("server CPU:             {cpu:.2} s = {:.2} CPU-us/span", cpu * 1e6 / total as f64);
+        let _ = Command::new("kill").arg("-TERM").arg(s.child.id().to_string()).status();
+        let status = s.child.wait()?;
+        if !status.success() {
+            bail!("the server exited with {status} while flushing");
+        }
+        let bytes = parquet_bytes(&s.data_dir.path().join("spans"));
+        println!("parquet on disk:        {bytes} bytes = {:.1} bytes/span", bytes as f64 / total as f64);
+    }
+    Ok(())
+}

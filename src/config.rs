@@ -1,0 +1,245 @@
+//! Settings of `periscope serve`: flags > environment > TOML file > defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags of `periscope serve`. Each has an environment variable and a TOML key.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML configuration file; its keys are the flag names with `-` as `_`.
+    #[arg(long, env = "PERISCOPE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the OTLP/gRPC receiver [default: 127.0.0.1:4317].
+    #[arg(long, env = "PERISCOPE_OTLP_GRPC_ADDR", value_name = "ADDR")]
+    pub otlp_grpc_addr: Option<String>,
+    /// Address of the OTLP/HTTP receiver [default: 127.0.0.1:4318].
+    #[arg(long, env = "PERISCOPE_OTLP_HTTP_ADDR", value_name = "ADDR")]
+    pub otlp_http_addr: Option<String>,
+    /// Address of the UI and query APIs [default: 127.0.0.1:7070].
+    #[arg(long, env = "PERISCOPE_HTTP_ADDR", value_name = "ADDR")]
+    pub http_addr: Option<String>,
+    /// Directory for the WAL, Parquet files and catalog [default: ./periscope-data].
+    #[arg(long, env = "PERISCOPE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Process memory budget, e.g. `2GiB` [default: 50% of the machine's memory].
+    #[arg(long, env = "PERISCOPE_MEMORY_LIMIT", value_name = "SIZE")]
+    pub memory_limit: Option<String>,
+    /// Largest OTLP request body after decompression [default: 16MiB].
+    #[arg(long, env = "PERISCOPE_MAX_REQUEST_BYTES", value_name = "SIZE")]
+    pub max_request_bytes: Option<String>,
+    /// Longest a SQL query may run [default: 30s].
+    #[arg(long, env = "PERISCOPE_QUERY_TIMEOUT", value_name = "DURATION")]
+    pub query_timeout: Option<String>,
+    /// Memory for running queries [default: 25% of the memory budget].
+    #[arg(long, env = "PERISCOPE_QUERY_MEMORY_LIMIT", value_name = "SIZE")]
+    pub query_memory_limit: Option<String>,
+    /// Flush buffered rows to Parquet once the oldest is this old [default: 60s].
+    #[arg(long, env = "PERISCOPE_FLUSH_INTERVAL", value_name = "DURATION")]
+    pub flush_interval: Option<String>,
+    /// Flush buffered rows to Parquet once they take this much memory [default: 1/8 of the memory budget, at most 256MiB].
+    #[arg(long, env = "PERISCOPE_FLUSH_BYTES", value_name = "SIZE")]
+    pub flush_bytes: Option<String>,
+    /// Log filter in `tracing` syntax, e.g. `info` or `periscope_storage=debug` [default: info].
+    #[arg(long, env = "PERISCOPE_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Log format: `text` or `json` [default: text].
+    #[arg(long, env = "PERISCOPE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The TOML file: the same keys as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    otlp_grpc_addr: Option<String>,
+    otlp_http_addr: Option<String>,
+    http_addr: Option<String>,
+    data_dir: Option<PathBuf>,
+    memory_limit: Option<String>,
+    max_request_bytes: Option<String>,
+    query_timeout: Option<String>,
+    query_memory_limit: Option<String>,
+    flush_interval: Option<String>,
+    flush_bytes: Option<String>,
+    log: Option<String>,
+    log_format: Option<String>,
+}
+
+/// Fully resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub otlp_grpc_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub memory_limit: u64,
+    pub max_request_bytes: u64,
+    pub query_timeout: Duration,
+    pub query_memory_limit: u64,
+    pub flush_interval: Duration,
+    pub flush_bytes: u64,
+    pub log: String,
+    pub json_logs: bool,
+}
+
+/// Parses a size such as `16MiB`, `2GiB` or `1048576`.
+pub fn parse_size(key: &str, text: &str) -> anyhow::Result<u64> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| anyhow::anyhow!("{key}: {text:?} is not a size like 512MiB or 2GiB ({e})"))
+}
+
+/// Parses a duration such as `500ms`, `30s`, `5m`, `7d`.
+pub fn parse_duration(key: &str, text: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| anyhow::anyhow!("{key}: {text:?} is not a duration like 30s, 5m or 7d ({e})"))
+}
+
+fn parse_addr(key: &str, text: &str) -> anyhow::Result<SocketAddr> {
+    text.trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{key}: {text:?} is not an address like 127.0.0.1:4317 ({e})"))
+}
+
+/// Total memory of the machine, from /proc/meminfo; 4 GiB when it cannot be read.
+fn machine_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(4 << 30)
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+}
+
+impl Settings {
+    /// Merges flags and environment (already in `args`) over the file over defaults.
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let pick = |flag: Option<String>, file: Option<String>| flag.or(file);
+        let memory_limit = match pick(args.memory_limit, file.memory_limit) {
+            Some(t) => parse_size("memory-limit", &t)?,
+            None => machine_memory() / 2,
+        };
+        if memory_limit < 64 << 20 {
+            bail!("memory-limit: {memory_limit} bytes is too small; give at least 64MiB");
+        }
+        let size_or = |key: &str, v: Option<String>, default: u64| -> anyhow::Result<u64> {
+            v.map_or(Ok(default), |t| parse_size(key, &t))
+        };
+        let dur_or = |key: &str, v: Option<String>, default: Duration| -> anyhow::Result<Duration> {
+            v.map_or(Ok(default), |t| parse_duration(key, &t))
+        };
+        let addr_or = |key: &str, v: Option<String>, default: &str| -> anyhow::Result<SocketAddr> {
+            parse_addr(key, v.as_deref().unwrap_or(default))
+        };
+        let log_format = pick(args.log_format, file.log_format).unwrap_or_else(|| "text".into());
+        let json_logs = match log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => bail!("log-format: {other:?} is not text or json"),
+        };
+        let max_request_bytes = size_or(
+            "max-request-bytes",
+            pick(args.max_request_bytes, file.max_request_bytes),
+            16 << 20,
+        )?;
+        if max_request_bytes == 0 {
+            bail!("max-request-bytes: must be more than 0");
+        }
+        Ok(Settings {
+            otlp_grpc_addr: addr_or("otlp-grpc-addr", pick(args.otlp_grpc_addr, file.otlp_grpc_addr), "127.0.0.1:4317")?,
+            otlp_http_addr: addr_or("otlp-http-addr", pick(args.otlp_http_addr, file.otlp_http_addr), "127.0.0.1:4318")?,
+            http_addr: addr_or("http-addr", pick(args.http_addr, file.http_addr), "127.0.0.1:7070")?,
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("periscope-data")),
+            memory_limit,
+            max_request_bytes,
+            query_timeout: dur_or("query-timeout", pick(args.query_timeout, file.query_timeout), Duration::from_secs(30))?,
+            query_memory_limit: size_or(
+                "query-memory-limit",
+                pick(args.query_memory_limit, file.query_memory_limit),
+                memory_limit / 4,
+            )?,
+            flush_interval: dur_or("flush-interval", pick(args.flush_interval, file.flush_interval), Duration::from_secs(60))?,
+            flush_bytes: size_or(
+                "flush-bytes",
+                pick(args.flush_bytes, file.flush_bytes),
+                (memory_limit / 8).min(256 << 20),
+            )?,
+            log: pick(args.log, file.log).unwrap_or_else(|| "info".into()),
+            json_logs,
+        })
+    }
+
+    /// Memory that unflushed rows may hold before ingest answers "retry later": half the
+    /// budget, leaving the rest to queries and flushes.
+    pub fn max_buffered_bytes(&self) -> u64 {
+        self.memory_limit / 2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(
+            &file,
+            "http_addr = \"127.0.0.1:9999\"\nquery_timeout = \"5s\"\nmemory_limit = \"1GiB\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            query_timeout: Some("2s".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(args).unwrap();
+        assert_eq!(s.http_addr.port(), 9999);
+        assert_eq!(s.query_timeout, Duration::from_secs(2));
+        assert_eq!(s.memory_limit, 1 << 30);
+        assert_eq!(s.query_memory_limit, 1 << 28);
+        assert_eq!(s.otlp_grpc_addr.port(), 4317);
+        assert_eq!(s.max_request_bytes, 16 << 20);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let args = ServeArgs {
+            max_request_bytes: Some("lots".into()),
+            ..Default::default()
+        };
+        let err = Settings::resolve(args).unwrap_err().to_string();
+        assert!(err.contains("max-request-bytes"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "no_such_key = 1\n").unwrap();
+        let err = Settings::resolve(ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no_such_key"), "{err}");
+    }
+}

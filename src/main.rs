@@ -1,0 +1,41 @@
+//! The `periscope` binary: parses the command line and wires the crates together.
+
+mod bench;
+mod client;
+mod config;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+/// Periscope: a telemetry backend for microservice architectures.
+#[derive(Debug, Parser)]
+#[command(name = "periscope", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: OTLP receivers, storage, query APIs.
+    Serve(config::ServeArgs),
+    /// Run a SQL query against a running server and print the result.
+    Sql(client::SqlArgs),
+    /// Measure Periscope (see README, "Performance").
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = config::Settings::resolve(args)?;
+            server::init_logging(&settings);
+            runtime.block_on(server::serve(settings))
+        }
+        Command::Sql(args) => runtime.block_on(client::run(args)),
+        Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),
+    }
+}

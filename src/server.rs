@@ -1,0 +1,169 @@
+//! `periscope serve`: opens the store, starts the receivers, the query API and the
+//! flusher, and shuts them down in order on Ctrl-C or SIGTERM.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use periscope_collector::Ingest;
+use periscope_query::{QueryConfig, QueryEngine, error_response};
+use periscope_storage::{Store, StoreConfig};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::config::Settings;
+
+/// Sets up `tracing` output on stderr (stdout carries the `listening` line).
+pub fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if settings.json_logs {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn metrics_text(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, format!("could not encode metrics: {e}")),
+    }
+}
+
+fn ops_router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/metrics", get(metrics_text))
+        .with_state(registry)
+}
+
+async fn bind(what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}; is another server using it? choose another with --{what}-addr"))
+}
+
+/// Runs the server until a shutdown signal, then drains and flushes.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let store = Store::open(StoreConfig {
+        data_dir: settings.data_dir.clone(),
+        flush_bytes: settings.flush_bytes,
+        flush_interval: settings.flush_interval,
+        max_buffered_bytes: settings.max_buffered_bytes(),
+    })
+    .with_context(|| format!("cannot open the data directory {}", settings.data_dir.display()))?;
+    let ingest = Ingest::new(store.clone());
+    let engine = QueryEngine::new(
+        store.clone(),
+        QueryConfig {
+            timeout: settings.query_timeout,
+            memory_limit: settings.query_memory_limit as usize,
+        },
+    )?;
+    let mut registry = Registry::default();
+    store.metrics().register(&mut registry);
+    ingest.metrics().register(&mut registry);
+    engine.metrics().register(&mut registry);
+    let registry = Arc::new(registry);
+
+    let grpc_listener = bind("otlp-grpc", settings.otlp_grpc_addr).await?;
+    let http_listener = bind("otlp-http", settings.otlp_http_addr).await?;
+    let api_listener = bind("http", settings.http_addr).await?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let api_addr = api_listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening otlp-grpc={grpc_addr} otlp-http={http_addr} http={api_addr}")?;
+        out.flush()?;
+    }
+    info!(%grpc_addr, %http_addr, %api_addr, data_dir = %settings.data_dir.display(), "Periscope is serving.");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let max = settings.max_request_bytes as usize;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let grpc = tonic::transport::Server::builder()
+        .add_routes(periscope_collector::grpc::services(ingest.clone(), max))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            stopped(stop_rx.clone()),
+        );
+    tasks.spawn(async move { grpc.await.context("OTLP/gRPC server failed") });
+    let otlp_http = axum::serve(http_listener, periscope_collector::http::router(ingest, max))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    tasks.spawn(async move { otlp_http.await.context("OTLP/HTTP server failed") });
+    let api = periscope_query::router(engine)
+        .merge(ops_router(registry))
+        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such endpoint; see README for the API") });
+    let api = axum::serve(api_listener, api).with_graceful_shutdown(stopped(stop_rx.clone()));
+    tasks.spawn(async move { api.await.context("HTTP API server failed") });
+    let flusher = tokio::spawn(store.clone().run_flusher(stop_rx));
+
+    let mut failure = None;
+    tokio::select! {
+        _ = shutdown_signal() => info!("Shutting down: draining requests, then flushing."),
+        Some(result) = tasks.join_next() => {
+            failure = Some(match result {
+                Ok(Ok(())) => anyhow::anyhow!("a server stopped unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!("a server task failed: {e}"),
+            });
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(result) = tasks.join_next().await {
+        if let Ok(Err(e)) = result {
+            failure.get_or_insert(e);
+        }
+    }
+    let _ = flusher.await;
+    info!("Stopped.");
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,171 @@
+//! The file catalog: which Parquet files make up each table, and how much of the WAL they
+//! cover. Kept as `catalog.json` in the data directory and replaced atomically (write a
+//! temporary file, fsync, rename, fsync the directory), so a crash leaves either the old
+//! or the new catalog, never a mix. A Parquet file that the catalog does not list is an
+//! orphan of an interrupted flush and is deleted at start-up.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::schema::Signal;
+use crate::wal::sync_dir;
+
+const FILE_NAME: &str = "catalog.json";
+
+/// One Parquet file of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// The table the file belongs to, by name (`spans`, `logs`, `metrics`).
+    pub signal: String,
+    /// Path relative to the data directory.
+    pub path: String,
+    /// Number of rows.
+    pub rows: u64,
+    /// Size on disk in bytes.
+    pub bytes: u64,
+    /// Smallest value of the table's time column, Unix nanoseconds.
+    pub min_time: i64,
+    /// Largest value of the table's time column, Unix nanoseconds.
+    pub max_time: i64,
+}
+
+/// The catalog's content.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Catalog {
+    /// Format version of this file.
+    #[serde(default)]
+    pub version: u32,
+    /// Every WAL segment with an id up to this one is entirely in the files below.
+    pub flushed_upto: u64,
+    /// The files, oldest first.
+    pub files: Vec<FileEntry>,
+}
+
+impl Catalog {
+    /// Loads the catalog of `data_dir`, or an empty one if there is none yet.
+    ///
+    /// # Errors
+    /// When the file exists but cannot be read or parsed.
+    pub fn load(data_dir: &Path) -> Result<Catalog> {
+        let path = data_dir.join(FILE_NAME);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Catalog {
+                path,
+                message: format!("cannot be parsed ({e}); restore it from a backup or move it away to start empty"),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalog {
+                version: 1,
+                ..Default::default()
+            }),
+            Err(e) => Err(Error::io("read catalog", path)(e)),
+        }
+    }
+
+    /// Replaces the catalog file atomically.
+    ///
+    /// # Errors
+    /// When the file cannot be written, synced or renamed.
+    pub fn store(&self, data_dir: &Path) -> Result<()> {
+        let path = data_dir.join(FILE_NAME);
+        let tmp = data_dir.join(format!("{FILE_NAME}.tmp"));
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Catalog {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(Error::io("write catalog", &path))?;
+        sync_dir(data_dir)
+    }
+
+    /// Deletes Parquet and temporary files under the table directories that this catalog
+    /// does not list: the leftovers of a flush that a crash interrupted.
+    ///
+    /// # Errors
+    /// When a table directory cannot be listed.
+    pub fn remove_orphans(&self, data_dir: &Path) -> Result<Vec<PathBuf>> {
+        let known: std::collections::HashSet<&str> =
+            self.files.iter().map(|f| f.path.as_str()).collect();
+        let mut removed = Vec::new();
+        for signal in Signal::ALL {
+            let dir = data_dir.join(signal.name());
+            if dir.exists() {
+                walk(&dir, &mut |p| {
+                    let rel = p.strip_prefix(data_dir).unwrap_or(p).to_string_lossy().to_string();
+                    let ext = p.extension().and_then(|e| e.to_str());
+                    if matches!(ext, Some("parquet") | Some("tmp")) && !known.contains(rel.as_str()) {
+                        if fs::remove_file(p).is_ok() {
+                            removed.push(p.to_path_buf());
+                        }
+                    }
+                })?;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(Error::io("list", dir))? {
+        let entry = entry.map_err(Error::io("list", dir))?;
+        let path = entry.path();
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            walk(&path, f)?;
+        } else {
+            f(&path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_round_trips_and_orphans_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = Catalog::load(dir.path()).unwrap();
+        assert!(empty.files.is_empty());
+        let part = dir.path().join("spans/2026-11-25/13");
+        fs::create_dir_all(&part).unwrap();
+        fs::write(part.join("a.parquet"), b"x").unwrap();
+        fs::write(part.join("b.parquet"), b"y").unwrap();
+        fs::write(part.join("c.parquet.tmp"), b"z").unwrap();
+        let cat = Catalog {
+            version: 1,
+            flushed_upto: 3,
+            files: vec![FileEntry {
+                signal: "spans".into(),
+                path: "spans/2026-11-25/13/a.parquet".into(),
+                rows: 1,
+                bytes: 1,
+                min_time: 0,
+                max_time: 0,
+            }],
+        };
+        cat.store(dir.path()).unwrap();
+        let loaded = Catalog::load(dir.path()).unwrap();
+        assert_eq!(loaded.files, cat.files);
+        assert_eq!(loaded.flushed_upto, 3);
+        let removed = loaded.remove_orphans(dir.path()).unwrap();
+        assert_eq!(removed.len(), 2);
+        assert!(part.join("a.parquet").exists());
+        assert!(!part.join("b.parquet").exists());
+    }
+
+    #[test]
+    fn a_damaged_catalog_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(FILE_NAME), b"{not json").unwrap();
+        let err = Catalog::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("cannot be parsed"), "{err}");
+    }
+}

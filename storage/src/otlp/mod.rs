@@ -1,0 +1,215 @@
+//! OTLP → Arrow: one module per signal, sharing the value and id conversions here.
+//!
+//! Each converter walks one export request, validates every item and appends the valid
+//! ones as rows. Invalid items (a trace id that is not 16 bytes, a time past year 2262)
+//! are counted and described in [`Converted`], so the receiver can answer with an OTLP
+//! partial success instead of failing the whole export.
+
+mod logs;
+mod metrics;
+mod traces;
+
+pub use logs::logs;
+pub use metrics::metrics;
+pub use traces::spans;
+/// Arrow's error type, returned by the converters.
+pub use arrow::error::ArrowError;
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, ListArray, MapBuilder, StringBuilder, StructArray};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, Fields};
+use arrow::record_batch::RecordBatch;
+use base64::Engine;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+
+/// The rows made from one export request, and what was rejected from it.
+#[derive(Debug)]
+pub struct Converted {
+    /// The accepted rows; `None` when nothing was accepted.
+    pub batch: Option<RecordBatch>,
+    /// How many items became rows.
+    pub accepted: u64,
+    /// How many items were invalid and dropped.
+    pub rejected: u64,
+    /// Why the first rejected item was rejected.
+    pub error: Option<String>,
+}
+
+/// Collects rejections while a request is converted.
+#[derive(Debug, Default)]
+pub(crate) struct Rejections {
+    pub count: u64,
+    pub first: Option<String>,
+}
+
+impl Rejections {
+    pub fn reject(&mut self, what: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some(what());
+        }
+    }
+}
+
+/// Why an id could not be used.
+pub(crate) fn hex_id(bytes: &[u8], expected: usize, what: &str) -> Result<Option<String>, String> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    if bytes.len() != expected {
+        return Err(format!(
+            "{what} must be {expected} bytes ({} hex characters), got {} bytes",
+            expected * 2,
+            bytes.len()
+        ));
+    }
+    if bytes.iter().all(|b| *b == 0) {
+        return Err(format!("{what} must not be all zeros"));
+    }
+    Ok(Some(hex::encode(bytes)))
+}
+
+/// An OTLP time in nanoseconds as an Arrow timestamp; 0 (unset) becomes NULL.
+pub(crate) fn time(nanos: u64, what: &str) -> Result<Option<i64>, String> {
+    if nanos == 0 {
+        return Ok(None);
+    }
+    i64::try_from(nanos)
+        .map(Some)
+        .map_err(|_| format!("{what} {nanos} is past the year 2262 and cannot be stored"))
+}
+
+/// `service.name` from resource attributes, or OpenTelemetry's `unknown_service`.
+pub(crate) fn service_name(resource_attributes: &[KeyValue]) -> String {
+    resource_attributes
+        .iter()
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(any_value_string)
+        .unwrap_or_else(|| "unknown_service".to_string())
+}
+
+/// The one string form of an attribute value that SQL maps show (DESIGN.md): integers in
+/// decimal, doubles in shortest round-trip form, booleans `true`/`false`, bytes as base64,
+/// arrays and maps as JSON. `None` for an empty value.
+pub fn any_value_string(value: &AnyValue) -> Option<String> {
+    Some(match value.value.as_ref()? {
+        Value::StringValue(s) => s.clone(),
+        Value::BoolValue(b) => b.to_string(),
+        Value::IntValue(i) => i.to_string(),
+        Value::DoubleValue(d) => d.to_string(),
+        Value::BytesValue(b) => base64::engine::general_purpose::STANDARD.encode(b),
+        Value::StringValueStrindex(i) => i.to_string(),
+        Value::ArrayValue(_) | Value::KvlistValue(_) => any_value_json(value).to_string(),
+    })
+}
+
+/// An attribute value as JSON, used for arrays and maps.
+pub fn any_value_json(value: &AnyValue) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value.value.as_ref() {
+        None => J::Null,
+        Some(Value::StringValue(s)) => J::String(s.clone()),
+        Some(Value::BoolValue(b)) => J::Bool(*b),
+        Some(Value::IntValue(i)) => J::from(*i),
+        Some(Value::DoubleValue(d)) => serde_json::Number::from_f64(*d)
+            .map(J::Number)
+            .unwrap_or_else(|| J::String(d.to_string())),
+        Some(Value::BytesValue(b)) => {
+            J::String(base64::engine::general_purpose::STANDARD.encode(b))
+        }
+        Some(Value::StringValueStrindex(i)) => J::from(*i),
+        Some(Value::ArrayValue(a)) => J::Array(a.values.iter().map(any_value_json).collect()),
+        Some(Value::KvlistValue(kv)) => J::Object(
+            kv.values
+                .iter()
+                .map(|kv| {
+                    let v = kv.value.as_ref().map(any_value_json).unwrap_or(J::Null);
+                    (kv.key.clone(), v)
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Appends one attribute map (one row) to a map builder.
+pub(crate) fn append_attributes(
+    builder: &mut MapBuilder<StringBuilder, StringBuilder>,
+    attributes: &[KeyValue],
+) {
+    for kv in attributes {
+        builder.keys().append_value(&kv.key);
+        builder
+            .values()
+            .append_option(kv.value.as_ref().and_then(any_value_string));
+    }
+    // A MapBuilder only fails when keys and values differ in length, which the loop above
+    // rules out.
+    builder
+        .append(true)
+        .expect("map keys and values are appended in pairs");
+}
+
+/// A `List<Struct>` column assembled from per-row offsets and flat child arrays.
+pub(crate) fn list_of_structs(fields: Fields, children: Vec<ArrayRef>, offsets: Vec<i32>) -> ArrayRef {
+    let values = StructArray::new(fields.clone(), children, None);
+    let item = Arc::new(Field::new("item", DataType::Struct(fields), true));
+    Arc::new(ListArray::new(
+        item,
+        OffsetBuffer::new(offsets.into()),
+        Arc::new(values),
+        None,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+
+    fn v(value: Value) -> AnyValue {
+        AnyValue { value: Some(value) }
+    }
+
+    #[test]
+    fn attribute_values_have_one_string_form() {
+        assert_eq!(any_value_string(&v(Value::IntValue(-42))).as_deref(), Some("-42"));
+        assert_eq!(any_value_string(&v(Value::DoubleValue(0.1))).as_deref(), Some("0.1"));
+        assert_eq!(any_value_string(&v(Value::DoubleValue(2.0))).as_deref(), Some("2"));
+        assert_eq!(any_value_string(&v(Value::BoolValue(true))).as_deref(), Some("true"));
+        assert_eq!(
+            any_value_string(&v(Value::BytesValue(vec![1, 2, 3]))).as_deref(),
+            Some("AQID")
+        );
+        let arr = v(Value::ArrayValue(ArrayValue {
+            values: vec![v(Value::StringValue("a".into())), v(Value::IntValue(1))],
+        }));
+        assert_eq!(any_value_string(&arr).as_deref(), Some(r#"["a",1]"#));
+        let map = v(Value::KvlistValue(KeyValueList {
+            values: vec![KeyValue {
+                key_strindex: 0,
+                key: "k".into(),
+                value: Some(v(Value::BoolValue(false))),
+            }],
+        }));
+        assert_eq!(any_value_string(&map).as_deref(), Some(r#"{"k":false}"#));
+        assert_eq!(any_value_string(&AnyValue { value: None }), None);
+    }
+
+    #[test]
+    fn ids_are_validated() {
+        assert_eq!(hex_id(&[], 16, "trace_id"), Ok(None));
+        assert_eq!(hex_id(&[0xab; 8], 8, "span_id"), Ok(Some("abababababababab".into())));
+        assert!(hex_id(&[1; 15], 16, "trace_id").unwrap_err().contains("16 bytes"));
+        assert!(hex_id(&[0; 16], 16, "trace_id").unwrap_err().contains("zeros"));
+    }
+
+    #[test]
+    fn times_past_2262_are_rejected() {
+        assert_eq!(time(0, "t"), Ok(None));
+        assert_eq!(time(5, "t"), Ok(Some(5)));
+        assert!(time(u64::MAX, "t").is_err());
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `periscope` binary, driven by real clients (the
+//! OpenTelemetry Rust SDK, tonic, reqwest) and read back by SQL and the `parquet` crate.
+
+mod bad_input;
+mod crash;
+mod files;
+mod otel_sdk;
+mod sql_api;
+mod support;

@@ -1,0 +1,203 @@
+//! Starting and stopping the server, and talking to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running `periscope serve` process.
+pub struct Server {
+    child: Option<Child>,
+    pub grpc_addr: String,
+    pub otlp_http_addr: String,
+    pub api_addr: String,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts the server on free loopback ports with `data_dir` and extra flags, and waits
+    /// for its `listening` line.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_periscope"))
+            .args(["serve", "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0"])
+            .args(["--http-addr", "127.0.0.1:0", "--log", "warn", "--memory-limit", "2GiB"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start periscope");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the server never blocks on a full pipe.
+            let mut sink = String::new();
+            while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                sink.clear();
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("server printed its listening line");
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+                .to_string()
+        };
+        assert!(line.starts_with("listening "), "{line:?}");
+        Server {
+            grpc_addr: field("otlp-grpc"),
+            otlp_http_addr: field("otlp-http"),
+            api_addr: field("http"),
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub fn api(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    pub fn otlp_http(&self) -> String {
+        format!("http://{}", self.otlp_http_addr)
+    }
+
+    pub fn grpc(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL");
+            c.wait().expect("wait");
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("server is running");
+        let ok = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status().expect("kill");
+        assert!(ok.success());
+        c.wait().expect("wait")
+    }
+
+    /// Runs SQL and returns the HTTP status and JSON answer.
+    pub async fn sql_status(&self, query: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v1/sql", self.api()))
+            .json(&serde_json::json!({ "query": query }))
+            .send()
+            .await
+            .expect("POST /api/v1/sql");
+        let status = r.status().as_u16();
+        let body = r.text().await.expect("body");
+        let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+        (status, v)
+    }
+
+    /// Runs SQL that must succeed and returns its rows.
+    pub async fn rows(&self, query: &str) -> Vec<Vec<Value>> {
+        let (status, v) = self.sql_status(query).await;
+        assert_eq!(status, 200, "{query}: {v}");
+        v["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r.as_array().expect("row").clone())
+            .collect()
+    }
+
+    /// A single number from SQL.
+    pub async fn scalar(&self, query: &str) -> i64 {
+        let rows = self.rows(query).await;
+        rows[0][0].as_i64().unwrap_or_else(|| panic!("{query}: {rows:?}"))
+    }
+
+    /// Polls `query` until it returns `want` (or panics after 20 s).
+    pub async fn wait_for_count(&self, query: &str, want: i64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.scalar(query).await;
+            if got == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{query}: {got}, want {want}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Every `*.parquet` file under `dir`.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(parquet_files(&p));
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+pub mod otlp {
+    //! Hand-built OTLP messages.
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    pub fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key_strindex: 0,
+            key: k.into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        }
+    }
+
+    pub fn resource(service: &str) -> Option<Resource> {
+        Some(Resource { attributes: vec![kv("service.name", service)], ..Default::default() })
+    }
+
+    /// A span with the given ids.
+    pub fn span(trace_id: Vec<u8>, span_id: Vec<u8>, name: &str) -> Span {
+        Span {
+            trace_id,
+            span_id,
+            name: name.into(),
+            kind: 2,
+            start_time_unix_nano: 1_764_000_000_000_000_123,
+            end_time_unix_nano: 1_764_000_000_100_000_123,
+            attributes: vec![kv("http.route", "/cart")],
+            ..Default::default()
+        }
+    }
+
+    pub fn traces(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: resource(service),
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                schema_url: String::new(),
+            }],
+        }
+    }
+}
