@@ -92,7 +92,7 @@ fn render_table(result: &Value) -> String {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        format!(" {} \n", parts.join(" | ").trim_end())
+        format!(" {}\n", parts.join(" | ").trim_end())
     };
     let mut out = line(&header);
     let sep: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();

@@ -202,7 +202,7 @@ async fn handle<E: Export>(
         Ok(response) => {
             let bytes = match encoding {
                 Encoding::Protobuf => response.encode_to_vec(),
-                Encoding::Json => serde_json::to_vec(&response).unwrap_or_else(|_| b"{}".to_vec()),
+                Encoding::Json => json_without_nulls(&response),
             };
             let mut r = (StatusCode::OK, bytes).into_response();
             r.headers_mut().insert(
@@ -213,6 +213,15 @@ async fn handle<E: Export>(
         }
         Err(refusal) => refusal.respond(encoding),
     }
+}
+
+/// The JSON mapping omits unset fields: `{}` for a full success, not `{"partialSuccess":null}`.
+fn json_without_nulls<T: serde::Serialize>(message: &T) -> Vec<u8> {
+    let mut value = serde_json::to_value(message).unwrap_or_default();
+    if let serde_json::Value::Object(map) = &mut value {
+        map.retain(|_, v| !v.is_null());
+    }
+    serde_json::to_vec(&value).unwrap_or_else(|_| b"{}".to_vec())
 }
 
 async fn receive<E: Export>(

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use periscope_storage::{Signal, Store};
@@ -63,6 +64,9 @@ impl QueryEngine {
     pub fn new(store: Store, config: QueryConfig) -> Result<QueryEngine, QueryError> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit, 1.0)
+            // No spilling: a query over its memory limit fails cleanly instead of filling
+            // the disk the store needs.
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
             .build_arc()
             .map_err(QueryError::from_datafusion)?;
         let session = SessionConfig::new()

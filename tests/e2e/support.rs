@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -13,7 +13,6 @@ pub struct Server {
     pub grpc_addr: String,
     pub otlp_http_addr: String,
     pub api_addr: String,
-    pub data_dir: PathBuf,
 }
 
 impl Server {
@@ -55,7 +54,6 @@ impl Server {
             otlp_http_addr: field("otlp-http"),
             api_addr: field("http"),
             child: Some(child),
-            data_dir: data_dir.to_path_buf(),
         }
     }
 
@@ -117,19 +115,6 @@ impl Server {
     pub async fn scalar(&self, query: &str) -> i64 {
         let rows = self.rows(query).await;
         rows[0][0].as_i64().unwrap_or_else(|| panic!("{query}: {rows:?}"))
-    }
-
-    /// Polls `query` until it returns `want` (or panics after 20 s).
-    pub async fn wait_for_count(&self, query: &str, want: i64) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = self.scalar(query).await;
-            if got == want {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{query}: {got}, want {want}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 }
 
