@@ -63,7 +63,15 @@ fn spawn_server() -> anyhow::Result<Spawned> {
     let data_dir = tempfile::tempdir().context("creating a temporary data directory")?;
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
-        .args(["serve", "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(data_dir.path())
         .args(["--log", "warn"])
@@ -78,13 +86,20 @@ fn spawn_server() -> anyhow::Result<Spawned> {
         .find_map(|w| w.strip_prefix("otlp-grpc="))
         .with_context(|| format!("unexpected first line from the server: {line:?}"))?
         .to_string();
-    Ok(Spawned { child, data_dir, grpc })
+    Ok(Spawned {
+        child,
+        data_dir,
+        grpc,
+    })
 }
 
 /// CPU seconds (user + system) a process has used, from /proc.
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').map(|(_, r)| r).context("malformed /proc stat")?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc stat")?;
     let fields: Vec<&str> = after.split_whitespace().collect();
     let utime: f64 = fields.get(11).context("no utime")?.parse()?;
     let stime: f64 = fields.get(12).context("no stime")?.parse()?;
@@ -92,7 +107,9 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 }
 
 fn parquet_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| {
@@ -109,11 +126,23 @@ fn parquet_bytes(dir: &Path) -> u64 {
 }
 
 fn s(k: &str, v: &str) -> KeyValue {
-    KeyValue { key_strindex: 0, key: k.into(), value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }) }
+    KeyValue {
+        key_strindex: 0,
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(v.into())),
+        }),
+    }
 }
 
 fn i(k: &str, v: i64) -> KeyValue {
-    KeyValue { key_strindex: 0, key: k.into(), value: Some(AnyValue { value: Some(Value::IntValue(v)) }) }
+    KeyValue {
+        key_strindex: 0,
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Value::IntValue(v)),
+        }),
+    }
 }
 
 /// One hop of the synthetic request path: service, span name, kind, parent hop index.
@@ -144,7 +173,10 @@ fn attributes(hop: usize, rng: &mut impl Rng, status: i64) -> Vec<KeyValue> {
             s("db.system.name", "postgresql"),
             s("db.namespace", "orders"),
             s("db.operation.name", "INSERT"),
-            s("db.query.text", "INSERT INTO orders (id, user_id, total) VALUES ($1, $2, $3)"),
+            s(
+                "db.query.text",
+                "INSERT INTO orders (id, user_id, total) VALUES ($1, $2, $3)",
+            ),
             s("server.address", "postgres.shop.svc"),
             i("server.port", 5432),
         ],
@@ -155,7 +187,14 @@ fn attributes(hop: usize, rng: &mut impl Rng, status: i64) -> Vec<KeyValue> {
             s("server.address", "kafka.shop.svc"),
         ],
         _ => vec![
-            s("http.request.method", if name.starts_with("GET") { "GET" } else { "POST" }),
+            s(
+                "http.request.method",
+                if name.starts_with("GET") {
+                    "GET"
+                } else {
+                    "POST"
+                },
+            ),
             s("url.scheme", "http"),
             s("network.protocol.version", "1.1"),
             i("http.response.status_code", status),
@@ -163,14 +202,33 @@ fn attributes(hop: usize, rng: &mut impl Rng, status: i64) -> Vec<KeyValue> {
     };
     match kind {
         2 => {
-            a.push(s("http.route", name.split_once(' ').map(|x| x.1).unwrap_or(name)));
-            a.push(s("url.path", &format!("/api/checkout/{}", rng.random_range(1..100_000))));
-            a.push(s("client.address", &format!("10.0.{}.{}", rng.random_range(0..8), rng.random_range(1..255))));
-            a.push(s("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"));
+            a.push(s(
+                "http.route",
+                name.split_once(' ').map(|x| x.1).unwrap_or(name),
+            ));
+            a.push(s(
+                "url.path",
+                &format!("/api/checkout/{}", rng.random_range(1..100_000)),
+            ));
+            a.push(s(
+                "client.address",
+                &format!(
+                    "10.0.{}.{}",
+                    rng.random_range(0..8),
+                    rng.random_range(1..255)
+                ),
+            ));
+            a.push(s(
+                "user_agent.original",
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
+            ));
             a.push(s("server.address", &format!("{service}.shop.svc")));
         }
         3 if a.len() < 6 => {
-            a.push(s("server.address", &format!("{}.shop.svc", name.split(' ').nth(1).unwrap_or("svc"))));
+            a.push(s(
+                "server.address",
+                &format!("{}.shop.svc", name.split(' ').nth(1).unwrap_or("svc")),
+            ));
             a.push(i("server.port", 8080));
         }
         _ => {}
@@ -183,7 +241,10 @@ fn attributes(hop: usize, rng: &mut impl Rng, status: i64) -> Vec<KeyValue> {
 
 /// Export requests holding `traces` traces of the 10-hop checkout path each.
 fn make_request(traces: usize, rng: &mut impl Rng) -> ExportTraceServiceRequest {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     let mut by_service: BTreeMap<&str, Vec<Span>> = BTreeMap::new();
     for _ in 0..traces {
         let trace_id: [u8; 16] = rng.random();
@@ -198,7 +259,10 @@ fn make_request(traces: usize, rng: &mut impl Rng) -> ExportTraceServiceRequest 
                 vec![span::Event {
                     time_unix_nano: start + offset + duration / 2,
                     name: "exception".into(),
-                    attributes: vec![s("exception.type", "PaymentDeclined"), s("exception.message", "card declined")],
+                    attributes: vec![
+                        s("exception.type", "PaymentDeclined"),
+                        s("exception.message", "card declined"),
+                    ],
                     dropped_attributes_count: 0,
                 }]
             } else {
@@ -237,7 +301,10 @@ fn make_request(traces: usize, rng: &mut impl Rng) -> ExportTraceServiceRequest 
                     ],
                     ..Default::default()
                 }),
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
                 schema_url: String::new(),
             })
             .collect(),
@@ -246,7 +313,10 @@ fn make_request(traces: usize, rng: &mut impl Rng) -> ExportTraceServiceRequest 
 
 async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     if args.batch < HOPS.len() || args.spans < args.batch {
-        bail!("--batch must be at least {} and --spans at least --batch", HOPS.len());
+        bail!(
+            "--batch must be at least {} and --spans at least --batch",
+            HOPS.len()
+        );
     }
     let traces_per_batch = args.batch / HOPS.len();
     let spans_per_batch = traces_per_batch * HOPS.len();
@@ -254,8 +324,9 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let total = batches * spans_per_batch;
     eprintln!("generating {total} spans in {batches} requests of {spans_per_batch}...");
     let mut rng = rand::rng();
-    let requests: Vec<ExportTraceServiceRequest> =
-        (0..batches).map(|_| make_request(traces_per_batch, &mut rng)).collect();
+    let requests: Vec<ExportTraceServiceRequest> = (0..batches)
+        .map(|_| make_request(traces_per_batch, &mut rng))
+        .collect();
 
     let spawned = match &args.target {
         Some(_) => None,
@@ -285,7 +356,9 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         workers.spawn(async move {
             let mut retries = 0u64;
             loop {
-                let Some(req) = queue.lock().await.next() else { break };
+                let Some(req) = queue.lock().await.next() else {
+                    break;
+                };
                 loop {
                     match client.export(req.clone()).await {
                         Ok(_) => break,
@@ -306,21 +379,33 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let rate = total as f64 / elapsed;
-    println!("command: periscope bench ingest --spans {} --batch {} --concurrency {}", args.spans, args.batch, args.concurrency);
+    println!(
+        "command: periscope bench ingest --spans {} --batch {} --concurrency {}",
+        args.spans, args.batch, args.concurrency
+    );
     println!("spans sent:             {total}");
     println!("wall time:              {elapsed:.2} s");
     println!("throughput:             {rate:.0} spans/s (WAL on, fsync per group commit)");
     println!("retried exports (503):  {retries}");
     if let Some(mut s) = spawned {
         let cpu = cpu_seconds(s.child.id())? - cpu_before;
-        println!("server CPU:             {cpu:.2} s = {:.2} CPU-us/span", cpu * 1e6 / total as f64);
-        let _ = Command::new("kill").arg("-TERM").arg(s.child.id().to_string()).status();
+        println!(
+            "server CPU:             {cpu:.2} s = {:.2} CPU-us/span",
+            cpu * 1e6 / total as f64
+        );
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(s.child.id().to_string())
+            .status();
         let status = s.child.wait()?;
         if !status.success() {
             bail!("the server exited with {status} while flushing");
         }
         let bytes = parquet_bytes(&s.data_dir.path().join("spans"));
-        println!("parquet on disk:        {bytes} bytes = {:.1} bytes/span", bytes as f64 / total as f64);
+        println!(
+            "parquet on disk:        {bytes} bytes = {:.1} bytes/span",
+            bytes as f64 / total as f64
+        );
     }
     Ok(())
 }

@@ -21,7 +21,11 @@ pub struct SqlArgs {
     /// The SQL query, e.g. "SELECT service_name, count(*) FROM spans GROUP BY 1".
     pub query: String,
     /// Base URL of the server's HTTP API.
-    #[arg(long, env = "PERISCOPE_SERVER", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        env = "PERISCOPE_SERVER",
+        default_value = "http://127.0.0.1:7070"
+    )]
     pub server: String,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
@@ -40,7 +44,9 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
         .json(&serde_json::json!({ "query": args.query }))
         .send()
         .await
-        .with_context(|| format!("cannot reach Periscope at {base}; is `periscope serve` running? (--server)"))?;
+        .with_context(|| {
+            format!("cannot reach Periscope at {base}; is `periscope serve` running? (--server)")
+        })?;
     let status = response.status();
     let body = response.text().await.context("reading the answer")?;
     if !status.is_success() {
@@ -68,13 +74,21 @@ fn cell(v: &Value) -> String {
 fn render_table(result: &Value) -> String {
     let header: Vec<String> = result["columns"]
         .as_array()
-        .map(|cols| cols.iter().map(|c| c["name"].as_str().unwrap_or("").to_string()).collect())
+        .map(|cols| {
+            cols.iter()
+                .map(|c| c["name"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
         .unwrap_or_default();
     let rows: Vec<Vec<String>> = result["rows"]
         .as_array()
         .map(|rows| {
             rows.iter()
-                .map(|r| r.as_array().map(|r| r.iter().map(cell).collect()).unwrap_or_default())
+                .map(|r| {
+                    r.as_array()
+                        .map(|r| r.iter().map(cell).collect())
+                        .unwrap_or_default()
+                })
                 .collect()
         })
         .unwrap_or_default();

@@ -145,9 +145,10 @@ impl Settings {
         let size_or = |key: &str, v: Option<String>, default: u64| -> anyhow::Result<u64> {
             v.map_or(Ok(default), |t| parse_size(key, &t))
         };
-        let dur_or = |key: &str, v: Option<String>, default: Duration| -> anyhow::Result<Duration> {
-            v.map_or(Ok(default), |t| parse_duration(key, &t))
-        };
+        let dur_or =
+            |key: &str, v: Option<String>, default: Duration| -> anyhow::Result<Duration> {
+                v.map_or(Ok(default), |t| parse_duration(key, &t))
+            };
         let addr_or = |key: &str, v: Option<String>, default: &str| -> anyhow::Result<SocketAddr> {
             parse_addr(key, v.as_deref().unwrap_or(default))
         };
@@ -166,19 +167,42 @@ impl Settings {
             bail!("max-request-bytes: must be more than 0");
         }
         Ok(Settings {
-            otlp_grpc_addr: addr_or("otlp-grpc-addr", pick(args.otlp_grpc_addr, file.otlp_grpc_addr), "127.0.0.1:4317")?,
-            otlp_http_addr: addr_or("otlp-http-addr", pick(args.otlp_http_addr, file.otlp_http_addr), "127.0.0.1:4318")?,
-            http_addr: addr_or("http-addr", pick(args.http_addr, file.http_addr), "127.0.0.1:7070")?,
-            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("periscope-data")),
+            otlp_grpc_addr: addr_or(
+                "otlp-grpc-addr",
+                pick(args.otlp_grpc_addr, file.otlp_grpc_addr),
+                "127.0.0.1:4317",
+            )?,
+            otlp_http_addr: addr_or(
+                "otlp-http-addr",
+                pick(args.otlp_http_addr, file.otlp_http_addr),
+                "127.0.0.1:4318",
+            )?,
+            http_addr: addr_or(
+                "http-addr",
+                pick(args.http_addr, file.http_addr),
+                "127.0.0.1:7070",
+            )?,
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("periscope-data")),
             memory_limit,
             max_request_bytes,
-            query_timeout: dur_or("query-timeout", pick(args.query_timeout, file.query_timeout), Duration::from_secs(30))?,
+            query_timeout: dur_or(
+                "query-timeout",
+                pick(args.query_timeout, file.query_timeout),
+                Duration::from_secs(30),
+            )?,
             query_memory_limit: size_or(
                 "query-memory-limit",
                 pick(args.query_memory_limit, file.query_memory_limit),
                 memory_limit / 4,
             )?,
-            flush_interval: dur_or("flush-interval", pick(args.flush_interval, file.flush_interval), Duration::from_secs(60))?,
+            flush_interval: dur_or(
+                "flush-interval",
+                pick(args.flush_interval, file.flush_interval),
+                Duration::from_secs(60),
+            )?,
             flush_bytes: size_or(
                 "flush-bytes",
                 pick(args.flush_bytes, file.flush_bytes),

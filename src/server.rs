@@ -38,13 +38,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -61,11 +62,17 @@ async fn metrics_text(State(registry): State<Arc<Registry>>) -> impl IntoRespons
     match prometheus_client::encoding::text::encode(&mut text, &registry) {
         Ok(()) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             text,
         )
             .into_response(),
-        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, format!("could not encode metrics: {e}")),
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not encode metrics: {e}"),
+        ),
     }
 }
 
@@ -91,7 +98,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         flush_interval: settings.flush_interval,
         max_buffered_bytes: settings.max_buffered_bytes(),
     })
-    .with_context(|| format!("cannot open the data directory {}", settings.data_dir.display()))?;
+    .with_context(|| {
+        format!(
+            "cannot open the data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
     let ingest = Ingest::new(store.clone());
     let engine = QueryEngine::new(
         store.clone(),
@@ -114,7 +126,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let api_addr = api_listener.local_addr()?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening otlp-grpc={grpc_addr} otlp-http={http_addr} http={api_addr}")?;
+        writeln!(
+            out,
+            "listening otlp-grpc={grpc_addr} otlp-http={http_addr} http={api_addr}"
+        )?;
         out.flush()?;
     }
     info!(%grpc_addr, %http_addr, %api_addr, data_dir = %settings.data_dir.display(), "Periscope is serving.");
@@ -133,12 +148,20 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             stopped(stop_rx.clone()),
         );
     tasks.spawn(async move { grpc.await.context("OTLP/gRPC server failed") });
-    let otlp_http = axum::serve(http_listener, periscope_collector::http::router(ingest, max))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let otlp_http = axum::serve(
+        http_listener,
+        periscope_collector::http::router(ingest, max),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
     tasks.spawn(async move { otlp_http.await.context("OTLP/HTTP server failed") });
     let api = periscope_query::router(engine)
         .merge(ops_router(registry))
-        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such endpoint; see README for the API") });
+        .fallback(|| async {
+            error_response(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see README for the API",
+            )
+        });
     let api = axum::serve(api_listener, api).with_graceful_shutdown(stopped(stop_rx.clone()));
     tasks.spawn(async move { api.await.context("HTTP API server failed") });
     let flusher = tokio::spawn(store.clone().run_flusher(stop_rx));

@@ -26,4 +26,3 @@ impl From<periscope_storage::otlp::ArrowError> for IngestError {
         IngestError::Internal(format!("could not convert the export to rows: {e}"))
     }
 }
-

@@ -13,7 +13,9 @@ use periscope_storage::Signal;
 use periscope_storage::otlp::{self, ArrowError, Converted};
 
 /// An OTLP export request of one signal.
-pub trait Export: prost::Message + Default + serde::de::DeserializeOwned + Send + Sync + 'static {
+pub trait Export:
+    prost::Message + Default + serde::de::DeserializeOwned + Send + Sync + 'static
+{
     /// The matching response message.
     type Response: prost::Message + serde::Serialize + Default + Send + 'static;
     /// The table the rows go to.
@@ -32,9 +34,11 @@ impl Export for ExportTraceServiceRequest {
     }
     fn response(rejected: u64, message: Option<String>) -> Self::Response {
         ExportTraceServiceResponse {
-            partial_success: (rejected > 0 || message.is_some()).then(|| ExportTracePartialSuccess {
-                rejected_spans: rejected as i64,
-                error_message: message.unwrap_or_default(),
+            partial_success: (rejected > 0 || message.is_some()).then(|| {
+                ExportTracePartialSuccess {
+                    rejected_spans: rejected as i64,
+                    error_message: message.unwrap_or_default(),
+                }
             }),
         }
     }
@@ -48,9 +52,11 @@ impl Export for ExportLogsServiceRequest {
     }
     fn response(rejected: u64, message: Option<String>) -> Self::Response {
         ExportLogsServiceResponse {
-            partial_success: (rejected > 0 || message.is_some()).then(|| ExportLogsPartialSuccess {
-                rejected_log_records: rejected as i64,
-                error_message: message.unwrap_or_default(),
+            partial_success: (rejected > 0 || message.is_some()).then(|| {
+                ExportLogsPartialSuccess {
+                    rejected_log_records: rejected as i64,
+                    error_message: message.unwrap_or_default(),
+                }
             }),
         }
     }
@@ -64,9 +70,11 @@ impl Export for ExportMetricsServiceRequest {
     }
     fn response(rejected: u64, message: Option<String>) -> Self::Response {
         ExportMetricsServiceResponse {
-            partial_success: (rejected > 0 || message.is_some()).then(|| ExportMetricsPartialSuccess {
-                rejected_data_points: rejected as i64,
-                error_message: message.unwrap_or_default(),
+            partial_success: (rejected > 0 || message.is_some()).then(|| {
+                ExportMetricsPartialSuccess {
+                    rejected_data_points: rejected as i64,
+                    error_message: message.unwrap_or_default(),
+                }
             }),
         }
     }

@@ -79,7 +79,10 @@ impl Refusal {
         };
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(encoding.content_type()));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(encoding.content_type()),
+        );
         if matches!(
             self.status,
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
@@ -108,7 +111,12 @@ fn request_encoding(headers: &HeaderMap) -> Result<Encoding, Refusal> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mime = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match mime.as_str() {
         "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
         "application/json" => Ok(Encoding::Json),
@@ -139,7 +147,9 @@ fn is_gzip(headers: &HeaderMap) -> Result<bool, Refusal> {
 fn too_large(limit: usize) -> Refusal {
     Refusal::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body is larger than the limit of {limit} bytes (after decompression); send smaller batches or raise --max-request-bytes"),
+        format!(
+            "request body is larger than the limit of {limit} bytes (after decompression); send smaller batches or raise --max-request-bytes"
+        ),
     )
 }
 
@@ -177,7 +187,10 @@ fn decode<E: Export>(bytes: &[u8], encoding: Encoding) -> Result<E, Refusal> {
         Encoding::Protobuf => E::decode(bytes).map_err(|e| {
             Refusal::new(
                 StatusCode::BAD_REQUEST,
-                format!("protobuf body is not a valid OTLP {} export: {e}", E::SIGNAL),
+                format!(
+                    "protobuf body is not a valid OTLP {} export: {e}",
+                    E::SIGNAL
+                ),
             )
         }),
         Encoding::Json => serde_json::from_slice(bytes).map_err(|e| {

@@ -43,14 +43,17 @@ impl Ingest {
             .unwrap_or(0);
         let converted = request.convert(received)?;
         let signal = E::SIGNAL.name();
-        if let Some(batch) = converted.batch {
-            if let Err(e) = self.store.append(E::SIGNAL, batch).await {
-                let e = IngestError::from(e);
-                if matches!(e, IngestError::Unavailable(_)) {
-                    self.metrics.refused.get_or_create(&vec![("signal", signal)]).inc();
-                }
-                return Err(e);
+        if let Some(batch) = converted.batch
+            && let Err(e) = self.store.append(E::SIGNAL, batch).await
+        {
+            let e = IngestError::from(e);
+            if matches!(e, IngestError::Unavailable(_)) {
+                self.metrics
+                    .refused
+                    .get_or_create(&vec![("signal", signal)])
+                    .inc();
             }
+            return Err(e);
         }
         self.metrics
             .items

@@ -35,7 +35,9 @@ fn query_error(e: &QueryError) -> Response {
 
 /// The query API routes.
 pub fn router(engine: QueryEngine) -> Router {
-    Router::new().route("/api/v1/sql", post(sql)).with_state(engine)
+    Router::new()
+        .route("/api/v1/sql", post(sql))
+        .with_state(engine)
 }
 
 async fn sql(
@@ -90,7 +92,12 @@ pub fn result_json(result: &QueryResult) -> Value {
 
 fn csv_response(result: &QueryResult) -> Response {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let header: Vec<&str> = result.schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let header: Vec<&str> = result
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
     let mut rows = vec![header.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
     for batch in &result.batches {
         for row in 0..batch.num_rows() {
@@ -105,11 +112,17 @@ fn csv_response(result: &QueryResult) -> Response {
     }
     for r in rows {
         if let Err(e) = w.write_record(&r) {
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, format!("could not write CSV: {e}"));
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("could not write CSV: {e}"),
+            );
         }
     }
     match w.into_inner() {
         Ok(bytes) => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], bytes).into_response(),
-        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, format!("could not write CSV: {e}")),
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not write CSV: {e}"),
+        ),
     }
 }

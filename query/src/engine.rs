@@ -52,7 +52,9 @@ pub struct QueryEngine {
 
 impl std::fmt::Debug for QueryEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueryEngine").field("config", &self.config).finish()
+        f.debug_struct("QueryEngine")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -66,7 +68,9 @@ impl QueryEngine {
             .with_memory_limit(config.memory_limit, 1.0)
             // No spilling: a query over its memory limit fails cleanly instead of filling
             // the disk the store needs.
-            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()
             .map_err(QueryError::from_datafusion)?;
         let session = SessionConfig::new()
@@ -74,8 +78,11 @@ impl QueryEngine {
             .with_target_partitions(2);
         let ctx = SessionContext::new_with_config_rt(session, runtime);
         for signal in Signal::ALL {
-            ctx.register_table(signal.name(), Arc::new(StoreTable::new(store.clone(), signal)))
-                .map_err(QueryError::from_datafusion)?;
+            ctx.register_table(
+                signal.name(),
+                Arc::new(StoreTable::new(store.clone(), signal)),
+            )
+            .map_err(QueryError::from_datafusion)?;
         }
         Ok(QueryEngine {
             ctx,
@@ -121,8 +128,13 @@ impl QueryEngine {
             Err(_) => Err(QueryError::Timeout(self.config.timeout)),
         };
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.metrics.queries.get_or_create(&vec![("outcome", outcome)]).inc();
-        self.metrics.seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .queries
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+        self.metrics
+            .seconds
+            .observe(started.elapsed().as_secs_f64());
         result
     }
 }

@@ -9,13 +9,19 @@ pub enum QueryError {
     #[error("{0}")]
     Invalid(String),
     /// The statement would change something; the SQL endpoint only reads.
-    #[error("the SQL endpoint is read-only and refuses this statement ({0}); use SELECT, WITH, EXPLAIN or SHOW")]
+    #[error(
+        "the SQL endpoint is read-only and refuses this statement ({0}); use SELECT, WITH, EXPLAIN or SHOW"
+    )]
     ReadOnly(String),
     /// The query ran longer than the configured timeout and was cancelled.
-    #[error("query exceeded the timeout of {0:?} and was cancelled; narrow the time range or raise --query-timeout")]
+    #[error(
+        "query exceeded the timeout of {0:?} and was cancelled; narrow the time range or raise --query-timeout"
+    )]
     Timeout(Duration),
     /// The query needed more memory than the configured limit.
-    #[error("query exceeded its memory limit ({0}); narrow the time range, aggregate more, or raise --query-memory-limit")]
+    #[error(
+        "query exceeded its memory limit ({0}); narrow the time range, aggregate more, or raise --query-memory-limit"
+    )]
     ResourcesExhausted(String),
     /// Execution failed inside the engine.
     #[error("query failed: {0}")]

@@ -25,13 +25,21 @@ fn rfc3339(nanos: i64) -> Value {
 }
 
 fn timestamp_nanos(array: &ArrayRef, row: usize, unit: TimeUnit) -> Option<i64> {
-    let v = match unit {
-        TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(row).checked_mul(1_000_000_000),
-        TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().value(row).checked_mul(1_000_000),
-        TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(row).checked_mul(1_000),
+    match unit {
+        TimeUnit::Second => array
+            .as_primitive::<TimestampSecondType>()
+            .value(row)
+            .checked_mul(1_000_000_000),
+        TimeUnit::Millisecond => array
+            .as_primitive::<TimestampMillisecondType>()
+            .value(row)
+            .checked_mul(1_000_000),
+        TimeUnit::Microsecond => array
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(row)
+            .checked_mul(1_000),
         TimeUnit::Nanosecond => Some(array.as_primitive::<TimestampNanosecondType>().value(row)),
-    };
-    v
+    }
 }
 
 fn formatted(array: &ArrayRef, row: usize) -> Value {
@@ -129,7 +137,10 @@ mod tests {
         let a: ArrayRef = Arc::new(
             TimestampNanosecondArray::from(vec![1_700_000_000_000_000_001]).with_timezone("UTC"),
         );
-        assert_eq!(value_json(&a, 0), Value::String("2023-11-14T22:13:20.000000001Z".into()));
+        assert_eq!(
+            value_json(&a, 0),
+            Value::String("2023-11-14T22:13:20.000000001Z".into())
+        );
     }
 
     #[test]

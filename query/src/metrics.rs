@@ -27,7 +27,15 @@ impl Default for QueryMetrics {
 impl QueryMetrics {
     /// Registers every metric under the `periscope_` prefix.
     pub fn register(&self, registry: &mut Registry) {
-        registry.register("periscope_queries", "SQL queries run, by outcome", self.queries.clone());
-        registry.register("periscope_query_seconds", "SQL query latency", self.seconds.clone());
+        registry.register(
+            "periscope_queries",
+            "SQL queries run, by outcome",
+            self.queries.clone(),
+        );
+        registry.register(
+            "periscope_query_seconds",
+            "SQL query latency",
+            self.seconds.clone(),
+        );
     }
 }

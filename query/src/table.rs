@@ -88,7 +88,8 @@ impl TimeBounds {
 
     /// Whether a file spanning `[min, max]` may hold matching rows.
     pub fn overlaps(&self, file: &FileEntry) -> bool {
-        self.min.is_none_or(|lo| file.max_time >= lo) && self.max.is_none_or(|hi| file.min_time <= hi)
+        self.min.is_none_or(|lo| file.max_time >= lo)
+            && self.max.is_none_or(|hi| file.min_time <= hi)
     }
 }
 
@@ -132,7 +133,8 @@ impl TableProvider for StoreTable {
 
         if !snapshot.batches.is_empty() {
             let per = snapshot.batches.len().div_ceil(PARTITIONS);
-            let partitions: Vec<Vec<_>> = snapshot.batches.chunks(per).map(|c| c.to_vec()).collect();
+            let partitions: Vec<Vec<_>> =
+                snapshot.batches.chunks(per).map(|c| c.to_vec()).collect();
             inputs.push(MemorySourceConfig::try_new_exec(
                 &partitions,
                 Arc::clone(&self.schema),
@@ -147,7 +149,10 @@ impl TableProvider for StoreTable {
             .filter(|f| bounds.overlaps(f))
             .map(|f| {
                 let path = snapshot.data_dir.join(&f.path);
-                PartitionedFile::new(path.to_string_lossy().trim_start_matches('/').to_string(), f.bytes)
+                PartitionedFile::new(
+                    path.to_string_lossy().trim_start_matches('/').to_string(),
+                    f.bytes,
+                )
             })
             .collect();
         if !files.is_empty() {
@@ -158,12 +163,16 @@ impl TableProvider for StoreTable {
                 source = source.with_predicate(physical);
             }
             let per = files.len().div_ceil(PARTITIONS);
-            let groups: Vec<FileGroup> = files.chunks(per).map(|c| FileGroup::new(c.to_vec())).collect();
-            let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                .with_file_groups(groups)
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
-                .build();
+            let groups: Vec<FileGroup> = files
+                .chunks(per)
+                .map(|c| FileGroup::new(c.to_vec()))
+                .collect();
+            let config =
+                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                    .with_file_groups(groups)
+                    .with_projection_indices(projection.cloned())?
+                    .with_limit(limit)
+                    .build();
             inputs.push(DataSourceExec::from_data_source(config));
         }
 
@@ -178,14 +187,16 @@ impl TableProvider for StoreTable {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use datafusion::prelude::{col, lit};
 
     fn ts(n: i64) -> Expr {
-        lit(ScalarValue::TimestampNanosecond(Some(n), Some("UTC".into())))
+        lit(ScalarValue::TimestampNanosecond(
+            Some(n),
+            Some("UTC".into()),
+        ))
     }
 
     fn file(min: i64, max: i64) -> FileEntry {
@@ -201,9 +212,18 @@ mod tests {
 
     #[test]
     fn time_bounds_prune_files_outside_the_range() {
-        let filters = vec![col("start_time").gt_eq(ts(100)), ts(200).gt(col("start_time"))];
+        let filters = vec![
+            col("start_time").gt_eq(ts(100)),
+            ts(200).gt(col("start_time")),
+        ];
         let b = TimeBounds::from_filters(&filters, "start_time");
-        assert_eq!(b, TimeBounds { min: Some(100), max: Some(200) });
+        assert_eq!(
+            b,
+            TimeBounds {
+                min: Some(100),
+                max: Some(200)
+            }
+        );
         assert!(b.overlaps(&file(150, 160)));
         assert!(b.overlaps(&file(50, 100)));
         assert!(!b.overlaps(&file(0, 99)));
@@ -212,7 +232,10 @@ mod tests {
 
     #[test]
     fn other_filters_do_not_bound_time() {
-        let filters = vec![col("service_name").eq(lit("a")), col("start_time").not_eq(ts(5))];
+        let filters = vec![
+            col("service_name").eq(lit("a")),
+            col("start_time").not_eq(ts(5)),
+        ];
         let b = TimeBounds::from_filters(&filters, "start_time");
         assert_eq!(b, TimeBounds::default());
     }

@@ -98,12 +98,16 @@ impl Catalog {
             let dir = data_dir.join(signal.name());
             if dir.exists() {
                 walk(&dir, &mut |p| {
-                    let rel = p.strip_prefix(data_dir).unwrap_or(p).to_string_lossy().to_string();
+                    let rel = p
+                        .strip_prefix(data_dir)
+                        .unwrap_or(p)
+                        .to_string_lossy()
+                        .to_string();
                     let ext = p.extension().and_then(|e| e.to_str());
-                    if matches!(ext, Some("parquet") | Some("tmp")) && !known.contains(rel.as_str()) {
-                        if fs::remove_file(p).is_ok() {
-                            removed.push(p.to_path_buf());
-                        }
+                    let orphan = matches!(ext, Some("parquet") | Some("tmp"))
+                        && !known.contains(rel.as_str());
+                    if orphan && fs::remove_file(p).is_ok() {
+                        removed.push(p.to_path_buf());
                     }
                 })?;
             }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The server holds as much unflushed data as its memory budget allows; retry later.
-    #[error("ingest is over its memory budget ({used} of {limit} bytes buffered); retry after the next flush")]
+    #[error(
+        "ingest is over its memory budget ({used} of {limit} bytes buffered); retry after the next flush"
+    )]
     Overloaded {
         /// Bytes currently buffered.
         used: u64,
@@ -45,7 +47,10 @@ pub enum Error {
 
 impl Error {
     /// Wraps an I/O error with the operation and path it happened on.
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { op, path, source }
     }

@@ -45,8 +45,16 @@ impl StorageMetrics {
             "Rows acknowledged into the write-ahead log, by signal",
             self.rows_written.clone(),
         );
-        registry.register("periscope_wal_bytes", "Bytes appended to the write-ahead log", self.wal_bytes.clone());
-        registry.register("periscope_wal_fsyncs", "Group commits (fsyncs) of the write-ahead log", self.wal_fsyncs.clone());
+        registry.register(
+            "periscope_wal_bytes",
+            "Bytes appended to the write-ahead log",
+            self.wal_bytes.clone(),
+        );
+        registry.register(
+            "periscope_wal_fsyncs",
+            "Group commits (fsyncs) of the write-ahead log",
+            self.wal_fsyncs.clone(),
+        );
         registry.register(
             "periscope_wal_fsync_seconds",
             "Latency of one WAL group commit (write + fdatasync)",
@@ -57,8 +65,20 @@ impl StorageMetrics {
             "Bytes of acknowledged rows held in memory until flushed to Parquet",
             self.buffered_bytes.clone(),
         );
-        registry.register("periscope_flushes", "Flushes of the in-memory head to Parquet", self.flushes.clone());
-        registry.register("periscope_flush_errors", "Flushes that failed and will be retried", self.flush_errors.clone());
-        registry.register("periscope_parquet_bytes", "Bytes of Parquet files written", self.parquet_bytes.clone());
+        registry.register(
+            "periscope_flushes",
+            "Flushes of the in-memory head to Parquet",
+            self.flushes.clone(),
+        );
+        registry.register(
+            "periscope_flush_errors",
+            "Flushes that failed and will be retried",
+            self.flush_errors.clone(),
+        );
+        registry.register(
+            "periscope_parquet_bytes",
+            "Bytes of Parquet files written",
+            self.parquet_bytes.clone(),
+        );
     }
 }

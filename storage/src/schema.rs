@@ -123,7 +123,11 @@ fn attrs(name: &str) -> Field {
 }
 
 fn list_of(name: &str, item: DataType) -> Field {
-    Field::new(name, DataType::List(Arc::new(Field::new("item", item, true))), true)
+    Field::new(
+        name,
+        DataType::List(Arc::new(Field::new("item", item, true))),
+        true,
+    )
 }
 
 /// Fields of one span event.

@@ -17,8 +17,8 @@ use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::catalog::FileEntry;
@@ -60,10 +60,9 @@ fn sort(signal: Signal, batch: &RecordBatch) -> Result<RecordBatch> {
         .sort_columns()
         .iter()
         .map(|name| {
-            let values = batch
-                .column_by_name(name)
-                .cloned()
-                .ok_or_else(|| arrow::error::ArrowError::SchemaError(format!("no column {name}")))?;
+            let values = batch.column_by_name(name).cloned().ok_or_else(|| {
+                arrow::error::ArrowError::SchemaError(format!("no column {name}"))
+            })?;
             Ok(SortColumn {
                 values,
                 options: None,
@@ -144,7 +143,8 @@ pub fn write_files(
         let path = data_dir.join(&rel);
         let tmp = dir.join(format!("{name}.tmp"));
         let file = fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
-        let mut writer = ArrowWriter::try_new(file, Arc::clone(&part.schema()), Some(props.clone()))?;
+        let mut writer =
+            ArrowWriter::try_new(file, Arc::clone(&part.schema()), Some(props.clone()))?;
         writer.write(&part)?;
         let file = writer.into_inner()?;
         file.sync_all().map_err(Error::io("fsync", &tmp))?;
@@ -204,10 +204,17 @@ mod tests {
         assert_eq!(entries[0].rows, 2);
         assert_eq!(entries[0].min_time, (base + 1) as i64);
         assert_eq!(entries[0].max_time, (base + 5) as i64);
-        assert!(entries[0].path.starts_with("spans/2025-"), "{}", entries[0].path);
+        assert!(
+            entries[0].path.starts_with("spans/2025-"),
+            "{}",
+            entries[0].path
+        );
         assert!(entries[0].path.ends_with("000000000009.parquet"));
         let file = fs::File::open(dir.path().join(&entries[0].path)).unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
         let rows: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>().unwrap();
         let names = rows[0].column_by_name("name").unwrap().as_string::<i32>();
         assert_eq!(names.value(0), "op2");

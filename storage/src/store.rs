@@ -98,7 +98,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("data_dir", &self.inner.config.data_dir).finish()
+        f.debug_struct("Store")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish()
     }
 }
 
@@ -125,7 +127,8 @@ impl Store {
         for id in wal::list_segments(&wal_dir)? {
             let path = wal::segment_path(&wal_dir, id);
             if id <= catalog.flushed_upto {
-                std::fs::remove_file(&path).map_err(Error::io("remove flushed WAL segment", &path))?;
+                std::fs::remove_file(&path)
+                    .map_err(Error::io("remove flushed WAL segment", &path))?;
                 continue;
             }
             last_segment = last_segment.max(id);
@@ -243,6 +246,8 @@ impl Store {
         let state = self.inner.state.read();
         let cfg = &self.inner.config;
         state.head.active_bytes() >= cfg.flush_bytes
+            // Under pressure, flush early so ingest is refused only while a flush runs.
+            || self.buffered_bytes() >= cfg.max_buffered_bytes / 2
             || state
                 .head
                 .oldest_active()
@@ -278,7 +283,12 @@ impl Store {
                     .buffered_bytes
                     .set(self.inner.buffered.load(Ordering::Relaxed) as i64);
                 if rows > 0 {
-                    info!(rows, bytes, elapsed_ms = started.elapsed().as_millis() as u64, "Flushed head to Parquet.");
+                    info!(
+                        rows,
+                        bytes,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "Flushed head to Parquet."
+                    );
                 }
                 Ok(())
             }
@@ -298,10 +308,10 @@ impl Store {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => break,
             }
-            if self.flush_due() {
-                if let Err(error) = self.flush().await {
-                    warn!(%error, "Flush failed, will retry.");
-                }
+            if self.flush_due()
+                && let Err(error) = self.flush().await
+            {
+                warn!(%error, "Flush failed, will retry.");
             }
         }
         if let Err(error) = self.flush().await {
@@ -397,7 +407,10 @@ fn commit(inner: &Inner, segment: &mut Segment, appends: Vec<Command>) {
     }
     let started = Instant::now();
     let result = segment.append_durable(&buf);
-    inner.metrics.wal_fsync_seconds.observe(started.elapsed().as_secs_f64());
+    inner
+        .metrics
+        .wal_fsync_seconds
+        .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(()) => {
             inner.metrics.wal_fsyncs.inc();
@@ -514,7 +527,11 @@ mod tests {
         store.append(Signal::Spans, spans(1, 2)).await.unwrap();
         drop(store);
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
-        assert_eq!(rows(&store.snapshot(Signal::Spans)), 5, "no row lost or doubled");
+        assert_eq!(
+            rows(&store.snapshot(Signal::Spans)),
+            5,
+            "no row lost or doubled"
+        );
         // Only the segment after the flush may remain (plus the new one).
         let segments = wal::list_segments(&dir.path().join("wal")).unwrap();
         assert!(segments.iter().all(|id| *id > 1), "{segments:?}");

@@ -124,8 +124,7 @@ pub(crate) fn replay_segment(path: &Path) -> Result<Replayed> {
         }
         match decode_payload(payload) {
             Ok((signal, batches)) => {
-                out.batches
-                    .extend(batches.into_iter().map(|b| (signal, b)));
+                out.batches.extend(batches.into_iter().map(|b| (signal, b)));
             }
             Err(error) => {
                 warn!(path = %path.display(), offset = pos, %error, "WAL record cannot be decoded, skipping it.");

@@ -24,7 +24,13 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-async fn post(server: &Server, path: &str, content_type: &str, encoding: Option<&str>, body: Vec<u8>) -> reqwest::Response {
+async fn post(
+    server: &Server,
+    path: &str,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
     let mut r = reqwest::Client::new()
         .post(format!("{}{path}", server.otlp_http()))
         .header("content-type", content_type)
@@ -48,19 +54,46 @@ async fn proto_error(r: reqwest::Response, status: u16) -> String {
 async fn bad_requests_get_clear_answers_and_harm_nothing_stored() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let good = otlp::traces("cart", vec![otlp::span(vec![1; 16], vec![1; 8], "stored-before")]);
-    let r = post(&server, "/v1/traces", "application/x-protobuf", None, good.encode_to_vec()).await;
+    let good = otlp::traces(
+        "cart",
+        vec![otlp::span(vec![1; 16], vec![1; 8], "stored-before")],
+    );
+    let r = post(
+        &server,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        good.encode_to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let ok = ExportTraceServiceResponse::decode(&r.bytes().await.unwrap()[..]).unwrap();
-    assert!(ok.partial_success.is_none(), "full success has no partial_success");
+    assert!(
+        ok.partial_success.is_none(),
+        "full success has no partial_success"
+    );
 
     // Garbage protobuf.
-    let r = post(&server, "/v1/traces", "application/x-protobuf", None, vec![0xff, 0xff, 0xff, 0x01, 0x02]).await;
+    let r = post(
+        &server,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        vec![0xff, 0xff, 0xff, 0x01, 0x02],
+    )
+    .await;
     let m = proto_error(r, 400).await;
     assert!(m.contains("protobuf"), "{m}");
 
     // Invalid JSON: the error comes back as JSON.
-    let r = post(&server, "/v1/logs", "application/json", None, b"{\"resourceLogs\": [".to_vec()).await;
+    let r = post(
+        &server,
+        "/v1/logs",
+        "application/json",
+        None,
+        b"{\"resourceLogs\": [".to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.headers()["content-type"], "application/json");
     let v: Value = r.json().await.unwrap();
@@ -68,25 +101,53 @@ async fn bad_requests_get_clear_answers_and_harm_nothing_stored() {
 
     // Truncated gzip.
     let zipped = gzip(&good.encode_to_vec());
-    let r = post(&server, "/v1/traces", "application/x-protobuf", Some("gzip"), zipped[..zipped.len() / 2].to_vec()).await;
+    let r = post(
+        &server,
+        "/v1/traces",
+        "application/x-protobuf",
+        Some("gzip"),
+        zipped[..zipped.len() / 2].to_vec(),
+    )
+    .await;
     let m = proto_error(r, 400).await;
     assert!(m.contains("gzip"), "{m}");
 
     // A gzip bomb: 64 MiB of zeros in about 64 KiB, cut off at the 16 MiB limit.
     let bomb = gzip(&vec![0u8; 64 << 20]);
     assert!(bomb.len() < 1 << 20);
-    let r = post(&server, "/v1/traces", "application/x-protobuf", Some("gzip"), bomb).await;
+    let r = post(
+        &server,
+        "/v1/traces",
+        "application/x-protobuf",
+        Some("gzip"),
+        bomb,
+    )
+    .await;
     let m = proto_error(r, 413).await;
     assert!(m.contains("limit"), "{m}");
 
     // Wrong content type and unknown content encoding.
     let r = post(&server, "/v1/traces", "text/plain", None, b"hello".to_vec()).await;
     assert_eq!(r.status(), 415);
-    let r = post(&server, "/v1/traces", "application/x-protobuf", Some("br"), good.encode_to_vec()).await;
+    let r = post(
+        &server,
+        "/v1/traces",
+        "application/x-protobuf",
+        Some("br"),
+        good.encode_to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 415);
 
     // Oversized body.
-    let r = post(&server, "/v1/metrics", "application/x-protobuf", None, vec![0u8; 17 << 20]).await;
+    let r = post(
+        &server,
+        "/v1/metrics",
+        "application/x-protobuf",
+        None,
+        vec![0u8; 17 << 20],
+    )
+    .await;
     proto_error(r, 413).await;
 
     // Invalid ids: a partial success that counts the rejected span; the valid one is kept.
@@ -98,22 +159,47 @@ async fn bad_requests_get_clear_answers_and_harm_nothing_stored() {
             otlp::span(vec![4; 16], vec![4; 8], "valid"),
         ],
     );
-    let r = post(&server, "/v1/traces", "application/x-protobuf", None, mixed.encode_to_vec()).await;
+    let r = post(
+        &server,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        mixed.encode_to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let resp = ExportTraceServiceResponse::decode(&r.bytes().await.unwrap()[..]).unwrap();
     let partial = resp.partial_success.expect("partial success");
     assert_eq!(partial.rejected_spans, 2);
-    assert!(partial.error_message.contains("trace_id must be 16 bytes"), "{}", partial.error_message);
+    assert!(
+        partial.error_message.contains("trace_id must be 16 bytes"),
+        "{}",
+        partial.error_message
+    );
 
     // The same over JSON: hex ids, and the answer in JSON.
     let json = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"cart"}}]},
       "scopeSpans":[{"spans":[{"traceId":"0505050505050505050505050505050","spanId":"0505050505050505","name":"odd-hex","kind":2,
       "startTimeUnixNano":"1764000000000000000","endTimeUnixNano":1764000000000000500}]}]}]}"#;
-    let r = post(&server, "/v1/traces", "application/json", None, json.as_bytes().to_vec()).await;
+    let r = post(
+        &server,
+        "/v1/traces",
+        "application/json",
+        None,
+        json.as_bytes().to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 400, "an odd-length hex id does not decode");
 
     // An empty export is a full success.
-    let r = post(&server, "/v1/traces", "application/json", None, b"{}".to_vec()).await;
+    let r = post(
+        &server,
+        "/v1/traces",
+        "application/json",
+        None,
+        b"{}".to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert!(v.get("partialSuccess").is_none(), "{v}");
@@ -124,7 +210,13 @@ async fn bad_requests_get_clear_answers_and_harm_nothing_stored() {
         .unwrap()
         .send_compressed(tonic::codec::CompressionEncoding::Gzip)
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-    let req = otlp::traces("cart", vec![otlp::span(vec![0; 16], vec![5; 8], "zero-trace-id"), otlp::span(vec![6; 16], vec![6; 8], "grpc-valid")]);
+    let req = otlp::traces(
+        "cart",
+        vec![
+            otlp::span(vec![0; 16], vec![5; 8], "zero-trace-id"),
+            otlp::span(vec![6; 16], vec![6; 8], "grpc-valid"),
+        ],
+    );
     let resp = client.export(req).await.expect("gRPC export").into_inner();
     assert_eq!(resp.partial_success.expect("partial").rejected_spans, 1);
 
@@ -132,6 +224,8 @@ async fn bad_requests_get_clear_answers_and_harm_nothing_stored() {
     let names = server.rows("SELECT name FROM spans ORDER BY name").await;
     let names: Vec<&str> = names.iter().map(|r| r[0].as_str().unwrap()).collect();
     assert_eq!(names, ["grpc-valid", "stored-before", "valid"]);
-    let health = reqwest::get(format!("{}/healthz", server.api())).await.unwrap();
+    let health = reqwest::get(format!("{}/healthz", server.api()))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 }

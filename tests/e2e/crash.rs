@@ -23,7 +23,9 @@ async fn kill_9_during_ingest_loses_no_acknowledged_span() {
         let endpoint = server.grpc();
         let acked = Arc::clone(&acked);
         senders.push(tokio::spawn(async move {
-            let Ok(mut client) = TraceServiceClient::connect(endpoint).await else { return };
+            let Ok(mut client) = TraceServiceClient::connect(endpoint).await else {
+                return;
+            };
             for n in 0u64.. {
                 let first = (worker << 40) | (n * SPANS_PER_EXPORT);
                 let spans = (first..first + SPANS_PER_EXPORT)
@@ -49,11 +51,16 @@ async fn kill_9_during_ingest_loses_no_acknowledged_span() {
         let _ = s.await;
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() as u64 >= SPANS_PER_EXPORT, "some exports were acknowledged before the kill");
+    assert!(
+        acked.len() as u64 >= SPANS_PER_EXPORT,
+        "some exports were acknowledged before the kill"
+    );
 
     let server = Server::start(dir.path(), &[]);
     let total = server.scalar("SELECT count(*) FROM spans").await;
-    let distinct = server.scalar("SELECT count(DISTINCT span_id) FROM spans").await;
+    let distinct = server
+        .scalar("SELECT count(DISTINCT span_id) FROM spans")
+        .await;
     assert_eq!(total, distinct, "no span is stored twice");
     let stored: HashSet<String> = server
         .rows("SELECT span_id FROM spans")
@@ -62,5 +69,9 @@ async fn kill_9_during_ingest_loses_no_acknowledged_span() {
         .map(|r| r[0].as_str().unwrap().to_string())
         .collect();
     let missing: Vec<&String> = acked.difference(&stored).take(5).collect();
-    assert!(missing.is_empty(), "{} acknowledged spans lost after kill -9 at {wait} ms, e.g. {missing:?}", acked.difference(&stored).count());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged spans lost after kill -9 at {wait} ms, e.g. {missing:?}",
+        acked.difference(&stored).count()
+    );
 }

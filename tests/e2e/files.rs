@@ -13,7 +13,13 @@ async fn flushed_parquet_files_are_read_by_the_parquet_crate() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &[]);
     let spans: Vec<_> = (1..=300u64)
-        .map(|i| otlp::span(vec![9; 16], i.to_be_bytes().to_vec(), &format!("op-{}", i % 7)))
+        .map(|i| {
+            otlp::span(
+                vec![9; 16],
+                i.to_be_bytes().to_vec(),
+                &format!("op-{}", i % 7),
+            )
+        })
         .collect();
     let r = reqwest::Client::new()
         .post(format!("{}/v1/traces", server.otlp_http()))
@@ -33,7 +39,11 @@ async fn flushed_parquet_files_are_read_by_the_parquet_crate() {
         let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
         let schema = reader.schema().clone();
         for col in ["trace_id", "span_id", "start_time", "attributes", "events"] {
-            assert!(schema.field_with_name(col).is_ok(), "{col} in {}", path.display());
+            assert!(
+                schema.field_with_name(col).is_ok(),
+                "{col} in {}",
+                path.display()
+            );
         }
         for batch in reader.build().unwrap() {
             rows += batch.unwrap().num_rows();
@@ -41,8 +51,15 @@ async fn flushed_parquet_files_are_read_by_the_parquet_crate() {
         // Plain files: zstd, sorted, with a bloom filter on trace_id.
         let meta = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
         let rg = meta.metadata().row_group(0);
-        let trace_col = rg.columns().iter().find(|c| c.column_path().string() == "trace_id").unwrap();
-        assert!(trace_col.bloom_filter_offset().is_some(), "bloom filter on trace_id");
+        let trace_col = rg
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == "trace_id")
+            .unwrap();
+        assert!(
+            trace_col.bloom_filter_offset().is_some(),
+            "bloom filter on trace_id"
+        );
         assert!(format!("{:?}", trace_col.compression()).starts_with("ZSTD"));
     }
     assert_eq!(rows, 300);
@@ -50,5 +67,10 @@ async fn flushed_parquet_files_are_read_by_the_parquet_crate() {
     // After a restart the rows are read from the files, once.
     let server = Server::start(dir.path(), &[]);
     assert_eq!(server.scalar("SELECT count(*) FROM spans").await, 300);
-    assert_eq!(server.scalar("SELECT count(*) FROM spans WHERE name = 'op-3'").await, 43);
+    assert_eq!(
+        server
+            .scalar("SELECT count(*) FROM spans WHERE name = 'op-3'")
+            .await,
+        43
+    );
 }

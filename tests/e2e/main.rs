@@ -5,5 +5,6 @@ mod bad_input;
 mod crash;
 mod files;
 mod otel_sdk;
+mod overload;
 mod sql_api;
 mod support;

@@ -53,13 +53,19 @@ fn resource(service: &str) -> Resource {
 }
 
 fn scope() -> InstrumentationScope {
-    InstrumentationScope::builder("periscope-e2e").with_version("1.2.3").build()
+    InstrumentationScope::builder("periscope-e2e")
+        .with_version("1.2.3")
+        .build()
 }
 
 fn export_with_sdk(server: &Server, transport: Transport) -> Sent {
     let service = format!("sdk-{transport:?}").to_lowercase();
     let http = |signal: &str| format!("{}/v1/{signal}", server.otlp_http());
-    let protocol = if transport == Transport::HttpJson { Protocol::HttpJson } else { Protocol::HttpBinary };
+    let protocol = if transport == Transport::HttpJson {
+        Protocol::HttpJson
+    } else {
+        Protocol::HttpBinary
+    };
 
     let span_exporter = match transport {
         Transport::Grpc => opentelemetry_otlp::SpanExporter::builder()
@@ -75,11 +81,22 @@ fn export_with_sdk(server: &Server, transport: Transport) -> Sent {
     }
     .expect("span exporter");
     let log_exporter = match transport {
-        Transport::Grpc => opentelemetry_otlp::LogExporter::builder().with_tonic().with_endpoint(server.grpc()).build(),
-        _ => opentelemetry_otlp::LogExporter::builder().with_http().with_protocol(protocol).with_endpoint(http("logs")).build(),
+        Transport::Grpc => opentelemetry_otlp::LogExporter::builder()
+            .with_tonic()
+            .with_endpoint(server.grpc())
+            .build(),
+        _ => opentelemetry_otlp::LogExporter::builder()
+            .with_http()
+            .with_protocol(protocol)
+            .with_endpoint(http("logs"))
+            .build(),
     }
     .expect("log exporter");
-    let temporality = if transport == Transport::HttpJson { Temporality::Delta } else { Temporality::Cumulative };
+    let temporality = if transport == Transport::HttpJson {
+        Temporality::Delta
+    } else {
+        Temporality::Cumulative
+    };
     let metric_exporter = match transport {
         Transport::Grpc => opentelemetry_otlp::MetricExporter::builder()
             .with_tonic()
@@ -125,9 +142,16 @@ fn export_with_sdk(server: &Server, transport: Transport) -> Sent {
             KeyValue::new("int", 42i64),
             KeyValue::new("float", 1.5f64),
             KeyValue::new("bool", true),
-            KeyValue::new("arr", Value::Array(Array::String(vec!["a".into(), "b".into()]))),
+            KeyValue::new(
+                "arr",
+                Value::Array(Array::String(vec!["a".into(), "b".into()])),
+            ),
         ])
-        .with_links(vec![Link::new(linked.clone(), vec![KeyValue::new("link.kind", "follows")], 0)])
+        .with_links(vec![Link::new(
+            linked.clone(),
+            vec![KeyValue::new("link.kind", "follows")],
+            0,
+        )])
         .start(&tracer);
     root.add_event_with_timestamp("cache-miss", at(500), vec![KeyValue::new("key", "k1")]);
     root.set_status(Status::error("boom"));
@@ -149,14 +173,25 @@ fn export_with_sdk(server: &Server, transport: Transport) -> Sent {
     record.set_observed_timestamp(at(8));
     record.set_severity_number(Severity::Error);
     record.set_severity_text("ERROR");
-    record.set_body(AnyValue::Map(Box::new(HashMap::from([(Key::new("user"), AnyValue::Int(7))]))));
+    record.set_body(AnyValue::Map(Box::new(HashMap::from([(
+        Key::new("user"),
+        AnyValue::Int(7),
+    )]))));
     record.add_attribute("order.id", "o-1");
     record.add_attribute("retry", 2i64);
-    record.set_trace_context(root_sc.trace_id(), root_sc.span_id(), Some(TraceFlags::SAMPLED));
+    record.set_trace_context(
+        root_sc.trace_id(),
+        root_sc.span_id(),
+        Some(TraceFlags::SAMPLED),
+    );
     logger.emit(record);
 
     let meter = meter_provider.meter_with_scope(scope());
-    let requests = meter.u64_counter("requests").with_unit("1").with_description("served").build();
+    let requests = meter
+        .u64_counter("requests")
+        .with_unit("1")
+        .with_description("served")
+        .build();
     requests.add(5, &[KeyValue::new("route", "/cart")]);
     let latency = meter.f64_histogram("latency").with_unit("ms").build();
     for v in [3.0, 7.0, 120.0] {
@@ -174,7 +209,12 @@ fn export_with_sdk(server: &Server, transport: Transport) -> Sent {
     // Shutdown collects and exports once; a flush before it would export cumulative
     // points a second time.
     meter_provider.shutdown().expect("shutdown");
-    Sent { service, root: root_sc, child: child_sc, linked }
+    Sent {
+        service,
+        root: root_sc,
+        child: child_sc,
+        linked,
+    }
 }
 
 async fn check(server: &Server, sent: &Sent, transport: Transport) {
@@ -193,18 +233,33 @@ async fn check(server: &Server, sent: &Sent, transport: Transport) {
     assert_eq!(root[0], trace_id.as_str());
     assert_eq!(root[1], sent.root.span_id().to_string().as_str());
     assert_eq!(root[2], json!(null), "a root has no parent");
-    assert_eq!((root[3].clone(), root[4].clone()), (json!("GET /cart"), json!("server")));
+    assert_eq!(
+        (root[3].clone(), root[4].clone()),
+        (json!("GET /cart"), json!("server"))
+    );
     assert_eq!(root[5], rfc3339(1).as_str());
     assert_eq!(root[6], "2025-11-24T16:00:03.000000002Z");
     assert_eq!(root[7], json!(3_000_000_001i64));
-    assert_eq!((root[8].clone(), root[9].clone()), (json!("error"), json!("boom")));
+    assert_eq!(
+        (root[8].clone(), root[9].clone()),
+        (json!("error"), json!("boom"))
+    );
     assert_eq!(
         root[10],
         json!({"str": "v", "int": "42", "float": "1.5", "bool": "true", "arr": "[\"a\",\"b\"]"})
     );
-    assert_eq!((root[11].clone(), root[12].clone()), (json!(svc), json!("e2e")));
-    assert_eq!((root[13].clone(), root[14].clone()), (json!("periscope-e2e"), json!("1.2.3")));
-    assert_eq!(root[15], json!([{"time": rfc3339(500), "name": "cache-miss", "attributes": {"key": "k1"}}]));
+    assert_eq!(
+        (root[11].clone(), root[12].clone()),
+        (json!(svc), json!("e2e"))
+    );
+    assert_eq!(
+        (root[13].clone(), root[14].clone()),
+        (json!("periscope-e2e"), json!("1.2.3"))
+    );
+    assert_eq!(
+        root[15],
+        json!([{"time": rfc3339(500), "name": "cache-miss", "attributes": {"key": "k1"}}])
+    );
     assert_eq!(
         root[16],
         json!([{"trace_id": sent.linked.trace_id().to_string(), "span_id": sent.linked.span_id().to_string(),
@@ -215,7 +270,10 @@ async fn check(server: &Server, sent: &Sent, transport: Transport) {
     assert_eq!(child[0], trace_id.as_str());
     assert_eq!(child[1], sent.child.span_id().to_string().as_str());
     assert_eq!(child[2], sent.root.span_id().to_string().as_str());
-    assert_eq!((child[4].clone(), child[7].clone()), (json!("client"), json!(1_999_001)));
+    assert_eq!(
+        (child[4].clone(), child[7].clone()),
+        (json!("client"), json!(1_999_001))
+    );
     assert_eq!(child[8], "unset");
 
     let logs = server
@@ -226,8 +284,14 @@ async fn check(server: &Server, sent: &Sent, transport: Transport) {
         .await;
     assert_eq!(logs.len(), 1, "{transport:?}");
     let l = &logs[0];
-    assert_eq!((l[0].clone(), l[1].clone()), (json!(rfc3339(7)), json!(rfc3339(8))));
-    assert_eq!((l[2].clone(), l[3].clone()), (json!(trace_id), json!(sent.root.span_id().to_string())));
+    assert_eq!(
+        (l[0].clone(), l[1].clone()),
+        (json!(rfc3339(7)), json!(rfc3339(8)))
+    );
+    assert_eq!(
+        (l[2].clone(), l[3].clone()),
+        (json!(trace_id), json!(sent.root.span_id().to_string()))
+    );
     assert_eq!((l[4].clone(), l[5].clone()), (json!(17), json!("ERROR")));
     assert_eq!(l[6], r#"{"user":7}"#);
     assert_eq!(l[7], json!({"order.id": "o-1", "retry": "2"}));
@@ -241,27 +305,56 @@ async fn check(server: &Server, sent: &Sent, transport: Transport) {
         ))
         .await;
     let names: Vec<&str> = metrics.iter().map(|r| r[0].as_str().unwrap()).collect();
-    assert_eq!(names, ["latency", "queue.depth", "requests", "temperature"], "{transport:?}");
+    assert_eq!(
+        names,
+        ["latency", "queue.depth", "requests", "temperature"],
+        "{transport:?}"
+    );
     let delta = transport == Transport::HttpJson;
     let temporality = if delta { "delta" } else { "cumulative" };
     let latency = &metrics[0];
-    assert_eq!((latency[1].clone(), latency[2].clone()), (json!("histogram"), json!("ms")));
+    assert_eq!(
+        (latency[1].clone(), latency[2].clone()),
+        (json!("histogram"), json!("ms"))
+    );
     assert_eq!(latency[5], temporality);
-    assert_eq!((latency[6].clone(), latency[7].clone()), (json!(3), json!(130.0)));
-    assert_eq!((latency[8].clone(), latency[9].clone()), (json!(3.0), json!(120.0)));
+    assert_eq!(
+        (latency[6].clone(), latency[7].clone()),
+        (json!(3), json!(130.0))
+    );
+    assert_eq!(
+        (latency[8].clone(), latency[9].clone()),
+        (json!(3.0), json!(120.0))
+    );
     let buckets: Vec<u64> = serde_json::from_value(latency[10].clone()).unwrap();
     let bounds: Vec<f64> = serde_json::from_value(latency[11].clone()).unwrap();
     assert_eq!(buckets.len(), bounds.len() + 1);
     assert_eq!(buckets.iter().sum::<u64>(), 3);
     let queue = &metrics[1];
-    assert_eq!((queue[1].clone(), queue[3].clone(), queue[4].clone()), (json!("sum"), json!(-3.0), json!(false)));
+    assert_eq!(
+        (queue[1].clone(), queue[3].clone(), queue[4].clone()),
+        (json!("sum"), json!(-3.0), json!(false))
+    );
     let requests = &metrics[2];
-    assert_eq!((requests[1].clone(), requests[3].clone(), requests[4].clone()), (json!("sum"), json!(5.0), json!(true)));
+    assert_eq!(
+        (
+            requests[1].clone(),
+            requests[3].clone(),
+            requests[4].clone()
+        ),
+        (json!("sum"), json!(5.0), json!(true))
+    );
     assert_eq!(requests[5], temporality);
     assert_eq!(requests[12], json!({"route": "/cart"}));
-    assert_eq!((requests[13].clone(), requests[14].clone()), (json!("periscope-e2e"), json!("served")));
+    assert_eq!(
+        (requests[13].clone(), requests[14].clone()),
+        (json!("periscope-e2e"), json!("served"))
+    );
     let temperature = &metrics[3];
-    assert_eq!((temperature[1].clone(), temperature[3].clone()), (json!("gauge"), json!(2.5)));
+    assert_eq!(
+        (temperature[1].clone(), temperature[3].clone()),
+        (json!("gauge"), json!(2.5))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

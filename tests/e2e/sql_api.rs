@@ -27,7 +27,10 @@ async fn sql_is_read_only_and_errors_are_json() {
     ] {
         let (status, v) = server.sql_status(stmt).await;
         assert_eq!(status, 403, "{stmt}: {v}");
-        assert!(v["error"].as_str().unwrap().contains("read-only"), "{stmt}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("read-only"),
+            "{stmt}: {v}"
+        );
     }
     assert!(!std::path::Path::new("/tmp/periscope-copy-test.parquet").exists());
     let (status, v) = server.sql_status("SELECT * FROM '/etc/passwd'").await;
@@ -46,7 +49,9 @@ async fn sql_is_read_only_and_errors_are_json() {
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"].as_str().unwrap().contains("query"), "{v}");
-    let r = reqwest::get(format!("{}/api/v1/nothing", server.api())).await.unwrap();
+    let r = reqwest::get(format!("{}/api/v1/nothing", server.api()))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"].is_string());
@@ -57,7 +62,10 @@ async fn sql_is_read_only_and_errors_are_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_past_their_limits_fail_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--query-timeout", "3s", "--query-memory-limit", "2MiB"]);
+    let server = Server::start(
+        dir.path(),
+        &["--query-timeout", "3s", "--query-memory-limit", "2MiB"],
+    );
     let (status, v) = server
         .sql_status("SELECT count(*) FROM generate_series(1, 100000000000) a")
         .await;
@@ -72,7 +80,13 @@ async fn queries_past_their_limits_fail_cleanly() {
 }
 
 fn metric(name: &str, data: Data) -> Metric {
-    Metric { name: name.into(), unit: "ms".into(), description: format!("{name} help"), data: Some(data), ..Default::default() }
+    Metric {
+        name: name.into(),
+        unit: "ms".into(),
+        description: format!("{name} help"),
+        data: Some(data),
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,20 +106,77 @@ async fn every_metric_point_type_reads_back_exactly() {
             resource: otlp::resource("metrics-svc"),
             scope_metrics: vec![ScopeMetrics {
                 metrics: vec![
-                    metric("g", Data::Gauge(Gauge { data_points: vec![NumberDataPoint {
-                        time_unix_nano: t, value: Some(number_data_point::Value::AsInt(9_007_199_254_740_993)),
-                        attributes: vec![otlp::kv("host", "a")], ..Default::default() }] })),
-                    metric("s", Data::Sum(Sum { aggregation_temporality: 1, is_monotonic: true, data_points: vec![NumberDataPoint {
-                        start_time_unix_nano: t - 1000, time_unix_nano: t, value: Some(number_data_point::Value::AsDouble(0.1)),
-                        exemplars: vec![exemplar], ..Default::default() }] })),
-                    metric("e", Data::ExponentialHistogram(ExponentialHistogram { aggregation_temporality: 2, data_points: vec![ExponentialHistogramDataPoint {
-                        time_unix_nano: t, count: 6, sum: Some(21.0), scale: 3, zero_count: 1, zero_threshold: 0.001,
-                        positive: Some(Buckets { offset: -2, bucket_counts: vec![1, 2, 3] }),
-                        negative: Some(Buckets { offset: 4, bucket_counts: vec![] }), min: Some(0.0), max: Some(9.0), ..Default::default() }] })),
-                    metric("q", Data::Summary(Summary { data_points: vec![SummaryDataPoint {
-                        time_unix_nano: t, count: 10, sum: 55.5,
-                        quantile_values: vec![ValueAtQuantile { quantile: 0.5, value: 5.0 }, ValueAtQuantile { quantile: 0.99, value: 9.9 }],
-                        ..Default::default() }] })),
+                    metric(
+                        "g",
+                        Data::Gauge(Gauge {
+                            data_points: vec![NumberDataPoint {
+                                time_unix_nano: t,
+                                value: Some(number_data_point::Value::AsInt(9_007_199_254_740_993)),
+                                attributes: vec![otlp::kv("host", "a")],
+                                ..Default::default()
+                            }],
+                        }),
+                    ),
+                    metric(
+                        "s",
+                        Data::Sum(Sum {
+                            aggregation_temporality: 1,
+                            is_monotonic: true,
+                            data_points: vec![NumberDataPoint {
+                                start_time_unix_nano: t - 1000,
+                                time_unix_nano: t,
+                                value: Some(number_data_point::Value::AsDouble(0.1)),
+                                exemplars: vec![exemplar],
+                                ..Default::default()
+                            }],
+                        }),
+                    ),
+                    metric(
+                        "e",
+                        Data::ExponentialHistogram(ExponentialHistogram {
+                            aggregation_temporality: 2,
+                            data_points: vec![ExponentialHistogramDataPoint {
+                                time_unix_nano: t,
+                                count: 6,
+                                sum: Some(21.0),
+                                scale: 3,
+                                zero_count: 1,
+                                zero_threshold: 0.001,
+                                positive: Some(Buckets {
+                                    offset: -2,
+                                    bucket_counts: vec![1, 2, 3],
+                                }),
+                                negative: Some(Buckets {
+                                    offset: 4,
+                                    bucket_counts: vec![],
+                                }),
+                                min: Some(0.0),
+                                max: Some(9.0),
+                                ..Default::default()
+                            }],
+                        }),
+                    ),
+                    metric(
+                        "q",
+                        Data::Summary(Summary {
+                            data_points: vec![SummaryDataPoint {
+                                time_unix_nano: t,
+                                count: 10,
+                                sum: 55.5,
+                                quantile_values: vec![
+                                    ValueAtQuantile {
+                                        quantile: 0.5,
+                                        value: 5.0,
+                                    },
+                                    ValueAtQuantile {
+                                        quantile: 0.99,
+                                        value: 9.9,
+                                    },
+                                ],
+                                ..Default::default()
+                            }],
+                        }),
+                    ),
                 ],
                 ..Default::default()
             }],
@@ -133,22 +204,46 @@ async fn every_metric_point_type_reads_back_exactly() {
     assert_eq!(e[1], "exponential_histogram");
     assert_eq!(e[5], ts);
     assert_eq!(e[10], "cumulative");
-    assert_eq!((e[11].clone(), e[12].clone(), e[13].clone(), e[14].clone()), (json!(6), json!(21.0), json!(0.0), json!(9.0)));
-    assert_eq!((e[15].clone(), e[16].clone(), e[17].clone(), e[18].clone()), (json!(3), json!(1), json!(0.001), json!(-2)));
+    assert_eq!(
+        (e[11].clone(), e[12].clone(), e[13].clone(), e[14].clone()),
+        (json!(6), json!(21.0), json!(0.0), json!(9.0))
+    );
+    assert_eq!(
+        (e[15].clone(), e[16].clone(), e[17].clone(), e[18].clone()),
+        (json!(3), json!(1), json!(0.001), json!(-2))
+    );
     assert_eq!(e[19], json!([1, 2, 3]));
     assert_eq!((e[20].clone(), e[21].clone()), (json!(4), json!([])));
     let g = &rows[1];
-    assert_eq!((g[1].clone(), g[2].clone(), g[3].clone(), g[4].clone()), (json!("gauge"), json!("ms"), json!("g help"), json!("metrics-svc")));
-    assert_eq!(g[8], json!(9_007_199_254_740_993i64), "integer points keep every digit");
+    assert_eq!(
+        (g[1].clone(), g[2].clone(), g[3].clone(), g[4].clone()),
+        (
+            json!("gauge"),
+            json!("ms"),
+            json!("g help"),
+            json!("metrics-svc")
+        )
+    );
+    assert_eq!(
+        g[8],
+        json!(9_007_199_254_740_993i64),
+        "integer points keep every digit"
+    );
     assert_eq!(g[24], json!({"host": "a"}));
     let q = &rows[2];
     assert_eq!(q[1], "summary");
     assert_eq!((q[11].clone(), q[12].clone()), (json!(10), json!(55.5)));
-    assert_eq!(q[22], json!([{"quantile": 0.5, "value": 5.0}, {"quantile": 0.99, "value": 9.9}]));
+    assert_eq!(
+        q[22],
+        json!([{"quantile": 0.5, "value": 5.0}, {"quantile": 0.99, "value": 9.9}])
+    );
     let s = &rows[3];
     assert_eq!(s[1], "sum");
     assert_eq!(s[6], "2025-11-24T16:00:00.123455789Z");
-    assert_eq!((s[7].clone(), s[9].clone(), s[10].clone()), (json!(0.1), json!(true), json!("delta")));
+    assert_eq!(
+        (s[7].clone(), s[9].clone(), s[10].clone()),
+        (json!(0.1), json!(true), json!("delta"))
+    );
     assert_eq!(
         s[23],
         json!([{"time": "2025-11-24T16:00:00.123456784Z", "value": 12.5, "trace_id": "ab".repeat(16),
@@ -160,7 +255,10 @@ async fn every_metric_point_type_reads_back_exactly() {
 async fn cli_health_and_metrics_work_against_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let spans = vec![otlp::span(vec![1; 16], vec![1; 8], "GET /a"), otlp::span(vec![1; 16], vec![2; 8], "GET /b")];
+    let spans = vec![
+        otlp::span(vec![1; 16], vec![1; 8], "GET /a"),
+        otlp::span(vec![1; 16], vec![2; 8], "GET /b"),
+    ];
     let r = reqwest::Client::new()
         .post(format!("{}/v1/traces", server.otlp_http()))
         .header("content-type", "application/x-protobuf")
@@ -173,21 +271,40 @@ async fn cli_health_and_metrics_work_against_a_running_server() {
     assert_eq!(server.scalar("SELECT count(*) FROM spans").await, 2);
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_periscope"))
-        .args(["sql", "--server", &server.api(), "SELECT name, span_id FROM spans ORDER BY name"])
+        .args([
+            "sql",
+            "--server",
+            &server.api(),
+            "SELECT name, span_id FROM spans ORDER BY name",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], " name   | span_id");
     assert_eq!(lines[2], " GET /a | 0101010101010101");
     assert_eq!(lines[4], "(2 rows)");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_periscope"))
-        .args(["sql", "--server", &server.api(), "--format", "csv", "SELECT name, attributes FROM spans ORDER BY name"])
+        .args([
+            "sql",
+            "--server",
+            &server.api(),
+            "--format",
+            "csv",
+            "SELECT name, attributes FROM spans ORDER BY name",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.lines().nth(1), Some(r#"GET /a,"{""http.route"":""/cart""}""#));
+    assert_eq!(
+        text.lines().nth(1),
+        Some(r#"GET /a,"{""http.route"":""/cart""}""#)
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_periscope"))
         .args(["sql", "--server", &server.api(), "SELECT * FROM nope"])
         .output()
@@ -195,12 +312,27 @@ async fn cli_health_and_metrics_work_against_a_running_server() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 
-    let health = reqwest::get(format!("{}/healthz", server.api())).await.unwrap();
+    let health = reqwest::get(format!("{}/healthz", server.api()))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
-    let ready = reqwest::get(format!("{}/readyz", server.api())).await.unwrap();
+    let ready = reqwest::get(format!("{}/readyz", server.api()))
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
-    let metrics = reqwest::get(format!("{}/metrics", server.api())).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("periscope_ingest_items_total{signal=\"spans\",outcome=\"accepted\"} 2"), "{metrics}");
+    let metrics = reqwest::get(format!("{}/metrics", server.api()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("periscope_ingest_items_total{signal=\"spans\",outcome=\"accepted\"} 2"),
+        "{metrics}"
+    );
     assert!(metrics.contains("periscope_wal_fsyncs_total"), "{metrics}");
-    assert!(metrics.contains("periscope_queries_total{outcome=\"ok\"}"), "{metrics}");
+    assert!(
+        metrics.contains("periscope_queries_total{outcome=\"ok\"}"),
+        "{metrics}"
+    );
 }

@@ -20,8 +20,19 @@ impl Server {
     /// for its `listening` line.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_periscope"))
-            .args(["serve", "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0"])
-            .args(["--http-addr", "127.0.0.1:0", "--log", "warn", "--memory-limit", "2GiB"])
+            .args([
+                "serve",
+                "--otlp-grpc-addr",
+                "127.0.0.1:0",
+                "--otlp-http-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--http-addr", "127.0.0.1:0", "--log", "warn"])
+            .args(if extra.contains(&"--memory-limit") {
+                &[][..]
+            } else {
+                &["--memory-limit", "2GiB"][..]
+            })
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -41,7 +52,9 @@ impl Server {
                 sink.clear();
             }
         });
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("server printed its listening line");
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server printed its listening line");
         let field = |name: &str| {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(&format!("{name}=")))
@@ -80,7 +93,11 @@ impl Server {
     /// SIGTERM, then wait for a clean exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut c = self.child.take().expect("server is running");
-        let ok = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status().expect("kill");
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .expect("kill");
         assert!(ok.success());
         c.wait().expect("wait")
     }
@@ -114,7 +131,9 @@ impl Server {
     /// A single number from SQL.
     pub async fn scalar(&self, query: &str) -> i64 {
         let rows = self.rows(query).await;
-        rows[0][0].as_i64().unwrap_or_else(|| panic!("{query}: {rows:?}"))
+        rows[0][0]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{query}: {rows:?}"))
     }
 }
 
@@ -154,12 +173,17 @@ pub mod otlp {
         KeyValue {
             key_strindex: 0,
             key: k.into(),
-            value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
         }
     }
 
     pub fn resource(service: &str) -> Option<Resource> {
-        Some(Resource { attributes: vec![kv("service.name", service)], ..Default::default() })
+        Some(Resource {
+            attributes: vec![kv("service.name", service)],
+            ..Default::default()
+        })
     }
 
     /// A span with the given ids.
@@ -180,7 +204,10 @@ pub mod otlp {
         ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 resource: resource(service),
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
                 schema_url: String::new(),
             }],
         }

@@ -123,11 +123,23 @@ pub fn logs(
     let mut rejected = Rejections::default();
     let mut accepted = 0u64;
     for rl in &request.resource_logs {
-        let resource = rl.resource.as_ref().map(|r| &r.attributes[..]).unwrap_or(&[]);
+        let resource = rl
+            .resource
+            .as_ref()
+            .map(|r| &r.attributes[..])
+            .unwrap_or(&[]);
         let service = service_name(resource);
         for sl in &rl.scope_logs {
-            let scope_name = sl.scope.as_ref().map(|s| s.name.as_str()).and_then(empty_none);
-            let scope_version = sl.scope.as_ref().map(|s| s.version.as_str()).and_then(empty_none);
+            let scope_name = sl
+                .scope
+                .as_ref()
+                .map(|s| s.name.as_str())
+                .and_then(empty_none);
+            let scope_version = sl
+                .scope
+                .as_ref()
+                .map(|s| s.version.as_str())
+                .and_then(empty_none);
             for log in &sl.log_records {
                 let valid = match validate(log, received) {
                     Ok(v) => v,
@@ -142,7 +154,8 @@ pub fn logs(
                 c.trace_id.append_option(valid.trace_id);
                 c.span_id.append_option(valid.span_id);
                 c.severity_number.append_value(log.severity_number);
-                c.severity_text.append_option(empty_none(&log.severity_text));
+                c.severity_text
+                    .append_option(empty_none(&log.severity_text));
                 c.body.append_option(body_text(log));
                 c.service_name.append_value(&service);
                 append_attributes(&mut c.attributes, &log.attributes);
@@ -154,7 +167,11 @@ pub fn logs(
             }
         }
     }
-    let batch = if accepted > 0 { Some(c.finish()?) } else { None };
+    let batch = if accepted > 0 {
+        Some(c.finish()?)
+    } else {
+        None
+    };
     Ok(Converted {
         batch,
         accepted,
@@ -213,7 +230,10 @@ mod tests {
             .unwrap()
             .as_primitive::<arrow::datatypes::TimestampNanosecondType>();
         assert_eq!(ts.value(0), 99);
-        let service = batch.column_by_name("service_name").unwrap().as_string::<i32>();
+        let service = batch
+            .column_by_name("service_name")
+            .unwrap()
+            .as_string::<i32>();
         assert_eq!(service.value(0), "unknown_service");
         assert!(batch.column_by_name("trace_id").unwrap().is_null(0));
     }

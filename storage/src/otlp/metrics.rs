@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
-    MapBuilder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, MapBuilder,
+    StringBuilder, TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
 };
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -111,8 +111,11 @@ fn append_u64_list(b: &mut ListBuilder<UInt64Builder>, values: Option<&[u64]>) {
     }
 }
 
+/// Each exemplar's time, trace id and span id, validated.
+type ExemplarIds = Vec<(Option<i64>, Option<String>, Option<String>)>;
+
 /// Exemplar values and ids, checked before anything of the point is appended.
-fn validate_exemplars(exemplars: &[Exemplar]) -> Result<Vec<(Option<i64>, Option<String>, Option<String>)>, String> {
+fn validate_exemplars(exemplars: &[Exemplar]) -> Result<ExemplarIds, String> {
     exemplars
         .iter()
         .map(|e| {
@@ -180,7 +183,7 @@ impl Columns {
         resource: &[KeyValue],
         scope: (Option<&str>, Option<&str>),
         p: Point<'_>,
-        exemplar_ids: Vec<(Option<i64>, Option<String>, Option<String>)>,
+        exemplar_ids: ExemplarIds,
     ) {
         self.metric_name.append_value(&metric.name);
         self.metric_type.append_value(p.metric_type);
@@ -429,17 +432,29 @@ fn empty_none(s: &str) -> Option<&str> {
 ///
 /// # Errors
 /// Only when Arrow cannot assemble the batch, which would be a bug in this module.
-pub fn metrics(request: &ExportMetricsServiceRequest) -> Result<Converted, arrow::error::ArrowError> {
+pub fn metrics(
+    request: &ExportMetricsServiceRequest,
+) -> Result<Converted, arrow::error::ArrowError> {
     let mut c = Columns::new();
     let mut rejected = Rejections::default();
     let mut accepted = 0u64;
     for rm in &request.resource_metrics {
-        let resource = rm.resource.as_ref().map(|r| &r.attributes[..]).unwrap_or(&[]);
+        let resource = rm
+            .resource
+            .as_ref()
+            .map(|r| &r.attributes[..])
+            .unwrap_or(&[]);
         let service = service_name(resource);
         for sm in &rm.scope_metrics {
             let scope = (
-                sm.scope.as_ref().map(|s| s.name.as_str()).and_then(empty_none),
-                sm.scope.as_ref().map(|s| s.version.as_str()).and_then(empty_none),
+                sm.scope
+                    .as_ref()
+                    .map(|s| s.name.as_str())
+                    .and_then(empty_none),
+                sm.scope
+                    .as_ref()
+                    .map(|s| s.version.as_str())
+                    .and_then(empty_none),
             );
             for metric in &sm.metrics {
                 if metric.name.is_empty() {
@@ -469,7 +484,11 @@ pub fn metrics(request: &ExportMetricsServiceRequest) -> Result<Converted, arrow
             }
         }
     }
-    let batch = if accepted > 0 { Some(c.finish()?) } else { None };
+    let batch = if accepted > 0 {
+        Some(c.finish()?)
+    } else {
+        None
+    };
     Ok(Converted {
         batch,
         accepted,
@@ -507,7 +526,9 @@ mod tests {
                             Data::Gauge(Gauge {
                                 data_points: vec![NumberDataPoint {
                                     time_unix_nano: 10,
-                                    value: Some(number_data_point::Value::AsInt(9_007_199_254_740_993)),
+                                    value: Some(number_data_point::Value::AsInt(
+                                        9_007_199_254_740_993,
+                                    )),
                                     ..Default::default()
                                 }],
                             }),
@@ -566,7 +587,10 @@ mod tests {
         let buckets = b.column_by_name("bucket_counts").unwrap().as_list::<i32>();
         assert!(buckets.is_null(0));
         assert_eq!(buckets.value(1).len(), 2);
-        let q = b.column_by_name("quantile_values").unwrap().as_list::<i32>();
+        let q = b
+            .column_by_name("quantile_values")
+            .unwrap()
+            .as_list::<i32>();
         assert_eq!(q.value(2).len(), 1);
         assert_eq!(q.value(0).len(), 0);
     }

@@ -9,11 +9,11 @@ mod logs;
 mod metrics;
 mod traces;
 
+/// Arrow's error type, returned by the converters.
+pub use arrow::error::ArrowError;
 pub use logs::logs;
 pub use metrics::metrics;
 pub use traces::spans;
-/// Arrow's error type, returned by the converters.
-pub use arrow::error::ArrowError;
 
 use std::sync::Arc;
 
@@ -153,7 +153,11 @@ pub(crate) fn append_attributes(
 }
 
 /// A `List<Struct>` column assembled from per-row offsets and flat child arrays.
-pub(crate) fn list_of_structs(fields: Fields, children: Vec<ArrayRef>, offsets: Vec<i32>) -> ArrayRef {
+pub(crate) fn list_of_structs(
+    fields: Fields,
+    children: Vec<ArrayRef>,
+    offsets: Vec<i32>,
+) -> ArrayRef {
     let values = StructArray::new(fields.clone(), children, None);
     let item = Arc::new(Field::new("item", DataType::Struct(fields), true));
     Arc::new(ListArray::new(
@@ -175,10 +179,22 @@ mod tests {
 
     #[test]
     fn attribute_values_have_one_string_form() {
-        assert_eq!(any_value_string(&v(Value::IntValue(-42))).as_deref(), Some("-42"));
-        assert_eq!(any_value_string(&v(Value::DoubleValue(0.1))).as_deref(), Some("0.1"));
-        assert_eq!(any_value_string(&v(Value::DoubleValue(2.0))).as_deref(), Some("2"));
-        assert_eq!(any_value_string(&v(Value::BoolValue(true))).as_deref(), Some("true"));
+        assert_eq!(
+            any_value_string(&v(Value::IntValue(-42))).as_deref(),
+            Some("-42")
+        );
+        assert_eq!(
+            any_value_string(&v(Value::DoubleValue(0.1))).as_deref(),
+            Some("0.1")
+        );
+        assert_eq!(
+            any_value_string(&v(Value::DoubleValue(2.0))).as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            any_value_string(&v(Value::BoolValue(true))).as_deref(),
+            Some("true")
+        );
         assert_eq!(
             any_value_string(&v(Value::BytesValue(vec![1, 2, 3]))).as_deref(),
             Some("AQID")
@@ -201,9 +217,20 @@ mod tests {
     #[test]
     fn ids_are_validated() {
         assert_eq!(hex_id(&[], 16, "trace_id"), Ok(None));
-        assert_eq!(hex_id(&[0xab; 8], 8, "span_id"), Ok(Some("abababababababab".into())));
-        assert!(hex_id(&[1; 15], 16, "trace_id").unwrap_err().contains("16 bytes"));
-        assert!(hex_id(&[0; 16], 16, "trace_id").unwrap_err().contains("zeros"));
+        assert_eq!(
+            hex_id(&[0xab; 8], 8, "span_id"),
+            Ok(Some("abababababababab".into()))
+        );
+        assert!(
+            hex_id(&[1; 15], 16, "trace_id")
+                .unwrap_err()
+                .contains("16 bytes")
+        );
+        assert!(
+            hex_id(&[0; 16], 16, "trace_id")
+                .unwrap_err()
+                .contains("zeros")
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@ use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
-use super::{Converted, Rejections, append_attributes, hex_id, list_of_structs, service_name, time};
+use super::{
+    Converted, Rejections, append_attributes, hex_id, list_of_structs, service_name, time,
+};
 use crate::schema::{Signal, attributes_builder, event_fields, link_fields};
 
 /// The name DESIGN.md gives each `SpanKind`.
@@ -211,11 +213,23 @@ pub fn spans(request: &ExportTraceServiceRequest) -> Result<Converted, arrow::er
     let mut rejected = Rejections::default();
     let mut accepted = 0u64;
     for rs in &request.resource_spans {
-        let resource = rs.resource.as_ref().map(|r| &r.attributes[..]).unwrap_or(&[]);
+        let resource = rs
+            .resource
+            .as_ref()
+            .map(|r| &r.attributes[..])
+            .unwrap_or(&[]);
         let service = service_name(resource);
         for ss in &rs.scope_spans {
-            let scope_name = ss.scope.as_ref().map(|s| s.name.as_str()).and_then(empty_none);
-            let scope_version = ss.scope.as_ref().map(|s| s.version.as_str()).and_then(empty_none);
+            let scope_name = ss
+                .scope
+                .as_ref()
+                .map(|s| s.name.as_str())
+                .and_then(empty_none);
+            let scope_version = ss
+                .scope
+                .as_ref()
+                .map(|s| s.version.as_str())
+                .and_then(empty_none);
             for span in &ss.spans {
                 let valid = match validate(span) {
                     Ok(v) => v,
@@ -259,7 +273,9 @@ pub fn spans(request: &ExportTraceServiceRequest) -> Result<Converted, arrow::er
                 for (link, (t, s)) in span.links.iter().zip(valid.links) {
                     c.links.trace_id.append_value(t);
                     c.links.span_id.append_value(s);
-                    c.links.trace_state.append_option(empty_none(&link.trace_state));
+                    c.links
+                        .trace_state
+                        .append_option(empty_none(&link.trace_state));
                     append_attributes(&mut c.links.attributes, &link.attributes);
                 }
                 c.links
@@ -268,7 +284,11 @@ pub fn spans(request: &ExportTraceServiceRequest) -> Result<Converted, arrow::er
             }
         }
     }
-    let batch = if accepted > 0 { Some(c.finish()?) } else { None };
+    let batch = if accepted > 0 {
+        Some(c.finish()?)
+    } else {
+        None
+    };
     Ok(Converted {
         batch,
         accepted,
@@ -331,14 +351,21 @@ mod tests {
 
     #[test]
     fn valid_spans_become_rows_and_invalid_ones_are_counted() {
-        let req = request(vec![span(vec![1; 16]), span(vec![1; 15]), span(vec![3; 16])]);
+        let req = request(vec![
+            span(vec![1; 16]),
+            span(vec![1; 15]),
+            span(vec![3; 16]),
+        ]);
         let out = spans(&req).unwrap();
         assert_eq!(out.accepted, 2);
         assert_eq!(out.rejected, 1);
         assert!(out.error.unwrap().contains("trace_id must be 16 bytes"));
         let batch = out.batch.unwrap();
         assert_eq!(batch.num_rows(), 2);
-        let service = batch.column_by_name("service_name").unwrap().as_string::<i32>();
+        let service = batch
+            .column_by_name("service_name")
+            .unwrap()
+            .as_string::<i32>();
         assert_eq!(service.value(0), "checkout");
         let kind = batch.column_by_name("kind").unwrap().as_string::<i32>();
         assert_eq!(kind.value(1), "server");
