@@ -159,7 +159,30 @@ const HOPS: &[(&str, &str, i32, Option<usize>)] = &[
     ("checkout-service", "publish orders", 4, Some(2)),
 ];
 
-fn attributes(hop: usize, rng: &mut impl Rng, status: i64) -> Vec<KeyValue> {
+/// Who a trace is for: the same user, session, cart and client on every hop.
+struct Visitor {
+    user: u32,
+    session: u64,
+    cart: u32,
+    client: String,
+}
+
+impl Visitor {
+    fn random(rng: &mut impl Rng) -> Visitor {
+        Visitor {
+            user: rng.random_range(1..50_000),
+            session: rng.random(),
+            cart: rng.random_range(1..100_000),
+            client: format!(
+                "10.0.{}.{}",
+                rng.random_range(0..8),
+                rng.random_range(1..255)
+            ),
+        }
+    }
+}
+
+fn attributes(hop: usize, visitor: &Visitor, status: i64) -> Vec<KeyValue> {
     let (service, name, kind, _) = HOPS[hop];
     let mut a = match (kind, name) {
         (3, "GET redis") => vec![
@@ -206,18 +229,8 @@ fn attributes(hop: usize, rng: &mut impl Rng, status: i64) -> Vec<KeyValue> {
                 "http.route",
                 name.split_once(' ').map(|x| x.1).unwrap_or(name),
             ));
-            a.push(s(
-                "url.path",
-                &format!("/api/checkout/{}", rng.random_range(1..100_000)),
-            ));
-            a.push(s(
-                "client.address",
-                &format!(
-                    "10.0.{}.{}",
-                    rng.random_range(0..8),
-                    rng.random_range(1..255)
-                ),
-            ));
+            a.push(s("url.path", &format!("/api/checkout/{}", visitor.cart)));
+            a.push(s("client.address", &visitor.client));
             a.push(s(
                 "user_agent.original",
                 "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
@@ -233,8 +246,8 @@ fn attributes(hop: usize, rng: &mut impl Rng, status: i64) -> Vec<KeyValue> {
         }
         _ => {}
     }
-    a.push(s("user.id", &format!("u{}", rng.random_range(1..50_000))));
-    a.push(s("session.id", &format!("{:016x}", rng.random::<u64>())));
+    a.push(s("user.id", &format!("u{}", visitor.user)));
+    a.push(s("session.id", &format!("{:016x}", visitor.session)));
     a.truncate(10);
     a
 }
@@ -251,6 +264,7 @@ fn make_request(traces: usize, rng: &mut impl Rng) -> ExportTraceServiceRequest 
         let ids: Vec<[u8; 8]> = (0..HOPS.len()).map(|_| rng.random()).collect();
         let start = now - rng.random_range(0..1_000_000_000u64);
         let error = rng.random_bool(0.02);
+        let visitor = Visitor::random(rng);
         for (h, (service, name, kind, parent)) in HOPS.iter().enumerate() {
             let offset = h as u64 * rng.random_range(100_000..400_000);
             let duration = rng.random_range(200_000..(40_000_000 / (h as u64 + 1)));
@@ -276,7 +290,7 @@ fn make_request(traces: usize, rng: &mut impl Rng) -> ExportTraceServiceRequest 
                 kind: *kind,
                 start_time_unix_nano: start + offset,
                 end_time_unix_nano: start + offset + duration,
-                attributes: attributes(h, rng, status),
+                attributes: attributes(h, &visitor, status),
                 events,
                 status: Some(Status {
                     code: if error && (h == 0 || h == 7) { 2 } else { 0 },

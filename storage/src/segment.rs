@@ -16,7 +16,7 @@ use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -29,7 +29,8 @@ use crate::wal::sync_dir;
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
-fn writer_properties(signal: Signal) -> Result<WriterProperties> {
+/// Writer settings; `rows` sizes the bloom filter (one per row group) so it stays small.
+fn writer_properties(signal: Signal, rows: usize) -> Result<WriterProperties> {
     let schema = signal.schema();
     let sorting = signal
         .sort_columns()
@@ -44,12 +45,46 @@ fn writer_properties(signal: Signal) -> Result<WriterProperties> {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_statistics_enabled(EnabledStatistics::Page)
+        // Row-group statistics everywhere; page-level statistics (the page index) only on
+        // the columns queries prune by, since on attribute maps they cost more bytes than
+        // they save reads.
+        .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_sorting_columns(Some(sorting));
+    // Times and durations are close to their neighbours once sorted: delta encoding
+    // stores them in a few bits. Span ids are unique: a dictionary would only be dropped.
+    for column in [
+        "start_time",
+        "end_time",
+        "timestamp",
+        "observed_timestamp",
+        "start_timestamp",
+        "duration_ns",
+    ] {
+        if schema.index_of(column).is_ok() {
+            props = props
+                .set_column_dictionary_enabled(ColumnPath::from(column), false)
+                .set_column_encoding(ColumnPath::from(column), Encoding::DELTA_BINARY_PACKED);
+        }
+    }
+    for column in ["span_id", "parent_span_id"] {
+        if schema.index_of(column).is_ok() {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(column), false);
+        }
+    }
+    for column in signal.sort_columns().iter().chain(["trace_id"].iter()) {
+        if schema.index_of(column).is_ok() {
+            props = props
+                .set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::Page);
+        }
+    }
     if schema.index_of("trace_id").is_ok() && signal != Signal::Metrics {
         props = props
             .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
-            .set_bloom_filter_fpp(0.01);
+            .set_column_bloom_filter_max_ndv(
+                ColumnPath::from("trace_id"),
+                rows.clamp(1, ROW_GROUP_ROWS) as u64,
+            )
+            .set_column_bloom_filter_fpp(ColumnPath::from("trace_id"), 0.01);
     }
     Ok(props.build())
 }
@@ -127,7 +162,6 @@ pub fn write_files(
     let sorted = sort(signal, &all)?;
     drop(all);
     let groups = by_hour(signal, &sorted)?;
-    let props = writer_properties(signal)?;
     let mut entries = Vec::new();
     for (hour, indices) in groups {
         let part = if indices.len() == sorted.num_rows() {
@@ -135,6 +169,7 @@ pub fn write_files(
         } else {
             take_record_batch(&sorted, &UInt32Array::from(indices))?
         };
+        let props = writer_properties(signal, part.num_rows())?;
         let rel_dir = partition_dir(signal, hour);
         let dir = data_dir.join(&rel_dir);
         fs::create_dir_all(&dir).map_err(Error::io("create partition directory", &dir))?;
@@ -143,8 +178,7 @@ pub fn write_files(
         let path = data_dir.join(&rel);
         let tmp = dir.join(format!("{name}.tmp"));
         let file = fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
-        let mut writer =
-            ArrowWriter::try_new(file, Arc::clone(&part.schema()), Some(props.clone()))?;
+        let mut writer = ArrowWriter::try_new(file, Arc::clone(&part.schema()), Some(props))?;
         writer.write(&part)?;
         let file = writer.into_inner()?;
         file.sync_all().map_err(Error::io("fsync", &tmp))?;
