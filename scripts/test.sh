@@ -5,11 +5,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Tools the tests use. The end-to-end tests start the real `periscope` binary and talk to
-# it with the OpenTelemetry Rust SDK, reqwest and tonic (all cargo dependencies), and read
-# the Parquet files with the `parquet` crate, so nothing else has to be installed yet.
+# it with the OpenTelemetry Rust SDK, reqwest and tonic (cargo dependencies), and read the
+# Parquet files it writes with the `parquet` crate and with DuckDB and pyarrow (Python).
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust with rustup first (https://rustup.rs)" >&2
   exit 1
+fi
+if ! command -v python3 >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq python3 python3-pip
+  else
+    echo "python3 is missing: install it (the Parquet interoperability test uses DuckDB and pyarrow)" >&2
+    exit 1
+  fi
+fi
+if ! python3 -c 'import duckdb, pyarrow' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    'duckdb==2.0.1' 'pyarrow==26.0.1' \
+    || python3 -m pip install --quiet --break-system-packages 'duckdb==2.0.1' 'pyarrow==26.0.1'
 fi
 
 export RUST_BACKTRACE=1

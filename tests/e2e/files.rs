@@ -64,6 +64,31 @@ async fn flushed_parquet_files_are_read_by_the_parquet_crate() {
     }
     assert_eq!(rows, 300);
 
+    // DuckDB and pyarrow, as users query the files without Periscope.
+    let glob = format!("{}/spans/*/*/*.parquet", dir.path().display());
+    let script = format!(
+        "import duckdb, pyarrow.dataset as ds\n\
+         r = duckdb.sql(\"SELECT count(*), count(DISTINCT span_id), \
+             count(*) FILTER (WHERE map_extract(attributes, 'http.route')[1] = '/cart') \
+             FROM read_parquet('{glob}')\").fetchall()[0]\n\
+         print(r[0], r[1], r[2], ds.dataset('{}', format='parquet').count_rows())\n",
+        dir.path().join("spans").display()
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "300 300 300 300"
+    );
+
     // After a restart the rows are read from the files, once.
     let server = Server::start(dir.path(), &[]);
     assert_eq!(server.scalar("SELECT count(*) FROM spans").await, 300);
