@@ -134,6 +134,27 @@ pub fn any_value_json(value: &AnyValue) -> serde_json::Value {
     }
 }
 
+/// Appends one attribute value in its string form, without allocating for scalars.
+fn append_value_string(builder: &mut StringBuilder, value: Option<&AnyValue>) {
+    use std::fmt::Write;
+    match value.and_then(|v| v.value.as_ref()) {
+        None => builder.append_null(),
+        Some(Value::StringValue(s)) => builder.append_value(s),
+        Some(Value::BoolValue(b)) => builder.append_value(if *b { "true" } else { "false" }),
+        Some(Value::IntValue(i)) => {
+            // Writing into a StringBuilder only fails if the formatter does, which
+            // integer and float formatting never do.
+            let _ = write!(builder, "{i}");
+            builder.append_value("");
+        }
+        Some(Value::DoubleValue(d)) => {
+            let _ = write!(builder, "{d}");
+            builder.append_value("");
+        }
+        Some(_) => builder.append_option(value.and_then(any_value_string)),
+    }
+}
+
 /// Appends one attribute map (one row) to a map builder.
 pub(crate) fn append_attributes(
     builder: &mut MapBuilder<StringBuilder, StringBuilder>,
@@ -141,9 +162,7 @@ pub(crate) fn append_attributes(
 ) {
     for kv in attributes {
         builder.keys().append_value(&kv.key);
-        builder
-            .values()
-            .append_option(kv.value.as_ref().and_then(any_value_string));
+        append_value_string(builder.values(), kv.value.as_ref());
     }
     // A MapBuilder only fails when keys and values differ in length, which the loop above
     // rules out.
@@ -212,6 +231,34 @@ mod tests {
         }));
         assert_eq!(any_value_string(&map).as_deref(), Some(r#"{"k":false}"#));
         assert_eq!(any_value_string(&AnyValue { value: None }), None);
+    }
+
+    #[test]
+    fn map_values_match_the_string_form() {
+        let kvs: Vec<KeyValue> = [
+            Value::IntValue(-7),
+            Value::DoubleValue(1e-7),
+            Value::BoolValue(false),
+            Value::StringValue("s".into()),
+            Value::BytesValue(vec![255]),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| KeyValue {
+            key_strindex: 0,
+            key: format!("k{i}"),
+            value: Some(v(value)),
+        })
+        .collect();
+        let mut b = crate::schema::attributes_builder();
+        append_attributes(&mut b, &kvs);
+        let map = b.finish();
+        let values = map.values();
+        let values = arrow::array::AsArray::as_string::<i32>(values);
+        for (i, kv) in kvs.iter().enumerate() {
+            let want = any_value_string(kv.value.as_ref().unwrap()).unwrap();
+            assert_eq!(values.value(i), want);
+        }
     }
 
     #[test]
