@@ -106,6 +106,17 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok((utime + stime) / 100.0)
 }
 
+/// The state letter of a process (`R`, `S`, `Z`, ...), from /proc.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
 fn parquet_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -402,18 +413,37 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     println!("throughput:             {rate:.0} spans/s (WAL on, fsync per group commit)");
     println!("retried exports (503):  {retries}");
     if let Some(mut s) = spawned {
-        let cpu = cpu_seconds(s.child.id())? - cpu_before;
+        let pid = s.child.id();
+        let ingest_cpu = cpu_seconds(pid)? - cpu_before;
         println!(
-            "server CPU:             {cpu:.2} s = {:.2} CPU-us/span",
-            cpu * 1e6 / total as f64
+            "server CPU, ingest:     {ingest_cpu:.2} s = {:.2} CPU-us/span",
+            ingest_cpu * 1e6 / total as f64
         );
         let _ = Command::new("kill")
             .arg("-TERM")
-            .arg(s.child.id().to_string())
+            .arg(pid.to_string())
             .status();
+        // Read the CPU time once the server has exited (a zombie keeps its counters)
+        // but before reaping it, so the final flush to Parquet is counted too.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut total_cpu = None;
+        while Instant::now() < deadline {
+            if process_state(pid).is_none_or(|state| state == 'Z') {
+                total_cpu = cpu_seconds(pid).ok();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let status = s.child.wait()?;
         if !status.success() {
             bail!("the server exited with {status} while flushing");
+        }
+        if let Some(cpu) = total_cpu {
+            let cpu = cpu - cpu_before;
+            println!(
+                "server CPU, with flush: {cpu:.2} s = {:.2} CPU-us/span",
+                cpu * 1e6 / total as f64
+            );
         }
         let bytes = parquet_bytes(&s.data_dir.path().join("spans"));
         println!(
