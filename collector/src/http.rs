@@ -154,19 +154,36 @@ fn too_large(limit: usize) -> Refusal {
 }
 
 async fn read_body(body: Body, gzip: bool, limit: usize) -> Result<Vec<u8>, Refusal> {
-    let limited = http_body_util::Limited::new(body, limit);
-    let raw = match limited.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large(limit)),
-        Err(e) => {
-            return Err(Refusal::new(
+    let mut body = body;
+    let mut raw: Vec<u8> = Vec::new();
+    let mut discarded = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            Refusal::new(
                 StatusCode::BAD_REQUEST,
                 format!("request body could not be read: {e}"),
-            ));
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if raw.len() + data.len() <= limit && discarded == 0 {
+            raw.extend_from_slice(&data);
+            continue;
         }
-    };
+        // Over the limit: keep reading (and dropping) up to one more limit's worth, so
+        // the client has sent its body and reads the 413 instead of a reset connection.
+        raw = Vec::new();
+        discarded += data.len();
+        if discarded > limit {
+            break;
+        }
+    }
+    if discarded > 0 {
+        return Err(too_large(limit));
+    }
     if !gzip {
-        return Ok(raw.to_vec());
+        return Ok(raw);
     }
     let mut out = Vec::with_capacity((raw.len() * 4).min(limit));
     let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64 + 1);

@@ -45,6 +45,9 @@ fn writer_properties(signal: Signal, rows: usize) -> Result<WriterProperties> {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        // Trace ids and per-request attribute values repeat a few times each: keep them in
+        // the dictionary for a whole row group instead of falling back to plain at 1 MiB.
+        .set_dictionary_page_size_limit(16 << 20)
         // Row-group statistics everywhere; page-level statistics (the page index) only on
         // the columns queries prune by, since on attribute maps they cost more bytes than
         // they save reads.

@@ -68,7 +68,18 @@ pub(crate) fn hex_id(bytes: &[u8], expected: usize, what: &str) -> Result<Option
     if bytes.iter().all(|b| *b == 0) {
         return Err(format!("{what} must not be all zeros"));
     }
-    Ok(Some(hex::encode(bytes)))
+    Ok(Some(to_hex(bytes)))
+}
+
+/// Lowercase hex, without the per-character iterator of `hex::encode`.
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
 }
 
 /// An OTLP time in nanoseconds as an Arrow timestamp; 0 (unset) becomes NULL.
@@ -259,6 +270,12 @@ mod tests {
             let want = any_value_string(kv.value.as_ref().unwrap()).unwrap();
             assert_eq!(values.value(i), want);
         }
+    }
+
+    #[test]
+    fn hex_matches_the_hex_crate() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(to_hex(&bytes), hex::encode(&bytes));
     }
 
     #[test]
