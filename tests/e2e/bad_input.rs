@@ -191,6 +191,34 @@ async fn bad_requests_get_clear_answers_and_harm_nothing_stored() {
     .await;
     assert_eq!(r.status(), 400, "an odd-length hex id does not decode");
 
+    // The OTLP JSON mapping: hex ids, enums as numbers, 64-bit integers as strings or
+    // numbers, gzip on top.
+    let json = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"cart"}}]},
+      "scopeSpans":[{"scope":{"name":"json-scope"},"spans":[{"traceId":"0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a","spanId":"0b0b0b0b0b0b0b0b",
+      "parentSpanId":"0c0c0c0c0c0c0c0c","name":"json-span","kind":3,
+      "startTimeUnixNano":"1764000000000000001","endTimeUnixNano":1764000000000000500,
+      "attributes":[{"key":"as_string","value":{"intValue":"9007199254740993"}},{"key":"as_number","value":{"intValue":7}},
+                    {"key":"d","value":{"doubleValue":0.25}},{"key":"b","value":{"bytesValue":"AQID"}}],
+      "status":{"code":2,"message":"bad"}}]}]}]}"#;
+    let r = post(
+        &server,
+        "/v1/traces",
+        "application/json",
+        Some("gzip"),
+        gzip(json.as_bytes()),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let rows = server
+        .rows("SELECT trace_id, parent_span_id, kind, duration_ns, attributes, status_code, status_message, scope_name \
+               FROM spans WHERE name = 'json-span'")
+        .await;
+    assert_eq!(
+        serde_json::Value::Array(rows[0].clone()),
+        serde_json::json!(["0a".repeat(16), "0c".repeat(8), "client", 499,
+            {"as_string": "9007199254740993", "as_number": "7", "d": "0.25", "b": "AQID"}, "error", "bad", "json-scope"])
+    );
+
     // An empty export is a full success.
     let r = post(
         &server,
@@ -220,10 +248,21 @@ async fn bad_requests_get_clear_answers_and_harm_nothing_stored() {
     let resp = client.export(req).await.expect("gRPC export").into_inner();
     assert_eq!(resp.partial_success.expect("partial").rejected_spans, 1);
 
+    // A gRPC decompression bomb: 20 MiB of repeated text, a few KiB compressed, stopped
+    // at the 16 MiB limit.
+    let mut bomb = otlp::span(vec![7; 16], vec![7; 8], "grpc-bomb");
+    bomb.attributes
+        .push(otlp::kv("padding", &"x".repeat(20 << 20)));
+    let status = client
+        .export(otlp::traces("cart", vec![bomb]))
+        .await
+        .expect_err("over the limit after decompression");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+
     // The server still serves, and exactly the valid spans are stored.
     let names = server.rows("SELECT name FROM spans ORDER BY name").await;
     let names: Vec<&str> = names.iter().map(|r| r[0].as_str().unwrap()).collect();
-    assert_eq!(names, ["grpc-valid", "stored-before", "valid"]);
+    assert_eq!(names, ["grpc-valid", "json-span", "stored-before", "valid"]);
     let health = reqwest::get(format!("{}/healthz", server.api()))
         .await
         .unwrap();
