@@ -537,6 +537,36 @@ mod tests {
         assert!(segments.iter().all(|id| *id > 1), "{segments:?}");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queries_during_a_flush_see_every_row_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        for seed in 1..=20 {
+            store.append(Signal::Spans, spans(50, seed)).await.unwrap();
+        }
+        let watcher = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut seen = 0usize;
+                loop {
+                    let snapshot = store.snapshot(Signal::Spans);
+                    assert_eq!(rows(&snapshot), 1000, "a row vanished or doubled mid-flush");
+                    seen += 1;
+                    if !snapshot.files.is_empty() {
+                        return seen;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        store.flush().await.unwrap();
+        let snapshots = watcher.await.unwrap();
+        assert!(snapshots > 0);
+        let after = store.snapshot(Signal::Spans);
+        assert!(after.batches.is_empty());
+        assert_eq!(rows(&after), 1000);
+    }
+
     #[tokio::test]
     async fn over_the_memory_budget_appends_are_refused_retryably() {
         let dir = tempfile::tempdir().unwrap();
