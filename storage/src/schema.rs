@@ -1,5 +1,9 @@
 //! Arrow schemas of the three tables (`spans`, `logs`, `metrics`), as DESIGN.md fixes them.
 //!
+//! Each top-level attribute map has a sibling `*attribute_types` map that records the
+//! OTLP type (`int`, `double`, `bool`, `bytes`, `array`, `kvlist`) of every value that is
+//! not a string.
+//!
 //! Every column is nullable so that the in-memory head, the Parquet files and the query
 //! engine agree on one schema without per-source adaptation.
 
@@ -185,6 +189,8 @@ static SPANS: LazyLock<SchemaRef> = LazyLock::new(|| {
         list_of("events", DataType::Struct(event_fields())),
         list_of("links", DataType::Struct(link_fields())),
         Field::new("flags", DataType::UInt32, true),
+        attrs("attribute_types"),
+        attrs("resource_attribute_types"),
     ]))
 });
 
@@ -204,6 +210,8 @@ static LOGS: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("scope_version"),
         utf8("event_name"),
         Field::new("flags", DataType::UInt32, true),
+        attrs("attribute_types"),
+        attrs("resource_attribute_types"),
     ]))
 });
 
@@ -240,6 +248,8 @@ static METRICS: LazyLock<SchemaRef> = LazyLock::new(|| {
         list_of("quantile_values", DataType::Struct(quantile_fields())),
         list_of("exemplars", DataType::Struct(exemplar_fields())),
         Field::new("flags", DataType::UInt32, true),
+        attrs("attribute_types"),
+        attrs("resource_attribute_types"),
     ]))
 });
 

@@ -223,7 +223,7 @@ async fn check(server: &Server, sent: &Sent, transport: Transport) {
         .rows(&format!(
             "SELECT trace_id, span_id, parent_span_id, name, kind, start_time, end_time, duration_ns, status_code, \
              status_message, attributes, resource_attributes['service.name'], resource_attributes['deployment.environment.name'], \
-             scope_name, scope_version, events, links, attributes['int'] \
+             scope_name, scope_version, events, links, attributes['int'], attribute_types \
              FROM spans WHERE service_name = '{svc}' ORDER BY start_time"
         ))
         .await;
@@ -266,6 +266,11 @@ async fn check(server: &Server, sent: &Sent, transport: Transport) {
                 "trace_state": null, "attributes": {"link.kind": "follows"}}])
     );
     assert_eq!(root[17], "42");
+    assert_eq!(
+        root[18],
+        json!({"int": "int", "float": "double", "bool": "bool", "arr": "array"}),
+        "the OTLP type of every non-string value is kept"
+    );
     let child = &spans[1];
     assert_eq!(child[0], trace_id.as_str());
     assert_eq!(child[1], sent.child.span_id().to_string().as_str());

@@ -3,17 +3,15 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Int32Builder, MapBuilder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder,
+    ArrayRef, Int32Builder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder,
 };
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
-use super::{
-    Converted, Rejections, any_value_string, append_attributes, hex_id, service_name, time,
-};
-use crate::schema::{Signal, attributes_builder};
+use super::{Converted, Rejections, TypedAttributes, any_value_string, hex_id, service_name, time};
+use crate::schema::Signal;
 
 struct Columns {
     timestamp: TimestampNanosecondBuilder,
@@ -24,8 +22,8 @@ struct Columns {
     severity_text: StringBuilder,
     body: StringBuilder,
     service_name: StringBuilder,
-    attributes: MapBuilder<StringBuilder, StringBuilder>,
-    resource_attributes: MapBuilder<StringBuilder, StringBuilder>,
+    attributes: TypedAttributes,
+    resource_attributes: TypedAttributes,
     scope_name: StringBuilder,
     scope_version: StringBuilder,
     event_name: StringBuilder,
@@ -80,8 +78,8 @@ impl Columns {
             severity_text: StringBuilder::new(),
             body: StringBuilder::new(),
             service_name: StringBuilder::new(),
-            attributes: attributes_builder(),
-            resource_attributes: attributes_builder(),
+            attributes: TypedAttributes::new(),
+            resource_attributes: TypedAttributes::new(),
             scope_name: StringBuilder::new(),
             scope_version: StringBuilder::new(),
             event_name: StringBuilder::new(),
@@ -90,6 +88,8 @@ impl Columns {
     }
 
     fn finish(mut self) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let (attributes, attribute_types) = self.attributes.finish();
+        let (resource_attributes, resource_attribute_types) = self.resource_attributes.finish();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.timestamp.finish()),
             Arc::new(self.observed_timestamp.finish()),
@@ -99,12 +99,14 @@ impl Columns {
             Arc::new(self.severity_text.finish()),
             Arc::new(self.body.finish()),
             Arc::new(self.service_name.finish()),
-            Arc::new(self.attributes.finish()),
-            Arc::new(self.resource_attributes.finish()),
+            attributes,
+            resource_attributes,
             Arc::new(self.scope_name.finish()),
             Arc::new(self.scope_version.finish()),
             Arc::new(self.event_name.finish()),
             Arc::new(self.flags.finish()),
+            attribute_types,
+            resource_attribute_types,
         ];
         RecordBatch::try_new(Signal::Logs.schema(), columns)
     }
@@ -158,8 +160,8 @@ pub fn logs(
                     .append_option(empty_none(&log.severity_text));
                 c.body.append_option(body_text(log));
                 c.service_name.append_value(&service);
-                append_attributes(&mut c.attributes, &log.attributes);
-                append_attributes(&mut c.resource_attributes, resource);
+                c.attributes.append(&log.attributes);
+                c.resource_attributes.append(resource);
                 c.scope_name.append_option(scope_name);
                 c.scope_version.append_option(scope_version);
                 c.event_name.append_option(empty_none(&log.event_name));

@@ -16,7 +16,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 
 use super::{
-    Converted, Rejections, append_attributes, hex_id, list_of_structs, service_name, time,
+    Converted, Rejections, TypedAttributes, append_attributes, hex_id, list_of_structs,
+    service_name, time,
 };
 use crate::schema::{Signal, attributes_builder, exemplar_fields, quantile_fields};
 
@@ -73,8 +74,8 @@ struct Columns {
     service_name: StringBuilder,
     timestamp: TimestampNanosecondBuilder,
     start_timestamp: TimestampNanosecondBuilder,
-    attributes: MapBuilder<StringBuilder, StringBuilder>,
-    resource_attributes: MapBuilder<StringBuilder, StringBuilder>,
+    attributes: TypedAttributes,
+    resource_attributes: TypedAttributes,
     scope_name: StringBuilder,
     scope_version: StringBuilder,
     value: Float64Builder,
@@ -139,8 +140,8 @@ impl Columns {
             service_name: StringBuilder::new(),
             timestamp: ts(),
             start_timestamp: ts(),
-            attributes: attributes_builder(),
-            resource_attributes: attributes_builder(),
+            attributes: TypedAttributes::new(),
+            resource_attributes: TypedAttributes::new(),
             scope_name: StringBuilder::new(),
             scope_version: StringBuilder::new(),
             value: Float64Builder::new(),
@@ -192,8 +193,8 @@ impl Columns {
         self.service_name.append_value(service);
         self.timestamp.append_option(p.time);
         self.start_timestamp.append_option(p.start);
-        append_attributes(&mut self.attributes, p.attributes);
-        append_attributes(&mut self.resource_attributes, resource);
+        self.attributes.append(p.attributes);
+        self.resource_attributes.append(resource);
         self.scope_name.append_option(scope.0);
         self.scope_version.append_option(scope.1);
         self.value.append_option(p.value);
@@ -262,6 +263,8 @@ impl Columns {
             ],
             std::mem::take(&mut e.offsets),
         );
+        let (attributes, attribute_types) = self.attributes.finish();
+        let (resource_attributes, resource_attribute_types) = self.resource_attributes.finish();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.metric_name.finish()),
             Arc::new(self.metric_type.finish()),
@@ -270,8 +273,8 @@ impl Columns {
             Arc::new(self.service_name.finish()),
             Arc::new(self.timestamp.finish()),
             Arc::new(self.start_timestamp.finish()),
-            Arc::new(self.attributes.finish()),
-            Arc::new(self.resource_attributes.finish()),
+            attributes,
+            resource_attributes,
             Arc::new(self.scope_name.finish()),
             Arc::new(self.scope_version.finish()),
             Arc::new(self.value.finish()),
@@ -294,6 +297,8 @@ impl Columns {
             quantiles,
             exemplars,
             Arc::new(self.flags.finish()),
+            attribute_types,
+            resource_attribute_types,
         ];
         RecordBatch::try_new(Signal::Metrics.schema(), columns)
     }

@@ -182,6 +182,58 @@ pub(crate) fn append_attributes(
         .expect("map keys and values are appended in pairs");
 }
 
+/// The OTLP type of a value whose string form alone would not say it, as stored in the
+/// `*attribute_types` columns; `None` for strings and empty values.
+pub fn value_type(value: Option<&AnyValue>) -> Option<&'static str> {
+    match value?.value.as_ref()? {
+        Value::StringValue(_) => None,
+        Value::BoolValue(_) => Some("bool"),
+        Value::IntValue(_) | Value::StringValueStrindex(_) => Some("int"),
+        Value::DoubleValue(_) => Some("double"),
+        Value::BytesValue(_) => Some("bytes"),
+        Value::ArrayValue(_) => Some("array"),
+        Value::KvlistValue(_) => Some("kvlist"),
+    }
+}
+
+/// An attribute map column and its sibling type column: the string forms SQL reads, and
+/// the OTLP type of every value that is not a string, so APIs can give values back typed.
+pub(crate) struct TypedAttributes {
+    values: MapBuilder<StringBuilder, StringBuilder>,
+    types: MapBuilder<StringBuilder, StringBuilder>,
+}
+
+impl TypedAttributes {
+    pub fn new() -> Self {
+        TypedAttributes {
+            values: crate::schema::attributes_builder(),
+            types: crate::schema::attributes_builder(),
+        }
+    }
+
+    /// Appends one row.
+    pub fn append(&mut self, attributes: &[KeyValue]) {
+        append_attributes(&mut self.values, attributes);
+        for kv in attributes {
+            if let Some(t) = value_type(kv.value.as_ref()) {
+                self.types.keys().append_value(&kv.key);
+                self.types.values().append_value(t);
+            }
+        }
+        self.types
+            .append(true)
+            .expect("map keys and values are appended in pairs");
+    }
+
+    /// The value column and the type column.
+    pub fn finish(&mut self) -> (ArrayRef, ArrayRef) {
+        (
+            Arc::new(self.values.finish()),
+            Arc::new(self.types.finish()),
+        )
+    }
+}
+
 /// A `List<Struct>` column assembled from per-row offsets and flat child arrays.
 pub(crate) fn list_of_structs(
     fields: Fields,

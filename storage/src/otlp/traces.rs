@@ -10,7 +10,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 use super::{
-    Converted, Rejections, append_attributes, hex_id, list_of_structs, service_name, time,
+    Converted, Rejections, TypedAttributes, append_attributes, hex_id, list_of_structs,
+    service_name, time,
 };
 use crate::schema::{Signal, attributes_builder, event_fields, link_fields};
 
@@ -53,8 +54,8 @@ struct Columns {
     duration_ns: Int64Builder,
     status_code: StringBuilder,
     status_message: StringBuilder,
-    attributes: MapBuilder<StringBuilder, StringBuilder>,
-    resource_attributes: MapBuilder<StringBuilder, StringBuilder>,
+    attributes: TypedAttributes,
+    resource_attributes: TypedAttributes,
     scope_name: StringBuilder,
     scope_version: StringBuilder,
     flags: UInt32Builder,
@@ -138,8 +139,8 @@ impl Columns {
             duration_ns: Int64Builder::new(),
             status_code: StringBuilder::new(),
             status_message: StringBuilder::new(),
-            attributes: attributes_builder(),
-            resource_attributes: attributes_builder(),
+            attributes: TypedAttributes::new(),
+            resource_attributes: TypedAttributes::new(),
             scope_name: StringBuilder::new(),
             scope_version: StringBuilder::new(),
             flags: UInt32Builder::new(),
@@ -179,6 +180,8 @@ impl Columns {
             ],
             self.links.offsets,
         );
+        let (attributes, attribute_types) = self.attributes.finish();
+        let (resource_attributes, resource_attribute_types) = self.resource_attributes.finish();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
@@ -192,13 +195,15 @@ impl Columns {
             Arc::new(self.duration_ns.finish()),
             Arc::new(self.status_code.finish()),
             Arc::new(self.status_message.finish()),
-            Arc::new(self.attributes.finish()),
-            Arc::new(self.resource_attributes.finish()),
+            attributes,
+            resource_attributes,
             Arc::new(self.scope_name.finish()),
             Arc::new(self.scope_version.finish()),
             events,
             links,
             Arc::new(self.flags.finish()),
+            attribute_types,
+            resource_attribute_types,
         ];
         RecordBatch::try_new(Signal::Spans.schema(), columns)
     }
@@ -257,8 +262,8 @@ pub fn spans(request: &ExportTraceServiceRequest) -> Result<Converted, arrow::er
                     .append_value(status_name(status.map(|s| s.code).unwrap_or(0)));
                 c.status_message
                     .append_option(status.map(|s| s.message.as_str()).and_then(empty_none));
-                append_attributes(&mut c.attributes, &span.attributes);
-                append_attributes(&mut c.resource_attributes, resource);
+                c.attributes.append(&span.attributes);
+                c.resource_attributes.append(resource);
                 c.scope_name.append_option(scope_name);
                 c.scope_version.append_option(scope_version);
                 c.flags.append_value(span.flags);
@@ -339,7 +344,16 @@ mod tests {
             kind: 2,
             start_time_unix_nano: 1_700_000_000_000_000_001,
             end_time_unix_nano: 1_700_000_000_000_500_001,
-            attributes: vec![kv("http.route", "/cart")],
+            attributes: vec![
+                kv("http.route", "/cart"),
+                KeyValue {
+                    key_strindex: 0,
+                    key: "retries".into(),
+                    value: Some(AnyValue {
+                        value: Some(Value::IntValue(2)),
+                    }),
+                },
+            ],
             events: vec![span::Event {
                 time_unix_nano: 1_700_000_000_000_000_002,
                 name: "retry".into(),
@@ -377,6 +391,15 @@ mod tests {
         let events = batch.column_by_name("events").unwrap().as_list::<i32>();
         assert_eq!(events.value(1).len(), 1);
         assert!(batch.column_by_name("parent_span_id").unwrap().is_null(0));
+        let types = batch.column_by_name("attribute_types").unwrap().as_map();
+        let row = types.value(0);
+        assert_eq!(
+            row.len(),
+            1,
+            "only the non-string attribute has a type entry"
+        );
+        assert_eq!(row.column(0).as_string::<i32>().value(0), "retries");
+        assert_eq!(row.column(1).as_string::<i32>().value(0), "int");
     }
 
     #[test]
