@@ -10,7 +10,10 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
-use super::{Converted, Rejections, TypedAttributes, any_value_string, hex_id, service_name, time};
+use super::{
+    Converted, Rejections, TypedAttributes, any_value_string, empty_none, hex_id, service_name,
+    time,
+};
 use crate::schema::Signal;
 
 struct Columns {
@@ -51,10 +54,6 @@ fn validate(log: &LogRecord, received: i64) -> Result<Valid, String> {
         trace_id: hex_id(&log.trace_id, 16, "trace_id")?,
         span_id: hex_id(&log.span_id, 8, "span_id")?,
     })
-}
-
-fn empty_none(s: &str) -> Option<&str> {
-    (!s.is_empty()).then_some(s)
 }
 
 /// The body as text: strings as they are, other scalars in the attribute string form,

@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 
 use super::{
-    Converted, Rejections, TypedAttributes, append_attributes, hex_id, list_of_structs,
+    Converted, Rejections, TypedAttributes, append_attributes, empty_none, hex_id, list_of_structs,
     service_name, time,
 };
 use crate::schema::{Signal, attributes_builder, exemplar_fields, quantile_fields};
@@ -427,10 +427,6 @@ fn number(value: Option<number_data_point::Value>) -> (Option<f64>, Option<i64>)
         Some(number_data_point::Value::AsInt(i)) => (Some(i as f64), Some(i)),
         None => (None, None),
     }
-}
-
-fn empty_none(s: &str) -> Option<&str> {
-    (!s.is_empty()).then_some(s)
 }
 
 /// Converts an export request into `metrics` rows, one per data point.

@@ -92,6 +92,11 @@ pub(crate) fn time(nanos: u64, what: &str) -> Result<Option<i64>, String> {
         .map_err(|_| format!("{what} {nanos} is past the year 2262 and cannot be stored"))
 }
 
+/// An OTLP string field as an optional column value: empty (unset) becomes NULL.
+pub(crate) fn empty_none(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
 /// `service.name` from resource attributes, or OpenTelemetry's `unknown_service`.
 pub(crate) fn service_name(resource_attributes: &[KeyValue]) -> String {
     resource_attributes

@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 use super::{
-    Converted, Rejections, TypedAttributes, append_attributes, hex_id, list_of_structs,
+    Converted, Rejections, TypedAttributes, append_attributes, empty_none, hex_id, list_of_structs,
     service_name, time,
 };
 use crate::schema::{Signal, attributes_builder, event_fields, link_fields};
@@ -118,10 +118,6 @@ fn validate(span: &Span) -> Result<Valid, String> {
         event_times,
         links,
     })
-}
-
-fn empty_none(s: &str) -> Option<&str> {
-    (!s.is_empty()).then_some(s)
 }
 
 impl Columns {
