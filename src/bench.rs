@@ -26,6 +26,8 @@ use rand::Rng;
 pub enum BenchCommand {
     /// Ingest throughput, CPU per span and bytes per span over OTLP/gRPC.
     Ingest(IngestArgs),
+    /// Log ingest with indexing, search latency against `rg`, and bytes on disk.
+    Logs(crate::bench_logs::LogsArgs),
 }
 
 /// Arguments of `periscope bench ingest`.
@@ -50,17 +52,20 @@ pub struct IngestArgs {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ingest(args) => ingest(args).await,
+        BenchCommand::Logs(args) => crate::bench_logs::run(args).await,
     }
 }
 
-struct Spawned {
-    child: Child,
-    data_dir: tempfile::TempDir,
-    grpc: String,
+pub(crate) struct Spawned {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub grpc: String,
+    pub otlp_http: String,
+    pub http: String,
 }
 
-fn spawn_server() -> anyhow::Result<Spawned> {
-    let data_dir = tempfile::tempdir().context("creating a temporary data directory")?;
+/// Starts `periscope serve` on free ports with its data in `data_dir`.
+pub(crate) fn spawn_server_at(data_dir: &Path) -> anyhow::Result<Spawned> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
         .args([
@@ -73,7 +78,7 @@ fn spawn_server() -> anyhow::Result<Spawned> {
             "127.0.0.1:0",
         ])
         .arg("--data-dir")
-        .arg(data_dir.path())
+        .arg(data_dir)
         .args(["--log", "warn"])
         .stdout(Stdio::piped())
         .spawn()
@@ -81,20 +86,23 @@ fn spawn_server() -> anyhow::Result<Spawned> {
     let stdout = child.stdout.take().context("server stdout")?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
-    let grpc = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("otlp-grpc="))
-        .with_context(|| format!("unexpected first line from the server: {line:?}"))?
-        .to_string();
+    let addr = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(str::to_string)
+            .with_context(|| format!("unexpected first line from the server: {line:?}"))
+    };
     Ok(Spawned {
+        grpc: addr("otlp-grpc=")?,
+        otlp_http: addr("otlp-http=")?,
+        http: addr("http=")?,
         child,
-        data_dir,
-        grpc,
+        data_dir: data_dir.to_path_buf(),
     })
 }
 
 /// CPU seconds (user + system) a process has used, from /proc.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = stat
         .rsplit_once(')')
@@ -107,7 +115,7 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// The state letter of a process (`R`, `S`, `Z`, ...), from /proc.
-fn process_state(pid: u32) -> Option<char> {
+pub(crate) fn process_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(')')?
         .1
@@ -353,9 +361,10 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         .map(|_| make_request(traces_per_batch, &mut rng))
         .collect();
 
+    let temp = tempfile::tempdir().context("creating a temporary data directory")?;
     let spawned = match &args.target {
         Some(_) => None,
-        None => Some(spawn_server()?),
+        None => Some(spawn_server_at(temp.path())?),
     };
     let target = match (&args.target, &spawned) {
         (Some(t), _) => t.clone(),
@@ -449,7 +458,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
                 cpu * 1e6 / total as f64
             );
         }
-        let bytes = parquet_bytes(&s.data_dir.path().join("spans"));
+        let bytes = parquet_bytes(&s.data_dir.join("spans"));
         println!(
             "parquet on disk:        {bytes} bytes = {:.1} bytes/span",
             bytes as f64 / total as f64

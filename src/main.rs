@@ -1,6 +1,7 @@
 //! The `periscope` binary: parses the command line and wires the crates together.
 
 mod bench;
+mod bench_logs;
 mod client;
 mod config;
 mod server;

@@ -18,8 +18,11 @@ mod api;
 mod engine;
 mod error;
 mod json;
+pub mod logql;
+pub mod logsearch;
 mod metrics;
 mod table;
+pub mod time;
 
 pub use api::{error_response, result_json, router};
 pub use engine::{QueryConfig, QueryEngine, QueryResult};

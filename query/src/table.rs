@@ -207,6 +207,7 @@ mod tests {
             bytes: 1,
             min_time: min,
             max_time: max,
+            index_bytes: 0,
         }
     }
 

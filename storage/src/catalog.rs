@@ -30,6 +30,9 @@ pub struct FileEntry {
     pub min_time: i64,
     /// Largest value of the table's time column, Unix nanoseconds.
     pub max_time: i64,
+    /// Size of the file's log index directory (`logs` only), in bytes.
+    #[serde(default)]
+    pub index_bytes: u64,
 }
 
 /// The catalog's content.
@@ -42,6 +45,9 @@ pub struct Catalog {
     pub flushed_upto: u64,
     /// The files, oldest first.
     pub files: Vec<FileEntry>,
+    /// Every `log_id` handed out before the last flush is below this.
+    #[serde(default)]
+    pub next_log_id: u64,
 }
 
 impl Catalog {
@@ -85,8 +91,9 @@ impl Catalog {
         sync_dir(data_dir)
     }
 
-    /// Deletes Parquet and temporary files under the table directories that this catalog
-    /// does not list: the leftovers of a flush that a crash interrupted.
+    /// Deletes Parquet files, log index directories and temporary files under the table
+    /// directories that this catalog does not list: the leftovers of a flush that a crash
+    /// interrupted.
     ///
     /// # Errors
     /// When a table directory cannot be listed.
@@ -97,16 +104,27 @@ impl Catalog {
         for signal in Signal::ALL {
             let dir = data_dir.join(signal.name());
             if dir.exists() {
-                walk(&dir, &mut |p| {
-                    let rel = p
+                walk(&dir, &mut |p, is_dir| {
+                    let ext = p.extension().and_then(|e| e.to_str());
+                    let data = if ext == Some("index") {
+                        p.with_extension("parquet")
+                    } else {
+                        p.to_path_buf()
+                    };
+                    let rel = data
                         .strip_prefix(data_dir)
-                        .unwrap_or(p)
+                        .unwrap_or(&data)
                         .to_string_lossy()
                         .to_string();
-                    let ext = p.extension().and_then(|e| e.to_str());
-                    let orphan = matches!(ext, Some("parquet") | Some("tmp"))
+                    let orphan = matches!(ext, Some("parquet") | Some("tmp") | Some("index"))
                         && !known.contains(rel.as_str());
-                    if orphan && fs::remove_file(p).is_ok() {
+                    let gone = orphan
+                        && if is_dir {
+                            fs::remove_dir_all(p).is_ok()
+                        } else {
+                            fs::remove_file(p).is_ok()
+                        };
+                    if gone {
                         removed.push(p.to_path_buf());
                     }
                 })?;
@@ -116,14 +134,17 @@ impl Catalog {
     }
 }
 
-fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> Result<()> {
+/// Calls `f(path, is_dir)` for every file under `dir`, and for index directories
+/// (`*.index`) without descending into them.
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path, bool)) -> Result<()> {
     for entry in fs::read_dir(dir).map_err(Error::io("list", dir))? {
         let entry = entry.map_err(Error::io("list", dir))?;
         let path = entry.path();
-        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if is_dir && path.extension().and_then(|e| e.to_str()) != Some("index") {
             walk(&path, f)?;
         } else {
-            f(&path);
+            f(&path, is_dir);
         }
     }
     Ok(())
@@ -143,6 +164,9 @@ mod tests {
         fs::write(part.join("a.parquet"), b"x").unwrap();
         fs::write(part.join("b.parquet"), b"y").unwrap();
         fs::write(part.join("c.parquet.tmp"), b"z").unwrap();
+        fs::create_dir_all(part.join("a.index")).unwrap();
+        fs::create_dir_all(part.join("b.index")).unwrap();
+        fs::write(part.join("b.index/meta.json"), b"{}").unwrap();
         let cat = Catalog {
             version: 1,
             flushed_upto: 3,
@@ -153,15 +177,19 @@ mod tests {
                 bytes: 1,
                 min_time: 0,
                 max_time: 0,
+                index_bytes: 0,
             }],
+            next_log_id: 0,
         };
         cat.store(dir.path()).unwrap();
         let loaded = Catalog::load(dir.path()).unwrap();
         assert_eq!(loaded.files, cat.files);
         assert_eq!(loaded.flushed_upto, 3);
         let removed = loaded.remove_orphans(dir.path()).unwrap();
-        assert_eq!(removed.len(), 2);
+        assert_eq!(removed.len(), 3);
         assert!(part.join("a.parquet").exists());
+        assert!(part.join("a.index").exists());
+        assert!(!part.join("b.index").exists());
         assert!(!part.join("b.parquet").exists());
     }
 

@@ -43,6 +43,12 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// The log index could not be built, opened or searched.
+    #[error("log index: {0}")]
+    Index(#[from] tantivy::TantivyError),
+    /// A batch does not have the columns its table must have.
+    #[error("schema: {0}")]
+    Schema(String),
 }
 
 impl Error {

@@ -13,26 +13,52 @@ use crate::schema::Signal;
 
 #[derive(Debug, Default)]
 struct TableHead {
-    active: Vec<RecordBatch>,
+    active: Vec<(u64, RecordBatch)>,
     active_bytes: u64,
-    frozen: Vec<RecordBatch>,
+    frozen: Vec<(u64, RecordBatch)>,
     frozen_bytes: u64,
 }
 
-/// The heads of all three tables.
+/// The heads of all three tables. Every batch gets a sequence number, increasing in the
+/// order batches are acknowledged; the log index refers to head rows by it.
 #[derive(Debug, Default)]
 pub(crate) struct Head {
     tables: [TableHead; 3],
     oldest_active: Option<Instant>,
+    next_seq: u64,
 }
 
 impl Head {
-    /// Adds acknowledged rows.
-    pub fn push(&mut self, signal: Signal, batch: RecordBatch, bytes: u64) {
+    /// Adds acknowledged rows and returns the batch's sequence number.
+    pub fn push(&mut self, signal: Signal, batch: RecordBatch, bytes: u64) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
         let t = &mut self.tables[signal.index()];
-        t.active.push(batch);
+        t.active.push((seq, batch));
         t.active_bytes += bytes;
         self.oldest_active.get_or_insert_with(Instant::now);
+        seq
+    }
+
+    /// The sequence number the next batch will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Every batch of one table in the head with its sequence number, oldest first.
+    pub fn batches_with_seq(&self, signal: Signal) -> Vec<(u64, RecordBatch)> {
+        let t = &self.tables[signal.index()];
+        t.frozen.iter().chain(t.active.iter()).cloned().collect()
+    }
+
+    /// The lowest sequence number of a batch of `signal` still in the head (the next one
+    /// to be given out if there is none).
+    pub fn min_seq(&self, signal: Signal) -> u64 {
+        let t = &self.tables[signal.index()];
+        t.frozen
+            .first()
+            .or(t.active.first())
+            .map_or(self.next_seq, |(seq, _)| *seq)
     }
 
     /// Moves every active row into the frozen part, for a flush to write out.
@@ -46,7 +72,11 @@ impl Head {
 
     /// The frozen rows of one table.
     pub fn frozen(&self, signal: Signal) -> Vec<RecordBatch> {
-        self.tables[signal.index()].frozen.clone()
+        self.tables[signal.index()]
+            .frozen
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect()
     }
 
     /// Drops the frozen rows (now in Parquet) and returns how many bytes that frees.
@@ -63,7 +93,11 @@ impl Head {
     /// Every row of one table in the head, frozen and active.
     pub fn batches(&self, signal: Signal) -> Vec<RecordBatch> {
         let t = &self.tables[signal.index()];
-        t.frozen.iter().chain(t.active.iter()).cloned().collect()
+        t.frozen
+            .iter()
+            .chain(t.active.iter())
+            .map(|(_, b)| b.clone())
+            .collect()
     }
 
     /// Bytes of active rows, over all tables.

@@ -29,6 +29,7 @@
 mod catalog;
 mod error;
 mod head;
+pub mod logindex;
 mod metrics;
 pub mod otlp;
 mod schema;

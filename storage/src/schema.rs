@@ -212,6 +212,7 @@ static LOGS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("flags", DataType::UInt32, true),
         attrs("attribute_types"),
         attrs("resource_attribute_types"),
+        Field::new("log_id", DataType::UInt64, true),
     ]))
 });
 

@@ -23,6 +23,7 @@ use parquet::schema::types::ColumnPath;
 
 use crate::catalog::FileEntry;
 use crate::error::{Error, Result};
+use crate::logindex::{self, LogFields};
 use crate::schema::Signal;
 use crate::wal::sync_dir;
 
@@ -156,6 +157,7 @@ pub fn write_files(
     signal: Signal,
     batches: &[RecordBatch],
     flush_id: u64,
+    log_fields: &LogFields,
 ) -> Result<Vec<FileEntry>> {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     if rows == 0 {
@@ -187,6 +189,14 @@ pub fn write_files(
         file.sync_all().map_err(Error::io("fsync", &tmp))?;
         let bytes = file.metadata().map_err(Error::io("stat", &tmp))?.len();
         fs::rename(&tmp, &path).map_err(Error::io("rename", &path))?;
+        let index_bytes = if signal == Signal::Logs {
+            let dir = logindex::index_path(&path);
+            let size = logindex::build_file_index(&dir, log_fields, &part)?;
+            sync_dir(&dir)?;
+            size
+        } else {
+            0
+        };
         sync_dir(&dir)?;
         let (min_time, max_time) = time_range(signal, &part);
         entries.push(FileEntry {
@@ -196,6 +206,7 @@ pub fn write_files(
             bytes,
             min_time,
             max_time,
+            index_bytes,
         });
     }
     Ok(entries)
@@ -236,7 +247,8 @@ mod tests {
         };
         let batch = otlp::spans(&req).unwrap().batch.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let entries = write_files(dir.path(), Signal::Spans, &[batch], 9).unwrap();
+        let entries =
+            write_files(dir.path(), Signal::Spans, &[batch], 9, &LogFields::new()).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].rows, 2);
         assert_eq!(entries[0].min_time, (base + 1) as i64);

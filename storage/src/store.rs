@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use crate::catalog::{Catalog, FileEntry};
 use crate::error::{Error, Result};
 use crate::head::Head;
+use crate::logindex::{self, FileIndexes, HeadIndex, LogFields, LogView};
 use crate::metrics::StorageMetrics;
 use crate::schema::Signal;
 use crate::segment;
@@ -88,6 +89,10 @@ struct Inner {
     buffered: AtomicU64,
     flush_lock: tokio::sync::Mutex<()>,
     metrics: StorageMetrics,
+    next_log_id: AtomicU64,
+    log_fields: LogFields,
+    head_index: HeadIndex,
+    file_indexes: FileIndexes,
 }
 
 /// Handle to the store; cheap to clone.
@@ -119,6 +124,10 @@ impl Store {
         for orphan in catalog.remove_orphans(&data_dir)? {
             info!(path = %orphan.display(), "Removed a file left by an interrupted flush.");
         }
+        let log_fields = LogFields::new();
+        build_missing_indexes(&data_dir, &catalog, &log_fields)?;
+        let head_index = HeadIndex::start(log_fields.clone())?;
+        let mut next_log_id = catalog.next_log_id;
         let metrics = StorageMetrics::default();
         let mut head = Head::default();
         let mut buffered = 0u64;
@@ -137,7 +146,13 @@ impl Store {
                 let bytes = batch.get_array_memory_size() as u64;
                 replayed_rows += batch.num_rows();
                 buffered += bytes;
-                head.push(signal, batch, bytes);
+                if signal == Signal::Logs {
+                    next_log_id = next_log_id.max(max_log_id(&batch).map_or(0, |id| id + 1));
+                    let seq = head.push(signal, batch.clone(), bytes);
+                    head_index.add(seq, batch);
+                } else {
+                    head.push(signal, batch, bytes);
+                }
             }
         }
         if replayed_rows > 0 {
@@ -154,6 +169,10 @@ impl Store {
             buffered: AtomicU64::new(buffered),
             flush_lock: tokio::sync::Mutex::new(()),
             metrics,
+            next_log_id: AtomicU64::new(next_log_id),
+            log_fields,
+            head_index,
+            file_indexes: FileIndexes::default(),
         });
         let writer = Arc::clone(&inner);
         std::thread::Builder::new()
@@ -185,6 +204,15 @@ impl Store {
     /// [`Error::Overloaded`] when the memory budget for unflushed rows is used up (retry
     /// later); an I/O error when the WAL cannot be written (nothing was acknowledged).
     pub async fn append(&self, signal: Signal, batch: RecordBatch) -> Result<()> {
+        let batch = if signal == Signal::Logs {
+            let first = self
+                .inner
+                .next_log_id
+                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            with_log_ids(batch, first)?
+        } else {
+            batch
+        };
         let bytes = batch.get_array_memory_size() as u64;
         let limit = self.inner.config.max_buffered_bytes;
         let used = self.inner.buffered.fetch_add(bytes, Ordering::AcqRel);
@@ -234,6 +262,58 @@ impl Store {
                 .collect(),
             data_dir: self.inner.config.data_dir.clone(),
         }
+    }
+
+    /// A consistent picture of the `logs` table and its index, for one search.
+    pub fn log_view(&self) -> LogView {
+        let state = self.inner.state.read();
+        let files: Vec<FileEntry> = state
+            .catalog
+            .files
+            .iter()
+            .filter(|f| f.signal == Signal::Logs.name())
+            .cloned()
+            .collect();
+        let view = LogView {
+            head: state.head.batches_with_seq(Signal::Logs),
+            min_head_seq: state.head.min_seq(Signal::Logs),
+            head_searcher: self.inner.head_index.searcher(),
+            files,
+            data_dir: self.inner.config.data_dir.clone(),
+        };
+        drop(state);
+        self.inner.file_indexes.retain(&view.files);
+        view
+    }
+
+    /// The searcher of the log index of one `logs` file of a [`LogView`].
+    ///
+    /// # Errors
+    /// When the index cannot be opened.
+    pub fn log_file_searcher(&self, file: &FileEntry) -> Result<tantivy::Searcher> {
+        self.inner
+            .file_indexes
+            .searcher(&self.inner.config.data_dir, file)
+    }
+
+    /// The schema of the log indexes, for building queries.
+    pub fn log_fields(&self) -> &LogFields {
+        &self.inner.log_fields
+    }
+
+    /// Live tail: new acknowledged `logs` rows that `query` matches (see
+    /// [`HeadIndex::subscribe`]).
+    pub fn subscribe_logs(
+        &self,
+        query: Box<dyn tantivy::query::Query>,
+        capacity: usize,
+    ) -> tokio::sync::mpsc::Receiver<RecordBatch> {
+        // Under the state lock, so that no batch is acknowledged in between.
+        let state = self.inner.state.read();
+        let from_seq = state.head.next_seq();
+        let receiver = self.inner.head_index.subscribe(query, from_seq, capacity);
+        drop(state);
+        receiver
     }
 
     /// Every file in the catalog.
@@ -327,17 +407,27 @@ impl Inner {
         let mut written = Vec::new();
         for signal in Signal::ALL {
             let frozen = self.state.read().head.frozen(signal);
-            written.extend(segment::write_files(data_dir, signal, &frozen, upto)?);
+            written.extend(segment::write_files(
+                data_dir,
+                signal,
+                &frozen,
+                upto,
+                &self.log_fields,
+            )?);
         }
         let mut catalog = self.state.read().catalog.clone();
         catalog.files.extend(written.iter().cloned());
         catalog.flushed_upto = upto;
+        catalog.next_log_id = self.next_log_id.load(Ordering::Relaxed);
         catalog.version = 1;
         catalog.store(data_dir)?;
         let released = {
             let mut state = self.state.write();
             state.catalog = catalog;
-            state.head.release_frozen()
+            let released = state.head.release_frozen();
+            self.head_index
+                .release_below(state.head.min_seq(Signal::Logs));
+            released
         };
         self.buffered.fetch_sub(released, Ordering::AcqRel);
         for id in wal::list_segments(&self.wal_dir)? {
@@ -432,7 +522,12 @@ fn commit(inner: &Inner, segment: &mut Segment, appends: Vec<Command>) {
                             .rows_written
                             .get_or_create(&vec![("signal", signal.name())])
                             .inc_by(batch.num_rows() as u64);
-                        state.head.push(signal, batch, bytes);
+                        if signal == Signal::Logs {
+                            let seq = state.head.push(signal, batch.clone(), bytes);
+                            inner.head_index.add(seq, batch);
+                        } else {
+                            state.head.push(signal, batch, bytes);
+                        }
                         dones.push(done);
                     }
                 }
@@ -590,9 +685,55 @@ mod tests {
         // Simulate a flush that wrote its file but crashed before the catalog commit.
         let replayed = wal::replay_segment(&wal::segment_path(&dir.path().join("wal"), 1)).unwrap();
         let batches: Vec<_> = replayed.batches.into_iter().map(|(_, b)| b).collect();
-        segment::write_files(dir.path(), Signal::Spans, &batches, 1).unwrap();
+        segment::write_files(dir.path(), Signal::Spans, &batches, 1, &LogFields::new()).unwrap();
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
         assert_eq!(rows(&store.snapshot(Signal::Spans)), 4);
         assert!(store.snapshot(Signal::Spans).files.is_empty());
     }
+}
+
+/// `batch` with its `log_id` column set to `first`, `first + 1`, ….
+fn with_log_ids(batch: RecordBatch, first: u64) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let Ok(index) = schema.index_of("log_id") else {
+        return Err(Error::Schema("logs batch lacks column `log_id`".into()));
+    };
+    let ids = arrow::array::UInt64Array::from_iter_values(first..first + batch.num_rows() as u64);
+    let mut columns = batch.columns().to_vec();
+    columns[index] = Arc::new(ids);
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The largest `log_id` in a `logs` batch.
+fn max_log_id(batch: &RecordBatch) -> Option<u64> {
+    let ids = batch
+        .column_by_name("log_id")?
+        .as_any()
+        .downcast_ref::<arrow::array::UInt64Array>()?;
+    arrow::compute::max(ids)
+}
+
+/// Builds the log index of every `logs` file that has none (files written before the
+/// index existed, or whose index was removed by hand).
+fn build_missing_indexes(data_dir: &Path, catalog: &Catalog, fields: &LogFields) -> Result<()> {
+    for file in catalog
+        .files
+        .iter()
+        .filter(|f| f.signal == Signal::Logs.name())
+    {
+        let path = data_dir.join(&file.path);
+        let dir = logindex::index_path(&path);
+        if dir.join("meta.json").exists() {
+            continue;
+        }
+        info!(path = %path.display(), "Building the missing log index of a file.");
+        let reader = std::fs::File::open(&path).map_err(Error::io("open", &path))?;
+        let batches: Vec<RecordBatch> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(reader)?
+                .build()?
+                .collect::<std::result::Result<_, _>>()?;
+        let all = arrow::compute::concat_batches(&Signal::Logs.schema(), &batches)?;
+        logindex::build_file_index(&dir, fields, &all)?;
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 mod bad_input;
 mod crash;
 mod files;
+mod logs;
 mod otel_sdk;
 mod overload;
 mod sql_api;

@@ -87,6 +87,7 @@ impl Columns {
     }
 
     fn finish(mut self) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let rows = arrow::array::ArrayBuilder::len(&self.timestamp);
         let (attributes, attribute_types) = self.attributes.finish();
         let (resource_attributes, resource_attribute_types) = self.resource_attributes.finish();
         let columns: Vec<ArrayRef> = vec![
@@ -106,6 +107,8 @@ impl Columns {
             Arc::new(self.flags.finish()),
             attribute_types,
             resource_attribute_types,
+            // Assigned by the store when it accepts the rows.
+            arrow::array::new_null_array(&arrow::datatypes::DataType::UInt64, rows),
         ];
         RecordBatch::try_new(Signal::Logs.schema(), columns)
     }

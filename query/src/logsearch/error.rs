@@ -1,0 +1,34 @@
+//! Errors of log search.
+
+/// What can go wrong in a log search.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The request is invalid; the message says how to fix it.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The index could not be read.
+    #[error("log index: {0}")]
+    Index(#[from] tantivy::TantivyError),
+    /// The store failed.
+    #[error("{0}")]
+    Storage(#[from] periscope_storage::Error),
+    /// A Parquet file could not be read.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Arrow failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A file could not be opened.
+    #[error("open {0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+impl SearchError {
+    /// The HTTP status this error answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            SearchError::BadRequest(_) => 400,
+            _ => 500,
+        }
+    }
+}

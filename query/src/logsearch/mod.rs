@@ -1,0 +1,15 @@
+//! Log search: the query language ([`crate::logql`]) compiled to tantivy queries over
+//! the store's log indexes, results read back from the head and Parquet, and the HTTP
+//! endpoints `GET /api/v1/logs` and `GET /api/v1/logs/tail`.
+
+mod api;
+mod compile;
+mod error;
+mod exec;
+
+pub use api::{DEFAULT_BUCKETS, DEFAULT_LIMIT, router};
+pub use compile::compile;
+pub use error::SearchError;
+pub use exec::{Cursor, MAX_LIMIT, SearchRequest, SearchResult, histogram_step, search};
+#[cfg(test)]
+mod tests;
