@@ -560,6 +560,52 @@ fn commit(inner: &Inner, segment: &mut Segment, appends: Vec<Command>) {
     }
 }
 
+/// `batch` with its `log_id` column set to `first`, `first + 1`, ….
+fn with_log_ids(batch: RecordBatch, first: u64) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let Ok(index) = schema.index_of("log_id") else {
+        return Err(Error::Schema("logs batch lacks column `log_id`".into()));
+    };
+    let ids = arrow::array::UInt64Array::from_iter_values(first..first + batch.num_rows() as u64);
+    let mut columns = batch.columns().to_vec();
+    columns[index] = Arc::new(ids);
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The largest `log_id` in a `logs` batch.
+fn max_log_id(batch: &RecordBatch) -> Option<u64> {
+    let ids = batch
+        .column_by_name("log_id")?
+        .as_any()
+        .downcast_ref::<arrow::array::UInt64Array>()?;
+    arrow::compute::max(ids)
+}
+
+/// Builds the log index of every `logs` file that has none (files written before the
+/// index existed, or whose index was removed by hand).
+fn build_missing_indexes(data_dir: &Path, catalog: &Catalog, fields: &LogFields) -> Result<()> {
+    for file in catalog
+        .files
+        .iter()
+        .filter(|f| f.signal == Signal::Logs.name())
+    {
+        let path = data_dir.join(&file.path);
+        let dir = logindex::index_path(&path);
+        if dir.join("meta.json").exists() {
+            continue;
+        }
+        info!(path = %path.display(), "Building the missing log index of a file.");
+        let reader = std::fs::File::open(&path).map_err(Error::io("open", &path))?;
+        let batches: Vec<RecordBatch> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(reader)?
+                .build()?
+                .collect::<std::result::Result<_, _>>()?;
+        let all = arrow::compute::concat_batches(&Signal::Logs.schema(), &batches)?;
+        logindex::build_file_index(&dir, fields, &all)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -690,50 +736,117 @@ mod tests {
         assert_eq!(rows(&store.snapshot(Signal::Spans)), 4);
         assert!(store.snapshot(Signal::Spans).files.is_empty());
     }
-}
 
-/// `batch` with its `log_id` column set to `first`, `first + 1`, ….
-fn with_log_ids(batch: RecordBatch, first: u64) -> Result<RecordBatch> {
-    let schema = batch.schema();
-    let Ok(index) = schema.index_of("log_id") else {
-        return Err(Error::Schema("logs batch lacks column `log_id`".into()));
-    };
-    let ids = arrow::array::UInt64Array::from_iter_values(first..first + batch.num_rows() as u64);
-    let mut columns = batch.columns().to_vec();
-    columns[index] = Arc::new(ids);
-    Ok(RecordBatch::try_new(schema, columns)?)
-}
-
-/// The largest `log_id` in a `logs` batch.
-fn max_log_id(batch: &RecordBatch) -> Option<u64> {
-    let ids = batch
-        .column_by_name("log_id")?
-        .as_any()
-        .downcast_ref::<arrow::array::UInt64Array>()?;
-    arrow::compute::max(ids)
-}
-
-/// Builds the log index of every `logs` file that has none (files written before the
-/// index existed, or whose index was removed by hand).
-fn build_missing_indexes(data_dir: &Path, catalog: &Catalog, fields: &LogFields) -> Result<()> {
-    for file in catalog
-        .files
-        .iter()
-        .filter(|f| f.signal == Signal::Logs.name())
-    {
-        let path = data_dir.join(&file.path);
-        let dir = logindex::index_path(&path);
-        if dir.join("meta.json").exists() {
-            continue;
-        }
-        info!(path = %path.display(), "Building the missing log index of a file.");
-        let reader = std::fs::File::open(&path).map_err(Error::io("open", &path))?;
-        let batches: Vec<RecordBatch> =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(reader)?
-                .build()?
-                .collect::<std::result::Result<_, _>>()?;
-        let all = arrow::compute::concat_batches(&Signal::Logs.schema(), &batches)?;
-        logindex::build_file_index(&dir, fields, &all)?;
+    fn logs(bodies: &[&str]) -> RecordBatch {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        let records = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| LogRecord {
+                time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+                body: Some(AnyValue {
+                    value: Some(Value::StringValue((*b).into())),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let req = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        otlp::logs(&req, 1).unwrap().batch.unwrap()
     }
-    Ok(())
+
+    /// Matching documents in the view's head (skipping flushed batches) and files.
+    fn indexed(store: &Store, word: &str) -> (u64, u64) {
+        use tantivy::query::TermQuery;
+        let view = store.log_view();
+        let term = tantivy::Term::from_field_text(store.log_fields().body, word);
+        let query = TermQuery::new(term, tantivy::schema::IndexRecordOption::Basic);
+        let collect = |min_head_seq| logindex::Collect {
+            start: i64::MIN,
+            end: i64::MAX,
+            limit: 10,
+            before: None,
+            histogram: None,
+            min_head_seq,
+        };
+        let head = view
+            .head_searcher
+            .search(&query, &collect(Some(view.min_head_seq)))
+            .unwrap()
+            .total;
+        let files = view
+            .files
+            .iter()
+            .map(|f| {
+                store
+                    .log_file_searcher(f)
+                    .unwrap()
+                    .search(&query, &collect(None))
+                    .unwrap()
+                    .total
+            })
+            .sum();
+        (head, files)
+    }
+
+    async fn until_indexed(store: &Store, word: &str, want: (u64, u64)) {
+        for _ in 0..100 {
+            if indexed(store, word) == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{word}: {:?}, expected {want:?}", indexed(store, word));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_index_follows_rows_through_flush_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+            store
+                .append(Signal::Logs, logs(&["disk full", "disk ok"]))
+                .await
+                .unwrap();
+            until_indexed(&store, "disk", (2, 0)).await;
+            store.flush().await.unwrap();
+            // At once after the flush: counted in the file, not again in the head.
+            assert_eq!(indexed(&store, "disk"), (0, 2));
+            store
+                .append(Signal::Logs, logs(&["disk again"]))
+                .await
+                .unwrap();
+            until_indexed(&store, "disk", (1, 2)).await;
+        }
+        // Restart: the head index is rebuilt from the WAL; a lost file index is rebuilt.
+        let file = Catalog::load(dir.path()).unwrap().files[0].path.clone();
+        std::fs::remove_dir_all(logindex::index_path(&dir.path().join(file))).unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        until_indexed(&store, "disk", (1, 2)).await;
+        store.append(Signal::Logs, logs(&["next"])).await.unwrap();
+        let ids: Vec<u64> = store
+            .snapshot(Signal::Logs)
+            .batches
+            .iter()
+            .flat_map(|b| {
+                b.column_by_name("log_id")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<arrow::array::UInt64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(ids, [2, 3], "log ids continue after a restart");
+    }
 }

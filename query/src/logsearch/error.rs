@@ -18,6 +18,9 @@ pub enum SearchError {
     /// Arrow failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// A bug: a search thread panicked.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A file could not be opened.
     #[error("open {0}: {1}")]
     Io(String, std::io::Error),

@@ -156,16 +156,51 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResult, Search
         min_head_seq: None,
         ..collect.clone()
     };
-    for (i, file) in view.files.iter().enumerate() {
-        if file.max_time < req.start || file.min_time >= req.end {
-            continue;
-        }
-        let searcher = store.log_file_searcher(file)?;
-        let part = searcher.search(query.as_ref(), &file_collect)?;
-        sourced.extend(part.hits.iter().map(|h| (*h, Source::File(i))));
-        found.merge(part, 0);
-        sourced.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
-        sourced.truncate(req.limit);
+    // Files overlapping the range, searched by as many threads as there are cores.
+    let candidates: Vec<usize> = (0..view.files.len())
+        .filter(|i| {
+            let f = &view.files[*i];
+            f.max_time >= req.start && f.min_time < req.end
+        })
+        .collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(candidates.len())
+        .max(1);
+    let parts: Vec<Result<(Found, Vec<(Hit, Source)>), SearchError>> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let (candidates, view, query, file_collect) =
+                        (&candidates, &view, &query, &file_collect);
+                    scope.spawn(move || {
+                        let mut found = Found::default();
+                        let mut hits: Vec<(Hit, Source)> = Vec::new();
+                        for i in candidates.iter().skip(w).step_by(workers) {
+                            let searcher = store.log_file_searcher(&view.files[*i])?;
+                            let part = searcher.search(query.as_ref(), file_collect)?;
+                            hits.extend(part.hits.iter().map(|h| (*h, Source::File(*i))));
+                            found.merge(part, 0);
+                            hits.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
+                            hits.truncate(file_collect.limit);
+                        }
+                        Ok((found, hits))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(SearchError::Internal("a search thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+    for part in parts {
+        let (part_found, part_hits) = part?;
+        found.merge(part_found, 0);
+        sourced.extend(part_hits);
     }
     sourced.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
     sourced.truncate(req.limit);

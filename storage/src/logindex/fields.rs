@@ -61,9 +61,11 @@ impl LogFields {
     /// The schema every log index uses.
     pub fn new() -> LogFields {
         let mut b = Schema::builder();
+        // No field norms: hits are ordered by time, never scored.
         let text = TextFieldIndexing::default()
             .set_tokenizer(TEXT_TOKENIZER)
-            .set_index_option(IndexRecordOption::WithFreqsAndPositions);
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions)
+            .set_fieldnorms(false);
         let exact = TextOptions::default().set_indexing_options(
             TextFieldIndexing::default()
                 .set_tokenizer(EXACT_TOKENIZER)
