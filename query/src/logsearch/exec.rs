@@ -119,6 +119,9 @@ fn ceil_div(a: i64, b: i64) -> i64 {
     a / b + i64::from(a % b != 0)
 }
 
+/// What one search thread found in its share of the files.
+type FilePart = (Found, Vec<(Hit, Source)>);
+
 enum Source {
     Head,
     File(usize),
@@ -167,36 +170,35 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResult, Search
         .map_or(1, |n| n.get())
         .min(candidates.len())
         .max(1);
-    let parts: Vec<Result<(Found, Vec<(Hit, Source)>), SearchError>> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers)
-                .map(|w| {
-                    let (candidates, view, query, file_collect) =
-                        (&candidates, &view, &query, &file_collect);
-                    scope.spawn(move || {
-                        let mut found = Found::default();
-                        let mut hits: Vec<(Hit, Source)> = Vec::new();
-                        for i in candidates.iter().skip(w).step_by(workers) {
-                            let searcher = store.log_file_searcher(&view.files[*i])?;
-                            let part = searcher.search(query.as_ref(), file_collect)?;
-                            hits.extend(part.hits.iter().map(|h| (*h, Source::File(*i))));
-                            found.merge(part, 0);
-                            hits.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
-                            hits.truncate(file_collect.limit);
-                        }
-                        Ok((found, hits))
-                    })
+    let parts: Vec<Result<FilePart, SearchError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (candidates, view, query, file_collect) =
+                    (&candidates, &view, &query, &file_collect);
+                scope.spawn(move || {
+                    let mut found = Found::default();
+                    let mut hits: Vec<(Hit, Source)> = Vec::new();
+                    for i in candidates.iter().skip(w).step_by(workers) {
+                        let searcher = store.log_file_searcher(&view.files[*i])?;
+                        let part = searcher.search(query.as_ref(), file_collect)?;
+                        hits.extend(part.hits.iter().map(|h| (*h, Source::File(*i))));
+                        found.merge(part, 0);
+                        hits.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
+                        hits.truncate(file_collect.limit);
+                    }
+                    Ok((found, hits))
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(SearchError::Internal("a search thread panicked".into()))
-                    })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(SearchError::Internal("a search thread panicked".into()))
                 })
-                .collect()
-        });
+            })
+            .collect()
+    });
     for part in parts {
         let (part_found, part_hits) = part?;
         found.merge(part_found, 0);
