@@ -21,7 +21,7 @@ pub fn index_path(parquet: &Path) -> PathBuf {
 }
 
 /// Builds the index of `batch` (the rows of one Parquet file, in file order) in `dir`,
-/// merges it to one segment and returns its size in bytes.
+/// and returns its size in bytes.
 ///
 /// # Errors
 /// When the directory cannot be written or tantivy fails.
@@ -40,12 +40,9 @@ pub fn build(dir: &Path, fields: &LogFields, batch: &RecordBatch) -> Result<u64>
     for row in 0..batch.num_rows() {
         writer.add_document(fields.document(&cols, row, row as u64))?;
     }
+    // No merge to one segment afterwards: merging rebuilds every term dictionary, which
+    // cost more CPU than the flush itself; searches read the few segments as one.
     writer.commit()?;
-    let segments = index.searchable_segment_ids()?;
-    if segments.len() > 1 {
-        writer.merge(&segments).wait()?;
-    }
-    writer.garbage_collect_files().wait()?;
     writer.wait_merging_threads()?;
     dir_size(dir)
 }
