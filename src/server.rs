@@ -154,7 +154,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()));
     tasks.spawn(async move { otlp_http.await.context("OTLP/HTTP server failed") });
-    let api = periscope_query::router(engine)
+    let api = periscope_query::router(engine.clone())
+        .merge(periscope_query::traces::router(engine))
         .merge(periscope_query::logsearch::router(
             store.clone(),
             stop_rx.clone(),

@@ -101,6 +101,53 @@ impl QueryEngine {
         &self.ctx
     }
 
+    /// Runs one read-only SQL statement and hands each result batch to `each` as it is
+    /// produced, so a large result never sits in memory whole. Same limits as
+    /// [`QueryEngine::execute`].
+    ///
+    /// # Errors
+    /// As [`QueryEngine::execute`].
+    pub async fn for_each_batch(
+        &self,
+        sql: &str,
+        mut each: impl FnMut(RecordBatch) + Send,
+    ) -> Result<(), QueryError> {
+        use futures::StreamExt;
+        let started = Instant::now();
+        let run = async {
+            let df = self
+                .ctx
+                .sql_with_options(sql, read_only())
+                .await
+                .map_err(QueryError::from_datafusion)?;
+            let mut stream = df
+                .execute_stream()
+                .await
+                .map_err(QueryError::from_datafusion)?;
+            while let Some(batch) = stream.next().await {
+                each(batch.map_err(QueryError::from_datafusion)?);
+            }
+            Ok(())
+        };
+        let result = match tokio::time::timeout(self.config.timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(QueryError::Timeout(self.config.timeout)),
+        };
+        self.record(started, result.is_ok());
+        result
+    }
+
+    fn record(&self, started: Instant, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.metrics
+            .queries
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+        self.metrics
+            .seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
     /// Runs one read-only SQL statement.
     ///
     /// # Errors
@@ -109,14 +156,10 @@ impl QueryEngine {
     /// [`QueryError::ResourcesExhausted`] past the configured limits.
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, QueryError> {
         let started = Instant::now();
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
         let run = async {
             let df = self
                 .ctx
-                .sql_with_options(sql, options)
+                .sql_with_options(sql, read_only())
                 .await
                 .map_err(QueryError::from_datafusion)?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
@@ -127,14 +170,14 @@ impl QueryEngine {
             Ok(r) => r,
             Err(_) => Err(QueryError::Timeout(self.config.timeout)),
         };
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.metrics
-            .queries
-            .get_or_create(&vec![("outcome", outcome)])
-            .inc();
-        self.metrics
-            .seconds
-            .observe(started.elapsed().as_secs_f64());
+        self.record(started, result.is_ok());
         result
     }
+}
+
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
 }

@@ -23,6 +23,7 @@ pub mod logsearch;
 mod metrics;
 mod table;
 pub mod time;
+pub mod traces;
 
 pub use api::{error_response, result_json, router};
 pub use engine::{QueryConfig, QueryEngine, QueryResult};

@@ -447,3 +447,8 @@ pub fn tail_hits(batch: &RecordBatch, expr: &Expr) -> Vec<Value> {
         .map(|row| hit_json(batch, row, &highlight))
         .collect()
 }
+
+/// One log row as the search API returns it, without highlights (for trace views).
+pub fn log_json(batch: &RecordBatch, row: usize) -> Value {
+    hit_json(batch, row, &Highlight::default())
+}

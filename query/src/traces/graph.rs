@@ -1,0 +1,653 @@
+//! The service dependency graph of a time window, computed from spans.
+//!
+//! Edges come from
+//! - a parent and child span in different services: `parent service → child service`,
+//!   with the child's duration as latency (the callee's view, as Tempo's server latency);
+//! - a client or producer span to a peer that exports nothing: a database (`db.system`),
+//!   a queue or topic (`messaging.system`, `messaging.destination.name`), or an external
+//!   host (`peer.service`, `server.address`) when no span of another service is its child;
+//! - messaging: `producer service → queue` for each producer span and `queue → consumer
+//!   service` for each consumer span below it (or carrying the same messaging attributes).
+//!
+//! Node kinds come from the `periscope.component.kind` resource attribute (`gateway`,
+//! `mesh-proxy`, `service`) or from the peer type (`database`, `messaging`, `external`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use serde_json::{Value, json};
+
+use super::error::TraceError;
+use super::fetch::{Window, rows, str_at};
+use crate::engine::QueryEngine;
+
+/// What a node of the map is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NodeKind {
+    /// An instrumented service.
+    Service,
+    /// An API gateway.
+    Gateway,
+    /// A service-mesh proxy.
+    MeshProxy,
+    /// A database seen by its clients.
+    Database,
+    /// A queue or topic seen by producers and consumers.
+    Messaging,
+    /// A host outside the instrumented system.
+    External,
+}
+
+impl NodeKind {
+    /// The name in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::Service => "service",
+            NodeKind::Gateway => "gateway",
+            NodeKind::MeshProxy => "mesh-proxy",
+            NodeKind::Database => "database",
+            NodeKind::Messaging => "messaging",
+            NodeKind::External => "external",
+        }
+    }
+
+    /// The kind a `periscope.component.kind` value names.
+    pub fn from_component(kind: &str) -> NodeKind {
+        match kind {
+            "gateway" => NodeKind::Gateway,
+            "mesh-proxy" | "mesh_proxy" | "sidecar" => NodeKind::MeshProxy,
+            _ => NodeKind::Service,
+        }
+    }
+
+    fn is_peer(self) -> bool {
+        matches!(
+            self,
+            NodeKind::Database | NodeKind::Messaging | NodeKind::External
+        )
+    }
+}
+
+/// A peer a client or producer span talks to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Peer {
+    /// Database, messaging or external.
+    pub kind: NodeKind,
+    /// Display name: database name, destination, or host.
+    pub name: String,
+    /// `db.system` or `messaging.system`, when known.
+    pub system: Option<String>,
+}
+
+impl Peer {
+    /// The node id: peers are prefixed by their kind so that they never collide with a
+    /// service of the same name.
+    pub fn id(&self) -> String {
+        format!("{}:{}", self.kind.as_str(), self.name)
+    }
+
+    /// The peer named by a span's attributes (looked up with `attr`), if any.
+    pub fn from_attributes<'a>(attr: impl Fn(&str) -> Option<&'a str>) -> Option<Peer> {
+        let nonempty = |k: &str| attr(k).filter(|v| !v.is_empty());
+        if let Some(system) = nonempty("db.system.name").or_else(|| nonempty("db.system")) {
+            let name = nonempty("db.namespace")
+                .or_else(|| nonempty("db.name"))
+                .unwrap_or(system);
+            return Some(Peer {
+                kind: NodeKind::Database,
+                name: name.to_string(),
+                system: Some(system.to_string()),
+            });
+        }
+        if let Some(system) = nonempty("messaging.system") {
+            let name = nonempty("messaging.destination.name")
+                .or_else(|| nonempty("messaging.destination"))
+                .unwrap_or(system);
+            return Some(Peer {
+                kind: NodeKind::Messaging,
+                name: name.to_string(),
+                system: Some(system.to_string()),
+            });
+        }
+        let host = nonempty("peer.service")
+            .or_else(|| nonempty("server.address"))
+            .or_else(|| nonempty("net.peer.name"))?;
+        Some(Peer {
+            kind: NodeKind::External,
+            name: host.to_string(),
+            system: None,
+        })
+    }
+}
+
+/// Span attributes that name a peer, and the column each is selected as.
+const PEER_COLUMNS: [(&str, &str); 10] = [
+    ("db.system", "db_system"),
+    ("db.system.name", "db_system_name"),
+    ("db.name", "db_name"),
+    ("db.namespace", "db_namespace"),
+    ("messaging.system", "messaging_system"),
+    ("messaging.destination.name", "messaging_destination_name"),
+    ("messaging.destination", "messaging_destination"),
+    ("peer.service", "peer_service"),
+    ("server.address", "server_address"),
+    ("net.peer.name", "net_peer_name"),
+];
+
+/// The span kinds the graph distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// SERVER.
+    Server,
+    /// CLIENT.
+    Client,
+    /// PRODUCER.
+    Producer,
+    /// CONSUMER.
+    Consumer,
+    /// INTERNAL or unspecified.
+    Other,
+}
+
+impl Kind {
+    /// From the `kind` column.
+    pub fn parse(text: &str) -> Kind {
+        match text {
+            "server" => Kind::Server,
+            "client" => Kind::Client,
+            "producer" => Kind::Producer,
+            "consumer" => Kind::Consumer,
+            _ => Kind::Other,
+        }
+    }
+
+    /// SERVER and CONSUMER spans are a service's requests (its entry points).
+    pub fn is_entry(self) -> bool {
+        matches!(self, Kind::Server | Kind::Consumer)
+    }
+}
+
+/// The few facts of a span the graph needs, compactly.
+#[derive(Debug, Clone)]
+pub struct GraphSpan {
+    /// Trace id, as parsed from hex (0 when unparsable).
+    pub trace: u128,
+    /// Span id.
+    pub span: u64,
+    /// Parent span id; 0 for none.
+    pub parent: u64,
+    /// Index into the service names.
+    pub service: u32,
+    /// Span kind.
+    pub kind: Kind,
+    /// Duration, ns.
+    pub duration: i64,
+    /// Status is error.
+    pub error: bool,
+    /// Index into the peers, for client/producer/consumer spans naming one.
+    pub peer: Option<u32>,
+}
+
+/// Latency and error tallies of a node or edge.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    /// Calls or requests.
+    pub calls: u64,
+    /// Of which failed.
+    pub errors: u64,
+    /// Every duration, ns (sorted by [`Tally::finish`]).
+    pub durations: Vec<i64>,
+}
+
+impl Tally {
+    fn add(&mut self, duration: i64, error: bool) {
+        self.calls += 1;
+        self.errors += u64::from(error);
+        self.durations.push(duration);
+    }
+
+    fn finish(&mut self) {
+        self.durations.sort_unstable();
+    }
+
+    /// The nearest-rank `q` quantile of the durations, ns.
+    pub fn quantile(&self, q: f64) -> Option<i64> {
+        quantile(&self.durations, q)
+    }
+}
+
+/// Nearest-rank quantile of sorted values.
+pub fn quantile(sorted: &[i64], q: f64) -> Option<i64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// A node of the map.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Unique id (a service's name; `kind:name` for peers).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// What it is.
+    pub kind: NodeKind,
+    /// `db.system` / `messaging.system` of peers.
+    pub system: Option<String>,
+    /// Requests served: entry spans for services, incoming calls for peers.
+    pub requests: Tally,
+}
+
+/// An edge of the map.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    /// Caller node id.
+    pub source: String,
+    /// Callee node id.
+    pub target: String,
+    /// Calls over the window.
+    pub tally: Tally,
+}
+
+/// The service graph of a window.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    /// The window.
+    pub window: Window,
+    /// Nodes, sorted by id.
+    pub nodes: Vec<Node>,
+    /// Edges, sorted by (source, target).
+    pub edges: Vec<Edge>,
+}
+
+/// One end of an edge while building: a service or a peer, by index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum End {
+    Service(u32),
+    Peer(u32),
+}
+
+/// Accumulates spans into a graph.
+#[derive(Debug, Default)]
+pub struct GraphBuilder {
+    services: Vec<String>,
+    service_index: HashMap<String, u32>,
+    peers: Vec<Peer>,
+    peer_index: HashMap<Peer, u32>,
+    spans: Vec<GraphSpan>,
+}
+
+fn parse_u128(hex: &str) -> u128 {
+    u128::from_str_radix(hex, 16).unwrap_or(0)
+}
+
+fn parse_u64(hex: &str) -> u64 {
+    u64::from_str_radix(hex, 16).unwrap_or(0)
+}
+
+impl GraphBuilder {
+    fn service(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.service_index.get(name) {
+            return i;
+        }
+        let i = self.services.len() as u32;
+        self.services.push(name.to_string());
+        self.service_index.insert(name.to_string(), i);
+        i
+    }
+
+    fn peer(&mut self, peer: Peer) -> u32 {
+        if let Some(&i) = self.peer_index.get(&peer) {
+            return i;
+        }
+        let i = self.peers.len() as u32;
+        self.peers.push(peer.clone());
+        self.peer_index.insert(peer, i);
+        i
+    }
+
+    /// Adds one span.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add(
+        &mut self,
+        trace_id: &str,
+        span_id: &str,
+        parent_span_id: Option<&str>,
+        service: &str,
+        kind: &str,
+        duration: i64,
+        error: bool,
+        peer: Option<Peer>,
+    ) {
+        let service = self.service(service);
+        let kind = Kind::parse(kind);
+        let peer = match (kind, peer) {
+            (Kind::Client | Kind::Producer | Kind::Consumer, Some(p)) => Some(self.peer(p)),
+            _ => None,
+        };
+        self.spans.push(GraphSpan {
+            trace: parse_u128(trace_id),
+            span: parse_u64(span_id),
+            parent: parent_span_id.map_or(0, parse_u64),
+            service,
+            kind,
+            duration,
+            error,
+            peer,
+        });
+    }
+
+    /// Adds the rows of a batch with columns `trace_id, span_id, parent_span_id,
+    /// service_name, kind, duration_ns, status_code` and, for peers, `db_system, db_name,
+    /// db_system_name, db_namespace, messaging_system, messaging_destination_name,
+    /// messaging_destination, peer_service, server_address, net_peer_name`.
+    pub fn add_batch(&mut self, b: &RecordBatch) {
+        let text = |name: &str| {
+            b.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        };
+        fn get(a: Option<&StringArray>, row: usize) -> Option<&str> {
+            a.filter(|a| a.is_valid(row)).map(|a| a.value(row))
+        }
+        let (trace, span, parent, service, kind, status) = (
+            text("trace_id"),
+            text("span_id"),
+            text("parent_span_id"),
+            text("service_name"),
+            text("kind"),
+            text("status_code"),
+        );
+        let peer_columns: Vec<(&str, Option<&StringArray>)> = PEER_COLUMNS
+            .iter()
+            .map(|(attr, column)| (*attr, text(column)))
+            .collect();
+        let durations = b
+            .column_by_name("duration_ns")
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>());
+        for row in 0..b.num_rows() {
+            let (Some(trace), Some(span)) = (get(trace, row), get(span, row)) else {
+                continue;
+            };
+            let kind = get(kind, row).unwrap_or("");
+            let peer = if matches!(kind, "client" | "producer" | "consumer") {
+                Peer::from_attributes(|k| {
+                    peer_columns
+                        .iter()
+                        .find(|(attr, _)| *attr == k)
+                        .and_then(|(_, a)| get(*a, row))
+                })
+            } else {
+                None
+            };
+            self.add(
+                trace,
+                span,
+                get(parent, row),
+                get(service, row).unwrap_or(""),
+                kind,
+                durations
+                    .filter(|d| d.is_valid(row))
+                    .map_or(0, |d| d.value(row)),
+                get(status, row) == Some("error"),
+                peer,
+            );
+        }
+    }
+
+    /// Builds the graph; `component_kinds` maps service names to their
+    /// `periscope.component.kind`.
+    pub fn build(self, window: Window, component_kinds: &HashMap<String, String>) -> Graph {
+        let spans = &self.spans;
+        let mut by_key: HashMap<(u128, u64), u32> = HashMap::with_capacity(spans.len());
+        for (i, s) in spans.iter().enumerate() {
+            by_key.entry((s.trace, s.span)).or_insert(i as u32);
+        }
+        // Does a span have a child in another service (its peer then exports spans)?
+        let mut remote_child = vec![false; spans.len()];
+        let mut parent_of: Vec<Option<u32>> = vec![None; spans.len()];
+        for (i, s) in spans.iter().enumerate() {
+            if s.parent == 0 {
+                continue;
+            }
+            if let Some(&p) = by_key.get(&(s.trace, s.parent))
+                && p as usize != i
+            {
+                parent_of[i] = Some(p);
+                if spans[p as usize].service != s.service {
+                    remote_child[p as usize] = true;
+                }
+            }
+        }
+        let service_id = End::Service;
+        let peer_id = End::Peer;
+        let mut edges: HashMap<(End, End), Tally> = HashMap::new();
+        let mut service_requests: HashMap<u32, Tally> = HashMap::new();
+        for (i, s) in spans.iter().enumerate() {
+            service_requests.entry(s.service).or_default();
+            if s.kind.is_entry() {
+                service_requests
+                    .entry(s.service)
+                    .or_default()
+                    .add(s.duration, s.error);
+            }
+            let mut consumed_from_queue = false;
+            if let Some(p) = parent_of[i] {
+                let parent = &spans[p as usize];
+                if parent.service != s.service {
+                    let queue = parent.peer.filter(|&q| {
+                        parent.kind == Kind::Producer
+                            && self.peers[q as usize].kind == NodeKind::Messaging
+                    });
+                    let (source, error) = match queue {
+                        Some(q) => {
+                            consumed_from_queue = true;
+                            (peer_id(q), s.error)
+                        }
+                        None => (
+                            service_id(parent.service),
+                            s.error || (parent.kind == Kind::Client && parent.error),
+                        ),
+                    };
+                    edges
+                        .entry((source, service_id(s.service)))
+                        .or_default()
+                        .add(s.duration, error);
+                }
+            }
+            let Some(peer) = s.peer else { continue };
+            let peer_kind = self.peers[peer as usize].kind;
+            match s.kind {
+                Kind::Consumer if peer_kind == NodeKind::Messaging && !consumed_from_queue => {
+                    edges
+                        .entry((peer_id(peer), service_id(s.service)))
+                        .or_default()
+                        .add(s.duration, s.error);
+                }
+                Kind::Client | Kind::Producer
+                    if peer_kind != NodeKind::External || !remote_child[i] =>
+                {
+                    edges
+                        .entry((service_id(s.service), peer_id(peer)))
+                        .or_default()
+                        .add(s.duration, s.error);
+                }
+                _ => {}
+            }
+        }
+        let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+        for (i, name) in self.services.iter().enumerate() {
+            let kind = component_kinds
+                .get(name)
+                .map_or(NodeKind::Service, |k| NodeKind::from_component(k));
+            let mut requests = service_requests.remove(&(i as u32)).unwrap_or_default();
+            requests.finish();
+            nodes.insert(
+                name.clone(),
+                Node {
+                    id: name.clone(),
+                    name: name.clone(),
+                    kind,
+                    system: None,
+                    requests,
+                },
+            );
+        }
+        let name = |e: End| match e {
+            End::Service(i) => self.services[i as usize].clone(),
+            End::Peer(i) => self.peers[i as usize].id(),
+        };
+        let mut edges: Vec<Edge> = edges
+            .into_iter()
+            .map(|((source, target), mut tally)| {
+                tally.finish();
+                Edge {
+                    source: name(source),
+                    target: name(target),
+                    tally,
+                }
+            })
+            .collect();
+        for peer in &self.peers {
+            let id = peer.id();
+            let mut requests = Tally::default();
+            for e in edges.iter().filter(|e| e.target == id) {
+                requests.calls += e.tally.calls;
+                requests.errors += e.tally.errors;
+                requests.durations.extend_from_slice(&e.tally.durations);
+            }
+            // A queue only consumed from (its producer outside the window) still shows.
+            if requests.calls == 0 && !edges.iter().any(|e| e.source == id) {
+                continue;
+            }
+            requests.finish();
+            nodes.insert(
+                id.clone(),
+                Node {
+                    id,
+                    name: peer.name.clone(),
+                    kind: peer.kind,
+                    system: peer.system.clone(),
+                    requests,
+                },
+            );
+        }
+        edges.sort_by(|a, b| (&a.source, &a.target).cmp(&(&b.source, &b.target)));
+        Graph {
+            window,
+            nodes: nodes.into_values().collect(),
+            edges,
+        }
+    }
+}
+
+fn ms(ns: Option<i64>) -> Value {
+    ns.map_or(Value::Null, |n| json!(n as f64 / 1e6))
+}
+
+fn tally_json(t: &Tally, seconds: f64) -> Value {
+    json!({
+        "requests": t.calls,
+        "errors": t.errors,
+        "request_rate": t.calls as f64 / seconds,
+        "error_rate": if t.calls == 0 { 0.0 } else { t.errors as f64 / t.calls as f64 },
+        "p50_ms": ms(t.quantile(0.5)),
+        "p95_ms": ms(t.quantile(0.95)),
+        "p99_ms": ms(t.quantile(0.99)),
+    })
+}
+
+impl Graph {
+    /// The JSON answer of `/api/v1/service-graph`.
+    pub fn json(&self) -> Value {
+        let seconds = self.window.seconds();
+        let nodes: Vec<Value> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut v = tally_json(&n.requests, seconds);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("id".into(), json!(n.id));
+                    o.insert("name".into(), json!(n.name));
+                    o.insert("kind".into(), json!(n.kind.as_str()));
+                    o.insert("system".into(), json!(n.system));
+                    o.insert("is_peer".into(), json!(n.kind.is_peer()));
+                }
+                v
+            })
+            .collect();
+        let edges: Vec<Value> = self
+            .edges
+            .iter()
+            .map(|e| {
+                json!({
+                    "source": e.source,
+                    "target": e.target,
+                    "calls": e.tally.calls,
+                    "errors": e.tally.errors,
+                    "call_rate": e.tally.calls as f64 / seconds,
+                    "error_rate": if e.tally.calls == 0 { 0.0 } else { e.tally.errors as f64 / e.tally.calls as f64 },
+                    "p50_ms": ms(e.tally.quantile(0.5)),
+                    "p99_ms": ms(e.tally.quantile(0.99)),
+                })
+            })
+            .collect();
+        json!({ "nodes": nodes, "edges": edges })
+    }
+}
+
+/// Service name → `periscope.component.kind`, from spans, logs and metrics of the window.
+pub async fn component_kinds(
+    engine: &QueryEngine,
+    window: Window,
+) -> Result<HashMap<String, String>, TraceError> {
+    let mut out = HashMap::new();
+    for (table, time) in [
+        ("spans", "start_time"),
+        ("logs", "timestamp"),
+        ("metrics", "timestamp"),
+    ] {
+        let sql = format!(
+            "SELECT service_name, resource_attributes['periscope.component.kind'] AS kind \
+             FROM {table} WHERE {} GROUP BY 1, 2",
+            window.sql(time)
+        );
+        for b in rows(engine, &sql).await? {
+            for row in 0..b.num_rows() {
+                if let (Some(s), Some(k)) =
+                    (str_at(&b, "service_name", row), str_at(&b, "kind", row))
+                {
+                    out.insert(s, k);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The service graph of `window`.
+pub async fn service_graph(engine: &QueryEngine, window: Window) -> Result<Graph, TraceError> {
+    let mut builder = GraphBuilder::default();
+    let peers: Vec<String> = PEER_COLUMNS
+        .iter()
+        .map(|(attr, column)| {
+            format!(
+                "CASE WHEN kind IN ('client', 'producer', 'consumer') \
+                 THEN attributes[{}] END AS {column}",
+                super::fetch::lit(attr)
+            )
+        })
+        .collect();
+    let sql = format!(
+        "SELECT trace_id, span_id, parent_span_id, service_name, kind, duration_ns, \
+           status_code, {} FROM spans WHERE {}",
+        peers.join(", "),
+        window.sql("start_time")
+    );
+    engine
+        .for_each_batch(&sql, |b| builder.add_batch(&b))
+        .await?;
+    let kinds = component_kinds(engine, window).await?;
+    Ok(builder.build(window, &kinds))
+}

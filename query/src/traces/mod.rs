@@ -1,0 +1,41 @@
+//! Traces: the trace view, trace search, the service dependency graph, RED per service
+//! and operation, the MSA component inventory, and Jaeger's query API.
+//!
+//! ```text
+//! GET /api/v1/traces/{id} ─► fetch::trace_spans (SQL, trace-id bloom filters) ─► tree::assemble
+//!       (depth-first order, orphans, clock skew) + the logs with that trace id
+//! GET /api/v1/traces      ─► search (span filters → trace ids → summaries)
+//! GET /api/v1/service-graph, /api/v1/components ─► graph (streamed spans → edges, nodes)
+//! GET /api/v1/services    ─► red (SQL aggregates with t-digest percentiles)
+//! GET /api/...            ─► jaeger (same data in Jaeger's JSON model)
+//! ```
+//!
+//! Everything reads through the SQL engine, so the head and the Parquet files are one
+//! table and a trace split across a flush assembles whole.
+
+mod api;
+mod components;
+mod error;
+mod fetch;
+mod graph;
+mod jaeger;
+mod red;
+mod search;
+mod span;
+mod tree;
+
+#[cfg(test)]
+mod tests;
+
+pub use api::{DEFAULT_SPAN_LIMIT, MAX_SPAN_LIMIT, parse_trace_id};
+pub use error::TraceError;
+pub use fetch::Window;
+pub use graph::{GraphBuilder, NodeKind, Peer};
+pub use jaeger::jaeger_trace;
+pub use span::{Attr, Span, SpanEvent, SpanLink, decode};
+pub use tree::{Placement, Tree, assemble};
+
+/// The trace routes: Periscope's `/api/v1` ones and Jaeger's `/api` ones.
+pub fn router(engine: crate::QueryEngine) -> axum::Router {
+    api::router(engine.clone()).merge(jaeger::router(engine))
+}
