@@ -9,3 +9,4 @@ mod otel_sdk;
 mod overload;
 mod sql_api;
 mod support;
+mod traces;
