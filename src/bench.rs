@@ -28,6 +28,8 @@ pub enum BenchCommand {
     Ingest(IngestArgs),
     /// Log ingest with indexing, search latency against `rg`, and bytes on disk.
     Logs(crate::bench_logs::LogsArgs),
+    /// Trace-by-id, trace search, service graph and RED latency over millions of spans.
+    Traces(crate::bench_traces::TracesArgs),
 }
 
 /// Arguments of `periscope bench ingest`.
@@ -53,6 +55,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ingest(args) => ingest(args).await,
         BenchCommand::Logs(args) => crate::bench_logs::run(args).await,
+        BenchCommand::Traces(args) => crate::bench_traces::run(args).await,
     }
 }
 

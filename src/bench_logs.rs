@@ -227,7 +227,7 @@ fn make_batch(
     Ok(request.encode_to_vec())
 }
 
-fn dir_bytes(dir: &Path, filter: &dyn Fn(&Path) -> bool) -> u64 {
+pub(crate) fn dir_bytes(dir: &Path, filter: &dyn Fn(&Path) -> bool) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -246,13 +246,13 @@ fn dir_bytes(dir: &Path, filter: &dyn Fn(&Path) -> bool) -> u64 {
         .sum()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Stops the server with SIGTERM (it flushes) and returns its total CPU seconds.
-async fn stop(s: &mut Spawned) -> anyhow::Result<f64> {
+pub(crate) async fn stop(s: &mut Spawned) -> anyhow::Result<f64> {
     let pid = s.child.id();
     Command::new("kill")
         .arg("-TERM")
