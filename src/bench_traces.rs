@@ -74,7 +74,15 @@ const SERVICES: [(&str, &str); 7] = [
 
 /// One span of the plan: service, parent index, name, kind, start ms, duration ms,
 /// attributes.
-type Planned = (usize, Option<usize>, &'static str, i32, u64, u64, Vec<KeyValue>);
+type Planned = (
+    usize,
+    Option<usize>,
+    &'static str,
+    i32,
+    u64,
+    u64,
+    Vec<KeyValue>,
+);
 
 /// The spans of one trace: (service index, span).
 fn trace(rng: &mut StdRng, base: u64) -> ([u8; 16], Vec<(usize, Span)>) {

@@ -73,9 +73,13 @@ impl QueryEngine {
             )
             .build_arc()
             .map_err(QueryError::from_datafusion)?;
-        let session = SessionConfig::new()
+        let mut session = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(2);
+        // Selective filters (a trace id, a service) decode their own columns first and
+        // the wide ones (attribute maps, events) only for the rows that match.
+        session.options_mut().execution.parquet.pushdown_filters = true;
+        session.options_mut().execution.parquet.reorder_filters = true;
         let ctx = SessionContext::new_with_config_rt(session, runtime);
         for signal in Signal::ALL {
             ctx.register_table(

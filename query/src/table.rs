@@ -5,6 +5,7 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::config::TableParquetOptions;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
@@ -156,7 +157,14 @@ impl TableProvider for StoreTable {
             })
             .collect();
         if !files.is_empty() {
-            let mut source = ParquetSource::new(Arc::clone(&self.schema));
+            // The session's Parquet options, so that filter pushdown (decode the filter
+            // columns first, the rest only for matching rows) applies.
+            let options = TableParquetOptions {
+                global: state.config_options().execution.parquet.clone(),
+                ..TableParquetOptions::default()
+            };
+            let mut source =
+                ParquetSource::new(Arc::clone(&self.schema)).with_table_parquet_options(options);
             if let Some(predicate) = filters.iter().cloned().reduce(|a, b| a.and(b)) {
                 let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
                 let physical = state.create_physical_expr(predicate, &df_schema)?;

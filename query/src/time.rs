@@ -76,14 +76,14 @@ pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
         if rest.is_empty() {
             return Ok(now);
         }
-        let (sign, dur) = match rest.split_at(1) {
-            ("-", d) => (-1, d),
-            ("+", d) => (1, d),
-            _ => {
-                return Err(format!(
-                    "invalid time {text:?}: after `now` write -15m or +1h"
-                ));
-            }
+        let (sign, dur) = if let Some(d) = rest.strip_prefix('-') {
+            (-1, d)
+        } else if let Some(d) = rest.strip_prefix('+') {
+            (1, d)
+        } else {
+            return Err(format!(
+                "invalid time {text:?}: after `now` write -15m or +1h"
+            ));
         };
         let nanos = parse_duration(dur).map_err(|e| format!("invalid time {text:?}: {e}"))?;
         return Ok(now.saturating_add(sign * nanos));

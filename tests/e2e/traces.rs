@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
     Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use prost::Message;
 use serde_json::Value;
 
@@ -300,6 +300,35 @@ fn checkout(t: u8) -> Spans {
     ]
 }
 
+/// Adds an event and a link to the root span of trace 1 (flushed to Parquet in the test)
+/// and an event to its first payment retry (kept in memory).
+fn decorate(spans: &mut Spans) {
+    for (_, s) in spans.iter_mut() {
+        if s.trace_id == trace_id(1) && s.span_id == span_id(1, 1) {
+            s.events.push(span::Event {
+                time_unix_nano: s.start_time_unix_nano + 7 * MS,
+                name: "auth checked".into(),
+                attributes: vec![kv("user.role", "buyer")],
+                dropped_attributes_count: 0,
+            });
+            s.links.push(span::Link {
+                trace_id: trace_id(4),
+                span_id: span_id(4, 1),
+                attributes: vec![kv("link.reason", "same session")],
+                ..Default::default()
+            });
+        }
+        if s.trace_id == trace_id(1) && s.span_id == span_id(1, 16) {
+            s.events.push(span::Event {
+                time_unix_nano: s.start_time_unix_nano + MS,
+                name: "exception".into(),
+                attributes: vec![kv("exception.type", "CardDeclined")],
+                dropped_attributes_count: 0,
+            });
+        }
+    }
+}
+
 /// gateway → frontend fanning out to catalog four times in parallel: 11 spans.
 fn fan_out(t: u8) -> Spans {
     let b = T0 + u64::from(t) * 1_000 * MS;
@@ -456,6 +485,26 @@ async fn other_signals(server: &Server) {
         }],
     };
     post(server, "/v1/logs", logs.encode_to_vec()).await;
+    let legacy = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "legacy"), kv("host.name", "vm-7")],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    time_unix_nano: T0 + 2_000 * MS,
+                    body: Some(AnyValue {
+                        value: Some(Av::StringValue("cron ran".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    post(server, "/v1/logs", legacy.encode_to_vec()).await;
     let metrics = ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(resource("cart", "cart-2")),
@@ -487,6 +536,7 @@ async fn fixture_topology_through_every_trace_api() {
         all.extend(checkout(t));
     }
     all.extend(fan_out(4));
+    decorate(&mut all);
     let sent = all.len();
     assert_eq!(sent, 3 * 18 + 11);
     // The edge services' spans go first and are flushed to Parquet by a restart; the rest
@@ -550,6 +600,23 @@ async fn fixture_topology_through_every_trace_api() {
         charge["resource_attributes"]["service.instance.id"],
         "payment-1"
     );
+    // Events and links, from a flushed span and from one still in memory.
+    let root = &spans[0];
+    assert_eq!(root["events"][0]["name"], "auth checked");
+    assert_eq!(root["events"][0]["offset_ns"], 7 * MS);
+    assert_eq!(root["events"][0]["attributes"]["user.role"], "buyer");
+    assert_eq!(root["links"][0]["trace_id"], trace_hex(4));
+    assert_eq!(root["links"][0]["span_id"], span_hex(4, 1));
+    assert_eq!(
+        root["links"][0]["attributes"]["link.reason"],
+        "same session"
+    );
+    let retry = spans
+        .iter()
+        .find(|s| s["span_id"] == span_hex(1, 16))
+        .expect("first retry");
+    assert_eq!(retry["events"][0]["name"], "exception");
+    assert_eq!(retry["events"][0]["time"], "2025-11-24T16:00:01.057000000Z");
     let logs = v["logs"].as_array().expect("logs");
     assert_eq!(logs.len(), 2, "{v}");
     assert_eq!(logs[0]["body"], "charge failed, retrying");
@@ -802,6 +869,11 @@ async fn fixture_topology_through_every_trace_api() {
     assert_eq!(cart["instances"][1]["version"], "1.4.2");
     assert_eq!(cart["instances"][1]["host"], "node-cart-2");
     assert_eq!(cart["last_seen"], "2025-11-24T16:00:09.000000000Z");
+    let legacy = comp("legacy");
+    assert_eq!(legacy["kind"], "service");
+    assert_eq!(legacy["instances"][0]["instance_id"], "vm-7");
+    assert_eq!(legacy["instances"][0]["version"], Value::Null);
+    assert_eq!(legacy["red"]["requests"], 0);
     let peers: BTreeSet<(String, String)> = c["peers"]
         .as_array()
         .expect("peers")
@@ -819,6 +891,8 @@ async fn fixture_topology_through_every_trace_api() {
     );
     assert!(peers.contains(&("database".into(), "catalogdb".into())));
     assert!(peers.contains(&("messaging".into(), "orders".into())));
+    assert!(peers.contains(&("external".into(), "bank.example".into())));
+    assert_eq!(peers.len(), 4);
 
     jaeger_api(&server).await;
     bad_requests(&server).await;
@@ -878,7 +952,15 @@ async fn jaeger_api(server: &Server) {
     };
     let root = by_id(span_hex(1, 1));
     assert_eq!(root["operationName"], "GET /checkout");
-    assert_eq!(root["references"], serde_json::json!([]));
+    assert_eq!(
+        root["references"],
+        serde_json::json!([{"refType": "FOLLOWS_FROM", "traceID": trace_hex(4), "spanID": span_hex(4, 1)}])
+    );
+    assert_eq!(
+        root["logs"][0]["fields"][0],
+        serde_json::json!({"key": "event", "type": "string", "value": "auth checked"})
+    );
+    assert_eq!(root["logs"][0]["timestamp"], (T0 + 1_007 * MS) / 1_000);
     assert_eq!(root["startTime"], (T0 + 1_000 * MS) / 1_000);
     assert_eq!(root["duration"], 100_000);
     let pid = root["processID"].as_str().expect("processID");
@@ -1040,6 +1122,28 @@ async fn jaeger_api(server: &Server) {
 async fn bad_requests(server: &Server) {
     for (path, params, status) in [
         ("/api/v1/traces/xyz", vec![], 400),
+        ("/api/v1/traces/abc", vec![], 400),
+        (
+            "/api/v1/traces/00000000000000000000000000000000",
+            vec![],
+            400,
+        ),
+        ("/api/v1/traces/%FF%FE", vec![], 400),
+        (
+            "/api/v1/traces/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa01",
+            vec![("span_limit", "0")],
+            400,
+        ),
+        (
+            "/api/v1/traces/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa01/spans/zz",
+            vec![],
+            400,
+        ),
+        (
+            "/api/v1/traces/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa01/spans/00000000000000ff",
+            vec![],
+            404,
+        ),
         (
             "/api/v1/traces/0123456789abcdef0123456789abcdefff",
             vec![],
@@ -1082,6 +1186,7 @@ async fn bad_requests(server: &Server) {
     }
     // Nothing stored was harmed.
     assert_eq!(server.scalar("SELECT count(*) FROM spans").await, 65);
+    assert_eq!(server.scalar("SELECT count(*) FROM logs").await, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1168,6 +1273,23 @@ async fn huge_traces_orphans_and_skew_stay_readable() {
     assert_eq!(all["spans"].as_array().map(Vec::len), Some(N as usize));
     let (status, _) = get(&server, &path, &[("span_limit", "100001")]).await;
     assert_eq!(status, 400);
+    // The same after a flush to Parquet.
+    let mut server = server;
+    assert!(server.terminate().success());
+    let server = Server::start(dir.path(), &[]);
+    let v = ok(&server, &path, &[("span_offset", "99999")]).await;
+    assert_eq!(v["span_count"], N);
+    assert_eq!(v["spans"][0]["name"], format!("step {}", N - 1));
+    let whole = ok(
+        &server,
+        &format!(
+            "{path}/spans/{}",
+            id(6).iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(whole["attributes"]["payload"].as_str(), Some(big.as_str()));
 
     // Orphans and clock skew: `cart` claims to start before its parent on `frontend`.
     let b = T0 + 50_000 * MS;

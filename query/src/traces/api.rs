@@ -65,6 +65,14 @@ impl Params {
     }
 }
 
+/// A path parameter, or why it could not be read.
+pub(crate) type PathParam<T> = Result<Path<T>, axum::extract::rejection::PathRejection>;
+
+/// A path that could not be read (not UTF-8, say) as a 400 with a JSON body.
+pub(crate) fn rejected(r: axum::extract::rejection::PathRejection) -> TraceError {
+    bad(format!("invalid path: {}", r.body_text()))
+}
+
 fn bad(message: impl Into<String>) -> TraceError {
     TraceError::BadRequest(message.into())
 }
@@ -117,8 +125,8 @@ fn duration(p: &Params, name: &str) -> Result<Option<i64>, TraceError> {
         .transpose()
 }
 
-/// A trace id from a path or parameter: 32 hex digits (16 are accepted and zero-padded,
-/// as Jaeger's 64-bit ids), any case.
+/// A trace id as Jaeger takes it: up to 32 hex digits, any case, zero-padded on the left
+/// (64-bit ids are 16 digits).
 pub fn parse_trace_id(text: &str) -> Result<String, TraceError> {
     let t = text.trim();
     if t.is_empty() || t.len() > 32 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -127,6 +135,21 @@ pub fn parse_trace_id(text: &str) -> Result<String, TraceError> {
         )));
     }
     Ok(format!("{:0>32}", t.to_ascii_lowercase()))
+}
+
+/// A trace id of the `/api/v1` routes: exactly 32 hex digits (or 16, zero-padded),
+/// any case, not all zero (OTLP calls that invalid).
+pub fn parse_v1_trace_id(text: &str) -> Result<String, TraceError> {
+    let t = text.trim();
+    if !(t.len() == 32 || t.len() == 16) || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad(format!(
+            "invalid trace id {t:?}: expected 32 hexadecimal digits"
+        )));
+    }
+    if t.bytes().all(|b| b == b'0') {
+        return Err(bad("invalid trace id: an all-zero trace id is not valid"));
+    }
+    parse_trace_id(t)
 }
 
 fn rfc3339(nanos: i64) -> String {
@@ -248,6 +271,9 @@ pub async fn trace_view(
 ) -> Result<Value, TraceError> {
     let offset = number(p, "span_offset", 0, usize::MAX)?;
     let limit = number(p, "span_limit", DEFAULT_SPAN_LIMIT, MAX_SPAN_LIMIT)?;
+    if limit == 0 {
+        return Err(bad("span_limit must be at least 1"));
+    }
     let max = number(
         p,
         "max_attribute_bytes",
@@ -437,9 +463,9 @@ pub fn router(engine: QueryEngine) -> Router {
         .route(
             "/api/v1/traces/{trace_id}",
             get(
-                |State(e): State<QueryEngine>, Path(id): Path<String>, RawQuery(q): RawQuery| async move {
+                |State(e): State<QueryEngine>, path: PathParam<String>, RawQuery(q): RawQuery| async move {
                     let p = Params::parse(q.as_deref());
-                    respond(match parse_trace_id(&id) {
+                    respond(match path.map(|Path(id)| id).map_err(rejected).and_then(|id| parse_v1_trace_id(&id)) {
                         Ok(id) => trace_view(&e, &id, &p).await,
                         Err(err) => Err(err),
                     })
@@ -449,8 +475,12 @@ pub fn router(engine: QueryEngine) -> Router {
         .route(
             "/api/v1/traces/{trace_id}/spans/{span_id}",
             get(
-                |State(e): State<QueryEngine>, Path((id, span)): Path<(String, String)>| async move {
-                    respond(match parse_trace_id(&id) {
+                |State(e): State<QueryEngine>, path: PathParam<(String, String)>| async move {
+                    let (id, span) = match path {
+                        Ok(Path(p)) => p,
+                        Err(r) => return respond(Err(rejected(r))),
+                    };
+                    respond(match parse_v1_trace_id(&id) {
                         Ok(id) => one_span(&e, &id, &span).await,
                         Err(err) => Err(err),
                     })
@@ -472,8 +502,11 @@ pub fn router(engine: QueryEngine) -> Router {
         .route(
             "/api/v1/services/{name}/operations",
             get(
-                |State(e): State<QueryEngine>, Path(name): Path<String>, RawQuery(q): RawQuery| async move {
-                    respond(operations(&e, &name, &Params::parse(q.as_deref())).await)
+                |State(e): State<QueryEngine>, path: PathParam<String>, RawQuery(q): RawQuery| async move {
+                    match path {
+                        Ok(Path(name)) => respond(operations(&e, &name, &Params::parse(q.as_deref())).await),
+                        Err(r) => respond(Err(rejected(r))),
+                    }
                 },
             ),
         )

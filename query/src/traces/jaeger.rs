@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::api::{Params, parse_trace_id};
+use super::api::{Params, PathParam, parse_trace_id, rejected};
 use super::error::TraceError;
 use super::fetch::{Window, spans_of_traces, trace_spans};
 use super::graph::service_graph;
@@ -231,11 +231,16 @@ pub fn jaeger_trace(spans: Vec<Span>, adjust: bool) -> Value {
         .first()
         .map(|s| s.trace_id.clone())
         .unwrap_or_default();
+    let warnings = if tree.warnings.is_empty() {
+        Value::Null
+    } else {
+        json!(tree.warnings)
+    };
     json!({
         "traceID": trace_id,
         "spans": out_spans,
         "processes": processes,
-        "warnings": null,
+        "warnings": warnings,
     })
 }
 
@@ -359,7 +364,8 @@ fn group(spans: Vec<Span>, ids: &[String]) -> Vec<Vec<Span>> {
     ids.iter().filter_map(|id| by.remove(id)).collect()
 }
 
-async fn find_traces(engine: &QueryEngine, p: &Params) -> Result<Value, TraceError> {
+/// Traces found, and the `errors` entries for requested trace ids not stored.
+async fn find_traces(engine: &QueryEngine, p: &Params) -> Result<(Value, Vec<Value>), TraceError> {
     let adjust = p.get("raw") != Some("true");
     let ids: Vec<String> = p
         .all("traceID")
@@ -368,20 +374,30 @@ async fn find_traces(engine: &QueryEngine, p: &Params) -> Result<Value, TraceErr
         .collect::<Result<_, _>>()?;
     if !ids.is_empty() {
         let spans = spans_of_traces(engine, &ids).await?;
+        let found: std::collections::HashSet<&str> =
+            spans.iter().map(|s| s.trace_id.as_str()).collect();
+        let missing: Vec<Value> = ids
+            .iter()
+            .filter(|id| !found.contains(id.as_str()))
+            .map(|id| json!({"msg": "trace not found", "traceID": id}))
+            .collect();
         let traces: Vec<Value> = group(spans, &ids)
             .into_iter()
             .map(|t| jaeger_trace(t, adjust))
             .collect();
-        return Ok(Value::Array(traces));
+        return Ok((Value::Array(traces), missing));
     }
     let filter = jaeger_filter(p)?;
     let ids = matching_trace_ids(engine, &filter, filter.limit, 0).await?;
     let spans = spans_of_traces(engine, &ids).await?;
-    Ok(Value::Array(
-        group(spans, &ids)
-            .into_iter()
-            .map(|t| jaeger_trace(t, adjust))
-            .collect(),
+    Ok((
+        Value::Array(
+            group(spans, &ids)
+                .into_iter()
+                .map(|t| jaeger_trace(t, adjust))
+                .collect(),
+        ),
+        Vec::new(),
     ))
 }
 
@@ -444,7 +460,11 @@ pub fn router(engine: QueryEngine) -> Router {
         )
         .route(
             "/api/services/{service}/operations",
-            get(|State(e): State<QueryEngine>, Path(service): Path<String>| async move {
+            get(|State(e): State<QueryEngine>, path: PathParam<String>| async move {
+                let service = match path {
+                    Ok(Path(s)) => s,
+                    Err(r) => return error(&rejected(r)),
+                };
                 match operation_names(&e, &service, None).await {
                     Ok(ops) => {
                         let mut names: Vec<String> = ops.into_iter().map(|(n, _)| n).collect();
@@ -480,7 +500,15 @@ pub fn router(engine: QueryEngine) -> Router {
             "/api/traces",
             get(|State(e): State<QueryEngine>, RawQuery(q): RawQuery| async move {
                 match find_traces(&e, &Params::parse(q.as_deref())).await {
-                    Ok(data) => envelope(data, 0),
+                    Ok((data, missing)) if missing.is_empty() => envelope(data, 0),
+                    Ok((data, missing)) => axum::Json(json!({
+                        "data": data,
+                        "total": 0,
+                        "limit": 0,
+                        "offset": 0,
+                        "errors": missing,
+                    }))
+                    .into_response(),
                     Err(err) => error(&err),
                 }
             }),
@@ -488,9 +516,9 @@ pub fn router(engine: QueryEngine) -> Router {
         .route(
             "/api/traces/{trace_id}",
             get(
-                |State(e): State<QueryEngine>, Path(id): Path<String>, RawQuery(q): RawQuery| async move {
+                |State(e): State<QueryEngine>, path: PathParam<String>, RawQuery(q): RawQuery| async move {
                     let p = Params::parse(q.as_deref());
-                    let id = match parse_trace_id(&id) {
+                    let id = match path.map_err(rejected).and_then(|Path(id)| parse_trace_id(&id)) {
                         Ok(id) => id,
                         Err(err) => return error(&err),
                     };

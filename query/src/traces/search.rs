@@ -1,10 +1,10 @@
 //! Trace search: which traces have a span matching the filters, summarised.
 //!
-//! Two steps, both SQL: the span filters (service, operation, attributes, kind, and span
-//! duration for Jaeger) select trace ids inside the window, most recent first; then the
-//! spans of those traces are aggregated into summaries, to which the trace-level filters
-//! (an error somewhere in the trace, trace duration) apply. Candidates are fetched in
-//! rounds until `limit` summaries pass or the window has no more.
+//! The span filters (service, operation, attributes, kind, and span duration for Jaeger)
+//! select trace ids inside the window, most recent first; then the spans of those traces
+//! are aggregated into summaries. When trace-level filters are given (an error somewhere
+//! in the trace, trace duration), both steps are one statement whose `HAVING` applies
+//! them, so no matching trace is missed however many fail them.
 
 use std::collections::HashMap;
 
@@ -17,8 +17,6 @@ use crate::engine::QueryEngine;
 /// How far outside the search window a matching trace's other spans are looked for when
 /// summarising it.
 pub const SUMMARY_MARGIN_NS: i64 = 3_600_000_000_000;
-/// Rounds of candidate fetching before a search with trace-level filters gives up.
-const MAX_ROUNDS: usize = 10;
 
 /// What to search for.
 #[derive(Debug, Clone)]
@@ -118,21 +116,6 @@ impl SearchFilter {
             || (!self.span_durations
                 && (self.min_duration.is_some() || self.max_duration.is_some()))
     }
-
-    fn accepts(&self, s: &TraceSummary) -> bool {
-        if self.errors_only && s.error_count == 0 {
-            return false;
-        }
-        if !self.span_durations {
-            if self.min_duration.is_some_and(|d| s.duration < d) {
-                return false;
-            }
-            if self.max_duration.is_some_and(|d| s.duration > d) {
-                return false;
-            }
-        }
-        true
-    }
 }
 
 /// Trace ids with a span matching the span filters, most recent first.
@@ -159,37 +142,32 @@ pub async fn matching_trace_ids(
     Ok(out)
 }
 
-/// Summaries of `trace_ids`, from their spans within `window` widened by
-/// [`SUMMARY_MARGIN_NS`] on each side.
-pub async fn summaries(
-    engine: &QueryEngine,
-    trace_ids: &[String],
-    window: Window,
-) -> Result<Vec<TraceSummary>, TraceError> {
-    if trace_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let wide = Window {
+/// The aggregate columns of a trace summary, over `spans` grouped by `trace_id`.
+const SUMMARY_COLUMNS: &str = "trace_id, min(start_time) AS first_start, max(end_time) AS last_end, \
+    count(*) AS spans, \
+    sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END) AS errors, \
+    first_value(service_name ORDER BY CASE WHEN parent_span_id IS NULL THEN 0 ELSE 1 END, start_time) AS root_service, \
+    first_value(name ORDER BY CASE WHEN parent_span_id IS NULL THEN 0 ELSE 1 END, start_time) AS root_name, \
+    sum(CASE WHEN parent_span_id IS NULL THEN 1 ELSE 0 END) AS roots, \
+    array_agg(DISTINCT service_name) AS services";
+
+/// A summary's duration in nanoseconds, over the columns of [`SUMMARY_COLUMNS`].
+const DURATION: &str = "(CAST(last_end AS BIGINT) - CAST(first_start AS BIGINT))";
+
+/// `window` widened by [`SUMMARY_MARGIN_NS`] on each side.
+fn widened(window: Window) -> Window {
+    Window {
         start: window.start.saturating_sub(SUMMARY_MARGIN_NS),
         end: window.end.saturating_add(SUMMARY_MARGIN_NS),
-    };
-    let ids: Vec<String> = trace_ids.iter().map(|t| lit(t)).collect();
-    let sql = format!(
-        "SELECT trace_id, min(start_time) AS first_start, max(end_time) AS last_end, \
-           count(*) AS spans, \
-           sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END) AS errors, \
-           first_value(service_name ORDER BY CASE WHEN parent_span_id IS NULL THEN 0 ELSE 1 END, start_time) AS root_service, \
-           first_value(name ORDER BY CASE WHEN parent_span_id IS NULL THEN 0 ELSE 1 END, start_time) AS root_name, \
-           sum(CASE WHEN parent_span_id IS NULL THEN 1 ELSE 0 END) AS roots, \
-           array_agg(DISTINCT service_name) AS services \
-         FROM spans WHERE trace_id IN ({}) AND {} GROUP BY trace_id",
-        ids.join(", "),
-        wide.sql("start_time")
-    );
-    let batches = rows(engine, &sql).await?;
-    let mut by_id: HashMap<String, TraceSummary> = HashMap::new();
-    for b in &batches {
-        let services = b.column_by_name("services").map(|c| c.as_list::<i32>());
+    }
+}
+
+fn decode_summaries(batches: &[arrow::array::RecordBatch]) -> Vec<TraceSummary> {
+    let mut out = Vec::new();
+    for b in batches {
+        let services = b
+            .column_by_name("services")
+            .and_then(|c| c.as_list_opt::<i32>());
         for row in 0..b.num_rows() {
             let Some(trace_id) = str_at(b, "trace_id", row) else {
                 continue;
@@ -201,31 +179,83 @@ pub async fn summaries(
                 && list.is_valid(row)
             {
                 let values = list.value(row);
-                let values = values.as_string::<i32>();
-                for i in 0..values.len() {
-                    if values.is_valid(i) {
-                        names.push(values.value(i).to_string());
+                if let Some(values) = values.as_string_opt::<i32>() {
+                    for i in 0..values.len() {
+                        if values.is_valid(i) {
+                            names.push(values.value(i).to_string());
+                        }
                     }
                 }
             }
             names.sort();
-            by_id.insert(
-                trace_id.clone(),
-                TraceSummary {
-                    trace_id,
-                    root_service: str_at(b, "root_service", row).unwrap_or_default(),
-                    root_name: str_at(b, "root_name", row).unwrap_or_default(),
-                    has_root: int_at(b, "roots", row).unwrap_or(0) > 0,
-                    start,
-                    duration: (end - start).max(0),
-                    span_count: int_at(b, "spans", row).unwrap_or(0).max(0) as u64,
-                    error_count: int_at(b, "errors", row).unwrap_or(0).max(0) as u64,
-                    services: names,
-                },
-            );
+            out.push(TraceSummary {
+                trace_id,
+                root_service: str_at(b, "root_service", row).unwrap_or_default(),
+                root_name: str_at(b, "root_name", row).unwrap_or_default(),
+                has_root: int_at(b, "roots", row).unwrap_or(0) > 0,
+                start,
+                duration: (end - start).max(0),
+                span_count: int_at(b, "spans", row).unwrap_or(0).max(0) as u64,
+                error_count: int_at(b, "errors", row).unwrap_or(0).max(0) as u64,
+                services: names,
+            });
         }
     }
+    out
+}
+
+/// Summaries of `trace_ids`, from their spans within `window` widened by
+/// [`SUMMARY_MARGIN_NS`] on each side, in the order of `trace_ids`.
+pub async fn summaries(
+    engine: &QueryEngine,
+    trace_ids: &[String],
+    window: Window,
+) -> Result<Vec<TraceSummary>, TraceError> {
+    if trace_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = trace_ids.iter().map(|t| lit(t)).collect();
+    let sql = format!(
+        "SELECT {SUMMARY_COLUMNS} FROM spans WHERE trace_id IN ({}) AND {} GROUP BY trace_id",
+        ids.join(", "),
+        widened(window).sql("start_time")
+    );
+    let mut by_id: HashMap<String, TraceSummary> = decode_summaries(&rows(engine, &sql).await?)
+        .into_iter()
+        .map(|s| (s.trace_id.clone(), s))
+        .collect();
     Ok(trace_ids.iter().filter_map(|t| by_id.remove(t)).collect())
+}
+
+/// Traces with a span matching the span filters whose summary passes the trace-level
+/// filters, in one statement: the conditions on the whole trace are SQL `HAVING`.
+async fn search_checked(
+    engine: &QueryEngine,
+    filter: &SearchFilter,
+) -> Result<Vec<TraceSummary>, TraceError> {
+    let mut checks = vec!["TRUE".to_string()];
+    if filter.errors_only {
+        checks.push("errors > 0".into());
+    }
+    if !filter.span_durations {
+        if let Some(d) = filter.min_duration {
+            checks.push(format!("{DURATION} >= {d}"));
+        }
+        if let Some(d) = filter.max_duration {
+            checks.push(format!("{DURATION} <= {d}"));
+        }
+    }
+    let sql = format!(
+        "SELECT * FROM (SELECT {SUMMARY_COLUMNS} FROM spans \
+           WHERE trace_id IN (SELECT trace_id FROM spans WHERE {}) AND {} \
+           GROUP BY trace_id) \
+         WHERE {} ORDER BY first_start DESC, trace_id LIMIT {}",
+        filter.span_conditions().join(" AND "),
+        widened(filter.window).sql("start_time"),
+        checks.join(" AND "),
+        filter.limit.max(1)
+    );
+    Ok(decode_summaries(&rows(engine, &sql).await?))
 }
 
 /// Searches traces; most recent first.
@@ -233,29 +263,16 @@ pub async fn search(
     engine: &QueryEngine,
     filter: &SearchFilter,
 ) -> Result<Vec<TraceSummary>, TraceError> {
-    let limit = filter.limit.max(1);
-    let checked = filter.has_trace_filter();
-    let batch = if checked { (limit * 4).max(100) } else { limit };
-    let mut out = Vec::new();
-    let mut offset = 0;
-    for _ in 0..MAX_ROUNDS {
-        let ids = matching_trace_ids(engine, filter, batch, offset).await?;
-        let exhausted = ids.len() < batch;
-        offset += ids.len();
-        for s in summaries(engine, &ids, filter.window).await? {
-            if filter.accepts(&s) {
-                out.push(s);
-            }
-        }
-        if out.len() >= limit || exhausted || !checked {
-            break;
-        }
+    if filter.has_trace_filter() {
+        return search_checked(engine, filter).await;
     }
+    let limit = filter.limit.max(1);
+    let ids = matching_trace_ids(engine, filter, limit, 0).await?;
+    let mut out = summaries(engine, &ids, filter.window).await?;
     out.sort_by(|a, b| {
         b.start
             .cmp(&a.start)
             .then_with(|| a.trace_id.cmp(&b.trace_id))
     });
-    out.truncate(limit);
     Ok(out)
 }

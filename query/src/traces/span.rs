@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use arrow::array::{Array, ArrayRef, AsArray, ListArray, MapArray, StructArray};
-use arrow::datatypes::{Int64Type, TimestampNanosecondType, UInt32Type};
+use arrow::array::{Array, ArrayRef, AsArray, ListArray, MapArray};
+use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampNanosecondType, UInt32Type};
 use arrow::record_batch::RecordBatch;
 use serde_json::Value;
 
@@ -126,12 +126,22 @@ fn string_at(array: Option<&ArrayRef>, row: usize) -> Option<String> {
     if a.is_null(row) {
         return None;
     }
-    Some(a.as_string::<i32>().value(row).to_string())
+    match a.data_type() {
+        DataType::Utf8 => Some(a.as_string::<i32>().value(row).to_string()),
+        DataType::LargeUtf8 => Some(a.as_string::<i64>().value(row).to_string()),
+        DataType::Utf8View => Some(a.as_string_view().value(row).to_string()),
+        _ => None,
+    }
 }
 
 fn time_at(array: Option<&ArrayRef>, row: usize) -> i64 {
     match array {
-        Some(a) if a.is_valid(row) => a.as_primitive::<TimestampNanosecondType>().value(row),
+        Some(a)
+            if a.is_valid(row)
+                && matches!(a.data_type(), DataType::Timestamp(TimeUnit::Nanosecond, _)) =>
+        {
+            a.as_primitive::<TimestampNanosecondType>().value(row)
+        }
         _ => 0,
     }
 }
@@ -206,7 +216,9 @@ fn events_at(list: Option<&ListArray>, row: usize) -> Vec<SpanEvent> {
         return Vec::new();
     }
     let values = list.value(row);
-    let s: &StructArray = values.as_struct();
+    let Some(s) = values.as_struct_opt() else {
+        return Vec::new();
+    };
     let none = BTreeMap::new();
     (0..s.len())
         .map(|i| SpanEvent {
@@ -223,7 +235,9 @@ fn links_at(list: Option<&ListArray>, row: usize) -> Vec<SpanLink> {
         return Vec::new();
     }
     let values = list.value(row);
-    let s: &StructArray = values.as_struct();
+    let Some(s) = values.as_struct_opt() else {
+        return Vec::new();
+    };
     let none = BTreeMap::new();
     (0..s.len())
         .map(|i| SpanLink {
@@ -243,13 +257,15 @@ pub fn decode(batches: &[RecordBatch]) -> Vec<Span> {
         let col = |name: &str| batch.column_by_name(name);
         let attributes = as_map(col("attributes"));
         let resource = as_map(col("resource_attributes"));
-        let events = col("events").map(|a| a.as_list::<i32>());
-        let links = col("links").map(|a| a.as_list::<i32>());
+        let events = col("events").and_then(|a| a.as_list_opt::<i32>());
+        let links = col("links").and_then(|a| a.as_list_opt::<i32>());
         for row in 0..batch.num_rows() {
             let start = time_at(col("start_time"), row);
             let end = time_at(col("end_time"), row);
             let duration = match col("duration_ns") {
-                Some(a) if a.is_valid(row) => a.as_primitive::<Int64Type>().value(row),
+                Some(a) if a.is_valid(row) && a.data_type() == &DataType::Int64 => {
+                    a.as_primitive::<Int64Type>().value(row)
+                }
                 _ => end.saturating_sub(start),
             };
             out.push(Span {
@@ -276,7 +292,9 @@ pub fn decode(batches: &[RecordBatch]) -> Vec<Span> {
                 events: events_at(events, row),
                 links: links_at(links, row),
                 flags: match col("flags") {
-                    Some(a) if a.is_valid(row) => Some(a.as_primitive::<UInt32Type>().value(row)),
+                    Some(a) if a.is_valid(row) && a.data_type() == &DataType::UInt32 => {
+                        Some(a.as_primitive::<UInt32Type>().value(row))
+                    }
                     _ => None,
                 },
             });

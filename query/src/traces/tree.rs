@@ -190,14 +190,15 @@ pub fn assemble(mut spans: Vec<Span>) -> Tree {
         walk(t, orphan[t], &mut placement, &mut visited, &mut order);
     }
     // Spans caught in a parent cycle are reachable from no root: show them as orphans.
-    let mut cyclic = 0;
+    let reached = order.len();
+    let mut missing_parent = tops.iter().filter(|&&t| orphan[t]).count();
     for i in 0..n {
         if !visited[i] {
-            cyclic += 1;
             orphan[i] = true;
             walk(i, true, &mut placement, &mut visited, &mut order);
         }
     }
+    let cyclic = order.len() - reached;
     if cyclic > 0 {
         warnings.push(format!(
             "{cyclic} spans form a parent cycle and are shown as orphans"
@@ -216,10 +217,10 @@ pub fn assemble(mut spans: Vec<Span>) -> Tree {
     if roots.is_empty() && n > 0 {
         warnings.push("the root span of this trace has not been received".into());
     }
-    if !orphans.is_empty() {
+    missing_parent = missing_parent.min(orphans.len());
+    if missing_parent > 0 {
         warnings.push(format!(
-            "{} spans refer to a parent that has not been received; they are shown as orphans",
-            orphans.len()
+            "{missing_parent} spans refer to a parent that has not been received; they are shown as orphans"
         ));
     }
     let skewed = placement
