@@ -95,6 +95,11 @@ impl QueryEngine {
         })
     }
 
+    /// The limits every query runs under.
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
     /// The engine's metrics, for registration on `/metrics`.
     pub fn metrics(&self) -> &QueryMetrics {
         &self.metrics

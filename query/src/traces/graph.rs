@@ -188,31 +188,91 @@ pub struct GraphSpan {
     pub peer: Option<u32>,
 }
 
-/// Latency and error tallies of a node or edge.
+/// Durations kept exactly up to this many; beyond, in logarithmic buckets.
+const EXACT_SAMPLES: usize = 4096;
+/// Relative width of a bucket: quantiles past [`EXACT_SAMPLES`] are within 1%.
+const BUCKET_GROWTH: f64 = 1.01;
+
+/// Latency and error tallies of a node or edge, in bounded memory: durations are exact
+/// for the first [`EXACT_SAMPLES`] calls, then counted in buckets 1% wide (at most a few
+/// thousand buckets however many calls).
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
     /// Calls or requests.
     pub calls: u64,
     /// Of which failed.
     pub errors: u64,
-    /// Every duration, ns (sorted by [`Tally::finish`]).
-    pub durations: Vec<i64>,
+    exact: Vec<i64>,
+    buckets: BTreeMap<i32, u64>,
+}
+
+fn bucket_of(duration: i64) -> i32 {
+    if duration <= 0 {
+        return i32::MIN;
+    }
+    ((duration as f64).ln() / BUCKET_GROWTH.ln()).floor() as i32
+}
+
+/// The value a bucket reports: its geometric middle.
+fn bucket_value(bucket: i32) -> i64 {
+    if bucket == i32::MIN {
+        return 0;
+    }
+    (BUCKET_GROWTH.powf(f64::from(bucket) + 0.5)).round() as i64
 }
 
 impl Tally {
     fn add(&mut self, duration: i64, error: bool) {
         self.calls += 1;
         self.errors += u64::from(error);
-        self.durations.push(duration);
+        if self.buckets.is_empty() && self.exact.len() < EXACT_SAMPLES {
+            self.exact.push(duration);
+            return;
+        }
+        for d in self.exact.drain(..) {
+            *self.buckets.entry(bucket_of(d)).or_default() += 1;
+        }
+        *self.buckets.entry(bucket_of(duration)).or_default() += 1;
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        if self.buckets.is_empty()
+            && other.buckets.is_empty()
+            && self.exact.len() + other.exact.len() <= EXACT_SAMPLES
+        {
+            self.exact.extend_from_slice(&other.exact);
+            return;
+        }
+        for d in self.exact.drain(..).chain(other.exact.iter().copied()) {
+            *self.buckets.entry(bucket_of(d)).or_default() += 1;
+        }
+        for (b, n) in &other.buckets {
+            *self.buckets.entry(*b).or_default() += n;
+        }
     }
 
     fn finish(&mut self) {
-        self.durations.sort_unstable();
+        self.exact.sort_unstable();
     }
 
-    /// The nearest-rank `q` quantile of the durations, ns.
+    /// The nearest-rank `q` quantile of the durations, ns: exact while at most
+    /// [`EXACT_SAMPLES`] were seen, else within 1%.
     pub fn quantile(&self, q: f64) -> Option<i64> {
-        quantile(&self.durations, q)
+        if self.buckets.is_empty() {
+            return quantile(&self.exact, q);
+        }
+        let total: u64 = self.buckets.values().sum();
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (b, n) in &self.buckets {
+            seen += n;
+            if seen >= rank {
+                return Some(bucket_value(*b));
+            }
+        }
+        None
     }
 }
 
@@ -288,6 +348,12 @@ fn parse_u64(hex: &str) -> u64 {
 }
 
 impl GraphBuilder {
+    /// About how much memory the span index takes.
+    pub fn memory_bytes(&self) -> usize {
+        // Each span: its compact record plus its entry in the id map built at the end.
+        self.spans.len() * (std::mem::size_of::<GraphSpan>() + 48)
+    }
+
     fn service(&mut self, name: &str) -> u32 {
         if let Some(&i) = self.service_index.get(name) {
             return i;
@@ -513,9 +579,7 @@ impl GraphBuilder {
             let id = peer.id();
             let mut requests = Tally::default();
             for e in edges.iter().filter(|e| e.target == id) {
-                requests.calls += e.tally.calls;
-                requests.errors += e.tally.errors;
-                requests.durations.extend_from_slice(&e.tally.durations);
+                requests.merge(&e.tally);
             }
             // A queue only consumed from (its producer outside the window) still shows.
             if requests.calls == 0 && !edges.iter().any(|e| e.source == id) {
@@ -645,9 +709,25 @@ pub async fn service_graph(engine: &QueryEngine, window: Window) -> Result<Graph
         peers.join(", "),
         window.sql("start_time")
     );
+    // The span index lives outside DataFusion's memory pool: hold it to the same limit.
+    let limit = engine.config().memory_limit;
+    let mut over = false;
     engine
-        .for_each_batch(&sql, |b| builder.add_batch(&b))
+        .for_each_batch(&sql, |b| {
+            if !over {
+                builder.add_batch(&b);
+                over = builder.memory_bytes() > limit;
+            }
+        })
         .await?;
+    if over {
+        return Err(TraceError::Query(crate::QueryError::ResourcesExhausted(
+            format!(
+                "the service graph of this window indexes over {} spans, more than {limit} bytes",
+                builder.spans.len()
+            ),
+        )));
+    }
     let kinds = component_kinds(engine, window).await?;
     Ok(builder.build(window, &kinds))
 }

@@ -417,3 +417,30 @@ fn graph_counts_each_call_once_and_keeps_exporting_peers_as_services() {
     assert_eq!(pay.quantile(0.5), Some(10));
     assert_eq!(pay.quantile(0.99), Some(12));
 }
+
+#[test]
+fn latency_tallies_stay_exact_when_small_and_within_one_percent_when_large() {
+    let mut g = GraphBuilder::default();
+    let tid = "0af7651916cd43dd8448eb211c80319c";
+    g.add(tid, "1", None, "a", "server", 1, false, None);
+    for i in 0..20_000u32 {
+        let id = format!("{:x}", i + 2);
+        g.add(
+            tid,
+            &id,
+            Some("1"),
+            "b",
+            "server",
+            i64::from(i + 1) * 1_000,
+            i % 10 == 0,
+            None,
+        );
+    }
+    let graph = g.build(Window { start: 0, end: 1 }, &HashMap::new());
+    let edge = &graph.edges[0];
+    assert_eq!((edge.tally.calls, edge.tally.errors), (20_000, 2_000));
+    for (q, exact) in [(0.5, 10_000_000.0), (0.99, 19_800_000.0)] {
+        let got = edge.tally.quantile(q).expect("quantile") as f64;
+        assert!((got - exact).abs() / exact < 0.01, "q{q}: {got} vs {exact}");
+    }
+}
