@@ -796,6 +796,22 @@ async fn fixture_topology_through_every_trace_api() {
         vec![trace_hex(4)]
     );
     assert_eq!(
+        n(&ok(
+            &server,
+            "/api/v1/traces",
+            &with(&[("span_kind", "consumer")])
+        )
+        .await),
+        3
+    );
+    let errors_recent = ok(
+        &server,
+        "/api/v1/traces",
+        &with(&[("status", "error"), ("min_duration", "1ms"), ("limit", "1")]),
+    )
+    .await;
+    assert_eq!(trace_ids(&errors_recent), vec![trace_hex(3)]);
+    assert_eq!(
         trace_ids(&ok(&server, "/api/v1/traces", &with(&[("limit", "2")])).await),
         vec![trace_hex(4), trace_hex(3)]
     );
@@ -1117,6 +1133,23 @@ async fn jaeger_api(server: &Server) {
     )
     .await;
     assert_eq!(status, 400);
+    let (status, v) = get(
+        server,
+        "/api/traces",
+        &[("service", "x"), ("start", "2000"), ("end", "1000")],
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    let missing = "f".repeat(32);
+    let v = ok(
+        server,
+        "/api/traces",
+        &[("traceID", t1.as_str()), ("traceID", missing.as_str())],
+    )
+    .await;
+    assert_eq!(count(&v), 1);
+    assert_eq!(v["errors"][0]["traceID"], missing);
+    assert_eq!(v["errors"][0]["msg"], "trace not found");
 }
 
 async fn bad_requests(server: &Server) {
@@ -1342,4 +1375,42 @@ async fn huge_traces_orphans_and_skew_stay_readable() {
         v["warnings"].as_array().is_some_and(|w| w.len() == 2),
         "{v}"
     );
+    // Jaeger's API applies the shift, as Jaeger's query service does, unless raw=true.
+    let jpath = format!("/api/traces/{}", trace_hex(8));
+    let cart_start = |v: &Value| {
+        let span = v["data"][0]["spans"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["operationName"] == "GET /cart"))
+            .cloned()
+            .expect("cart span");
+        (
+            span["startTime"].as_u64().unwrap_or(0),
+            span["warnings"].clone(),
+        )
+    };
+    let (adjusted, warnings) = cart_start(&ok(&server, &jpath, &[]).await);
+    assert_eq!(adjusted, (b + 30 * MS) / 1_000);
+    assert_eq!(
+        warnings,
+        serde_json::json!(["This span's timestamps were adjusted by 60ms"])
+    );
+    let (raw, warnings) = cart_start(&ok(&server, &jpath, &[("raw", "true")]).await);
+    assert_eq!(raw, (b - 30 * MS) / 1_000);
+    assert_eq!(warnings, Value::Null);
+
+    // The service graph's span index obeys the query memory limit: a clear 422, and the
+    // server keeps answering.
+    let mut server = server;
+    assert!(server.terminate().success());
+    let server = Server::start(dir.path(), &["--query-memory-limit", "2MiB"]);
+    let (status, v) = get(&server, "/api/v1/service-graph", &window()).await;
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("memory limit")),
+        "{v}"
+    );
+    let v = ok(&server, &format!("/api/v1/traces/{}", trace_hex(8)), &[]).await;
+    assert_eq!(v["span_count"], 3);
 }
