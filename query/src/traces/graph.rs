@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, Int64Array, MapArray, RecordBatch, StringArray};
 use serde_json::{Value, json};
 
 use super::error::TraceError;
@@ -119,20 +119,6 @@ impl Peer {
         })
     }
 }
-
-/// Span attributes that name a peer, and the column each is selected as.
-const PEER_COLUMNS: [(&str, &str); 10] = [
-    ("db.system", "db_system"),
-    ("db.system.name", "db_system_name"),
-    ("db.name", "db_name"),
-    ("db.namespace", "db_namespace"),
-    ("messaging.system", "messaging_system"),
-    ("messaging.destination.name", "messaging_destination_name"),
-    ("messaging.destination", "messaging_destination"),
-    ("peer.service", "peer_service"),
-    ("server.address", "server_address"),
-    ("net.peer.name", "net_peer_name"),
-];
 
 /// The span kinds the graph distinguishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,6 +308,71 @@ pub struct Graph {
     pub edges: Vec<Edge>,
 }
 
+/// A hasher for ids that are random already: it only mixes the 64-bit key once.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// Span index by (trace id, span id): a map keyed by a 64-bit mix of both, checked
+/// against the span on lookup; the rare keys two spans share go to an exact side map.
+struct IdIndex {
+    first: IdMap<u32>,
+    clashes: HashMap<(u128, u64), u32>,
+}
+
+fn id_key(trace: u128, span: u64) -> u64 {
+    span ^ (trace as u64).rotate_left(29) ^ ((trace >> 64) as u64)
+}
+
+impl IdIndex {
+    fn new(spans: &[GraphSpan]) -> IdIndex {
+        let mut first: IdMap<u32> =
+            IdMap::with_capacity_and_hasher(spans.len(), Default::default());
+        let mut clashes = HashMap::new();
+        for (i, s) in spans.iter().enumerate() {
+            match first.entry(id_key(s.trace, s.span)) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(i as u32);
+                }
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    let other = &spans[*o.get() as usize];
+                    if (other.trace, other.span) != (s.trace, s.span) {
+                        clashes.entry((s.trace, s.span)).or_insert(i as u32);
+                    }
+                }
+            }
+        }
+        IdIndex { first, clashes }
+    }
+
+    fn get(&self, spans: &[GraphSpan], trace: u128, span: u64) -> Option<u32> {
+        let i = *self.first.get(&id_key(trace, span))?;
+        let s = &spans[i as usize];
+        if (s.trace, s.span) == (trace, span) {
+            Some(i)
+        } else {
+            self.clashes.get(&(trace, span)).copied()
+        }
+    }
+}
+
 /// One end of an edge while building: a service or a peer, by index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum End {
@@ -406,9 +457,8 @@ impl GraphBuilder {
     }
 
     /// Adds the rows of a batch with columns `trace_id, span_id, parent_span_id,
-    /// service_name, kind, duration_ns, status_code` and, for peers, `db_system, db_name,
-    /// db_system_name, db_namespace, messaging_system, messaging_destination_name,
-    /// messaging_destination, peer_service, server_address, net_peer_name`.
+    /// service_name, kind, duration_ns, status_code` and `peer_attributes` (the
+    /// attributes of client, producer and consumer spans).
     pub fn add_batch(&mut self, b: &RecordBatch) {
         let text = |name: &str| {
             b.column_by_name(name)
@@ -425,10 +475,9 @@ impl GraphBuilder {
             text("kind"),
             text("status_code"),
         );
-        let peer_columns: Vec<(&str, Option<&StringArray>)> = PEER_COLUMNS
-            .iter()
-            .map(|(attr, column)| (*attr, text(column)))
-            .collect();
+        let peer_attrs = b
+            .column_by_name("peer_attributes")
+            .and_then(|c| c.as_any().downcast_ref::<MapArray>());
         let durations = b
             .column_by_name("duration_ns")
             .and_then(|c| c.as_any().downcast_ref::<Int64Array>());
@@ -437,15 +486,25 @@ impl GraphBuilder {
                 continue;
             };
             let kind = get(kind, row).unwrap_or("");
-            let peer = if matches!(kind, "client" | "producer" | "consumer") {
-                Peer::from_attributes(|k| {
-                    peer_columns
-                        .iter()
-                        .find(|(attr, _)| *attr == k)
-                        .and_then(|(_, a)| get(*a, row))
-                })
-            } else {
-                None
+            let peer = match peer_attrs {
+                Some(m)
+                    if m.is_valid(row) && matches!(kind, "client" | "producer" | "consumer") =>
+                {
+                    let entries = m.value(row);
+                    match (
+                        entries.column(0).as_string_opt::<i32>(),
+                        entries.column(1).as_string_opt::<i32>(),
+                    ) {
+                        (Some(keys), Some(values)) => Peer::from_attributes(|k| {
+                            (0..keys.len())
+                                .find(|&i| keys.value(i) == k)
+                                .filter(|&i| values.is_valid(i))
+                                .map(|i| values.value(i))
+                        }),
+                        _ => None,
+                    }
+                }
+                _ => None,
             };
             self.add(
                 trace,
@@ -466,10 +525,7 @@ impl GraphBuilder {
     /// `periscope.component.kind`.
     pub fn build(self, window: Window, component_kinds: &HashMap<String, String>) -> Graph {
         let spans = &self.spans;
-        let mut by_key: HashMap<(u128, u64), u32> = HashMap::with_capacity(spans.len());
-        for (i, s) in spans.iter().enumerate() {
-            by_key.entry((s.trace, s.span)).or_insert(i as u32);
-        }
+        let by_key = IdIndex::new(spans);
         // Does a span have a child in another service (its peer then exports spans)?
         let mut remote_child = vec![false; spans.len()];
         let mut parent_of: Vec<Option<u32>> = vec![None; spans.len()];
@@ -477,7 +533,7 @@ impl GraphBuilder {
             if s.parent == 0 {
                 continue;
             }
-            if let Some(&p) = by_key.get(&(s.trace, s.parent))
+            if let Some(p) = by_key.get(spans, s.trace, s.parent)
                 && p as usize != i
             {
                 parent_of[i] = Some(p);
@@ -506,12 +562,26 @@ impl GraphBuilder {
                         parent.kind == Kind::Producer
                             && self.peers[q as usize].kind == NodeKind::Messaging
                     });
-                    let (source, error) = match queue {
-                        Some(q) => {
+                    // A consumer naming its queue, below a span that is not that queue's
+                    // producer: the queue sits between the two services.
+                    let own_queue = s.peer.filter(|&q| {
+                        s.kind == Kind::Consumer
+                            && self.peers[q as usize].kind == NodeKind::Messaging
+                    });
+                    let (source, error) = match (queue, own_queue) {
+                        (Some(q), _) => {
                             consumed_from_queue = true;
                             (peer_id(q), s.error)
                         }
-                        None => (
+                        (None, Some(q)) => {
+                            consumed_from_queue = true;
+                            edges
+                                .entry((service_id(parent.service), peer_id(q)))
+                                .or_default()
+                                .add(s.duration, parent.error && parent.kind == Kind::Producer);
+                            (peer_id(q), s.error)
+                        }
+                        (None, None) => (
                             service_id(parent.service),
                             s.error || (parent.kind == Kind::Client && parent.error),
                         ),
@@ -693,20 +763,12 @@ pub async fn component_kinds(
 /// The service graph of `window`.
 pub async fn service_graph(engine: &QueryEngine, window: Window) -> Result<Graph, TraceError> {
     let mut builder = GraphBuilder::default();
-    let peers: Vec<String> = PEER_COLUMNS
-        .iter()
-        .map(|(attr, column)| {
-            format!(
-                "CASE WHEN kind IN ('client', 'producer', 'consumer') \
-                 THEN attributes[{}] END AS {column}",
-                super::fetch::lit(attr)
-            )
-        })
-        .collect();
     let sql = format!(
         "SELECT trace_id, span_id, parent_span_id, service_name, kind, duration_ns, \
-           status_code, {} FROM spans WHERE {}",
-        peers.join(", "),
+           status_code, \
+           CASE WHEN kind IN ('client', 'producer', 'consumer') THEN attributes END \
+             AS peer_attributes \
+         FROM spans WHERE {}",
         window.sql("start_time")
     );
     // The span index lives outside DataFusion's memory pool: hold it to the same limit.

@@ -444,3 +444,59 @@ fn latency_tallies_stay_exact_when_small_and_within_one_percent_when_large() {
         assert!((got - exact).abs() / exact < 0.01, "q{q}: {got} vs {exact}");
     }
 }
+
+#[test]
+fn a_consumer_naming_its_queue_puts_the_queue_between_the_services() {
+    let tid = "0af7651916cd43dd8448eb211c80319c";
+    let queue = || {
+        Some(Peer {
+            kind: NodeKind::Messaging,
+            name: "orders".into(),
+            system: Some("kafka".into()),
+        })
+    };
+    let mut g = GraphBuilder::default();
+    g.add(tid, "1", None, "payment", "server", 100, false, None);
+    g.add(
+        tid,
+        "2",
+        Some("1"),
+        "worker",
+        "consumer",
+        30,
+        false,
+        queue(),
+    );
+    // A producer span: payment → queue; its consumer below it: queue → worker.
+    g.add(
+        tid,
+        "3",
+        Some("1"),
+        "payment",
+        "producer",
+        3,
+        false,
+        queue(),
+    );
+    g.add(tid, "4", Some("3"), "worker", "consumer", 20, true, queue());
+    let graph = g.build(Window { start: 0, end: 1 }, &HashMap::new());
+    let edges: Vec<(String, String, u64, u64)> = graph
+        .edges
+        .iter()
+        .map(|e| {
+            (
+                e.source.clone(),
+                e.target.clone(),
+                e.tally.calls,
+                e.tally.errors,
+            )
+        })
+        .collect();
+    assert_eq!(
+        edges,
+        vec![
+            ("messaging:orders".into(), "worker".into(), 2, 1),
+            ("payment".into(), "messaging:orders".into(), 2, 0),
+        ]
+    );
+}
