@@ -13,6 +13,9 @@
 //! ```
 //!
 //! Tables: `spans`, `logs`, `metrics`, with the columns DESIGN.md lists.
+//!
+//! Built on the same engine: [`traces`] (trace view, search, service graph, RED,
+//! components, Jaeger's API) and, on the tantivy log indexes, [`logsearch`].
 
 mod api;
 mod engine;
