@@ -35,6 +35,10 @@ pub struct TracesArgs {
     /// Times each query is run (the median is reported).
     #[arg(long, default_value_t = 11)]
     pub repeat: usize,
+    /// Keep the stored data in this new directory (for `periscope serve --data-dir`)
+    /// instead of a temporary one.
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<std::path::PathBuf>,
 }
 
 const SPANS_PER_TRACE: usize = 12;
@@ -339,7 +343,18 @@ pub async fn run(args: TracesArgs) -> anyhow::Result<()> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let data_dir = tempfile::tempdir().context("creating a temporary data directory")?;
-    let path = data_dir.path().join("periscope-data");
+    let path = match &args.keep {
+        Some(dir) => {
+            if dir.exists() {
+                bail!(
+                    "--keep {}: the directory exists; give a new one",
+                    dir.display()
+                );
+            }
+            dir.clone()
+        }
+        None => data_dir.path().join("periscope-data"),
+    };
     let mut server = spawn_server_at(&path)?;
     let url = format!("http://{}/v1/traces", server.otlp_http);
     let client = reqwest::Client::new();

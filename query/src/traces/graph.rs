@@ -88,35 +88,65 @@ impl Peer {
 
     /// The peer named by a span's attributes (looked up with `attr`), if any.
     pub fn from_attributes<'a>(attr: impl Fn(&str) -> Option<&'a str>) -> Option<Peer> {
+        PeerRef::from_attributes(attr).map(|p| p.to_owned())
+    }
+
+    fn as_ref(&self) -> PeerRef<'_> {
+        PeerRef {
+            kind: self.kind,
+            name: &self.name,
+            system: self.system.as_deref(),
+        }
+    }
+}
+
+/// A [`Peer`] borrowing its names from the span's attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PeerRef<'a> {
+    kind: NodeKind,
+    name: &'a str,
+    system: Option<&'a str>,
+}
+
+impl<'a> PeerRef<'a> {
+    fn from_attributes(attr: impl Fn(&str) -> Option<&'a str>) -> Option<PeerRef<'a>> {
         let nonempty = |k: &str| attr(k).filter(|v| !v.is_empty());
         if let Some(system) = nonempty("db.system.name").or_else(|| nonempty("db.system")) {
             let name = nonempty("db.namespace")
                 .or_else(|| nonempty("db.name"))
                 .unwrap_or(system);
-            return Some(Peer {
+            return Some(PeerRef {
                 kind: NodeKind::Database,
-                name: name.to_string(),
-                system: Some(system.to_string()),
+                name,
+                system: Some(system),
             });
         }
         if let Some(system) = nonempty("messaging.system") {
             let name = nonempty("messaging.destination.name")
                 .or_else(|| nonempty("messaging.destination"))
                 .unwrap_or(system);
-            return Some(Peer {
+            return Some(PeerRef {
                 kind: NodeKind::Messaging,
-                name: name.to_string(),
-                system: Some(system.to_string()),
+                name,
+                system: Some(system),
             });
         }
         let host = nonempty("peer.service")
             .or_else(|| nonempty("server.address"))
             .or_else(|| nonempty("net.peer.name"))?;
-        Some(Peer {
+        Some(PeerRef {
             kind: NodeKind::External,
-            name: host.to_string(),
+            name: host,
             system: None,
         })
+    }
+
+    fn to_owned(self) -> Peer {
+        Peer {
+            kind: self.kind,
+            name: self.name.to_string(),
+            system: self.system.map(str::to_string),
+        }
     }
 }
 
@@ -390,12 +420,33 @@ pub struct GraphBuilder {
     spans: Vec<GraphSpan>,
 }
 
+/// Parses lowercase or uppercase hex (at most 32 digits); 0 when it is not hex.
+fn parse_hex(hex: &str) -> u128 {
+    let mut v: u128 = 0;
+    if hex.len() > 32 {
+        return 0;
+    }
+    for b in hex.bytes() {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return 0,
+        };
+        v = (v << 4) | u128::from(d);
+    }
+    v
+}
+
 fn parse_u128(hex: &str) -> u128 {
-    u128::from_str_radix(hex, 16).unwrap_or(0)
+    parse_hex(hex)
 }
 
 fn parse_u64(hex: &str) -> u64 {
-    u64::from_str_radix(hex, 16).unwrap_or(0)
+    if hex.len() > 16 {
+        return 0;
+    }
+    parse_hex(hex) as u64
 }
 
 impl GraphBuilder {
@@ -406,7 +457,12 @@ impl GraphBuilder {
     }
 
     fn service(&mut self, name: &str) -> u32 {
-        if let Some(&i) = self.service_index.get(name) {
+        // Services are few: a scan beats hashing the name.
+        if self.services.len() <= 64 {
+            if let Some(i) = self.services.iter().position(|s| s == name) {
+                return i as u32;
+            }
+        } else if let Some(&i) = self.service_index.get(name) {
             return i;
         }
         let i = self.services.len() as u32;
@@ -415,13 +471,21 @@ impl GraphBuilder {
         i
     }
 
-    fn peer(&mut self, peer: Peer) -> u32 {
-        if let Some(&i) = self.peer_index.get(&peer) {
-            return i;
+    fn peer(&mut self, peer: PeerRef<'_>) -> u32 {
+        if self.peers.len() <= 64 {
+            if let Some(i) = self.peers.iter().position(|p| p.as_ref() == peer) {
+                return i as u32;
+            }
+        } else {
+            let owned = peer.to_owned();
+            if let Some(&i) = self.peer_index.get(&owned) {
+                return i;
+            }
         }
+        let owned = peer.to_owned();
         let i = self.peers.len() as u32;
-        self.peers.push(peer.clone());
-        self.peer_index.insert(peer, i);
+        self.peers.push(owned.clone());
+        self.peer_index.insert(owned, i);
         i
     }
 
@@ -437,6 +501,30 @@ impl GraphBuilder {
         duration: i64,
         error: bool,
         peer: Option<Peer>,
+    ) {
+        self.add_ref(
+            trace_id,
+            span_id,
+            parent_span_id,
+            service,
+            kind,
+            duration,
+            error,
+            peer.as_ref().map(Peer::as_ref),
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_ref(
+        &mut self,
+        trace_id: &str,
+        span_id: &str,
+        parent_span_id: Option<&str>,
+        service: &str,
+        kind: &str,
+        duration: i64,
+        error: bool,
+        peer: Option<PeerRef<'_>>,
     ) {
         let service = self.service(service);
         let kind = Kind::parse(kind);
@@ -478,6 +566,8 @@ impl GraphBuilder {
         let peer_attrs = b
             .column_by_name("peer_attributes")
             .and_then(|c| c.as_any().downcast_ref::<MapArray>());
+        let peer_keys = peer_attrs.and_then(|m| m.keys().as_string_opt::<i32>());
+        let peer_values = peer_attrs.and_then(|m| m.values().as_string_opt::<i32>());
         let durations = b
             .column_by_name("duration_ns")
             .and_then(|c| c.as_any().downcast_ref::<Int64Array>());
@@ -486,27 +576,22 @@ impl GraphBuilder {
                 continue;
             };
             let kind = get(kind, row).unwrap_or("");
-            let peer = match peer_attrs {
-                Some(m)
+            let peer = match (peer_attrs, peer_keys, peer_values) {
+                (Some(m), Some(keys), Some(values))
                     if m.is_valid(row) && matches!(kind, "client" | "producer" | "consumer") =>
                 {
-                    let entries = m.value(row);
-                    match (
-                        entries.column(0).as_string_opt::<i32>(),
-                        entries.column(1).as_string_opt::<i32>(),
-                    ) {
-                        (Some(keys), Some(values)) => Peer::from_attributes(|k| {
-                            (0..keys.len())
-                                .find(|&i| keys.value(i) == k)
-                                .filter(|&i| values.is_valid(i))
-                                .map(|i| values.value(i))
-                        }),
-                        _ => None,
-                    }
+                    let offsets = m.value_offsets();
+                    let (from, to) = (offsets[row] as usize, offsets[row + 1] as usize);
+                    PeerRef::from_attributes(|k| {
+                        (from..to)
+                            .find(|&i| keys.value(i) == k)
+                            .filter(|&i| values.is_valid(i))
+                            .map(|i| values.value(i))
+                    })
                 }
                 _ => None,
             };
-            self.add(
+            self.add_ref(
                 trace,
                 span,
                 get(parent, row),
@@ -544,15 +629,12 @@ impl GraphBuilder {
         }
         let service_id = End::Service;
         let peer_id = End::Peer;
-        let mut edges: HashMap<(End, End), Tally> = HashMap::new();
-        let mut service_requests: HashMap<u32, Tally> = HashMap::new();
+        let mut edges: HashMap<(End, End), Tally, std::hash::BuildHasherDefault<IdHasher>> =
+            HashMap::default();
+        let mut service_requests: Vec<Tally> = vec![Tally::default(); self.services.len()];
         for (i, s) in spans.iter().enumerate() {
-            service_requests.entry(s.service).or_default();
             if s.kind.is_entry() {
-                service_requests
-                    .entry(s.service)
-                    .or_default()
-                    .add(s.duration, s.error);
+                service_requests[s.service as usize].add(s.duration, s.error);
             }
             let mut consumed_from_queue = false;
             if let Some(p) = parent_of[i] {
@@ -617,7 +699,7 @@ impl GraphBuilder {
             let kind = component_kinds
                 .get(name)
                 .map_or(NodeKind::Service, |k| NodeKind::from_component(k));
-            let mut requests = service_requests.remove(&(i as u32)).unwrap_or_default();
+            let mut requests = std::mem::take(&mut service_requests[i]);
             requests.finish();
             nodes.insert(
                 name.clone(),
