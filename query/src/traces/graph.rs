@@ -420,33 +420,54 @@ pub struct GraphBuilder {
     spans: Vec<GraphSpan>,
 }
 
-/// Parses lowercase or uppercase hex (at most 32 digits); 0 when it is not hex.
-fn parse_hex(hex: &str) -> u128 {
-    let mut v: u128 = 0;
-    if hex.len() > 32 {
+/// Value of each byte as a hex digit; 0xff for bytes that are not one.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Parses at most 16 hex digits; `None` when a byte is not one.
+fn hex64(bytes: &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    let mut bad = 0u8;
+    for &b in bytes {
+        let d = HEX[b as usize];
+        bad |= d;
+        v = (v << 4) | u64::from(d & 0x0f);
+    }
+    (bad & 0xf0 == 0).then_some(v)
+}
+
+/// A trace id (up to 32 hex digits); 0 when it is not hex.
+pub(crate) fn parse_u128(hex: &str) -> u128 {
+    let b = hex.as_bytes();
+    if b.len() > 32 {
         return 0;
     }
-    for b in hex.bytes() {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            _ => return 0,
-        };
-        v = (v << 4) | u128::from(d);
+    let split = b.len().saturating_sub(16);
+    match (hex64(&b[..split]), hex64(&b[split..])) {
+        (Some(hi), Some(lo)) => (u128::from(hi) << 64) | u128::from(lo),
+        _ => 0,
     }
-    v
 }
 
-fn parse_u128(hex: &str) -> u128 {
-    parse_hex(hex)
-}
-
-fn parse_u64(hex: &str) -> u64 {
+/// A span id (up to 16 hex digits); 0 when it is not hex.
+pub(crate) fn parse_u64(hex: &str) -> u64 {
     if hex.len() > 16 {
         return 0;
     }
-    parse_hex(hex) as u64
+    hex64(hex.as_bytes()).unwrap_or(0)
 }
 
 impl GraphBuilder {

@@ -500,3 +500,19 @@ fn a_consumer_naming_its_queue_puts_the_queue_between_the_services() {
         ]
     );
 }
+
+#[test]
+fn hex_ids_parse_in_either_case_and_garbage_is_zero() {
+    use super::graph::{parse_u64, parse_u128};
+    assert_eq!(parse_u64("00f067aa0ba902b7"), 0x00f0_67aa_0ba9_02b7);
+    assert_eq!(parse_u64("00F067AA0BA902B7"), 0x00f0_67aa_0ba9_02b7);
+    assert_eq!(parse_u64("1"), 1);
+    assert_eq!(parse_u64("0g"), 0);
+    assert_eq!(parse_u64("11111111111111111"), 0);
+    assert_eq!(
+        parse_u128("4bf92f3577b34da6a3ce929d0e0e4736"),
+        0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736
+    );
+    assert_eq!(parse_u128("abc"), 0xabc);
+    assert_eq!(parse_u128("zz"), 0);
+}
