@@ -281,12 +281,17 @@ pub async fn trace_view(
         usize::MAX,
     )?;
     let logs_limit = number(p, "logs_limit", DEFAULT_LOGS_LIMIT, 100_000)?;
-    let spans = trace_spans(engine, trace_id).await?;
+    // Spans and logs are read at once: two independent scans.
+    let (spans, logs) = tokio::join!(
+        trace_spans(engine, trace_id),
+        trace_logs(engine, trace_id, logs_limit)
+    );
+    let spans = spans?;
     if spans.is_empty() {
         return Err(TraceError::NotFound(format!("trace {trace_id} not found")));
     }
     let tree: Tree = assemble(spans);
-    let (logs, more_logs) = trace_logs(engine, trace_id, logs_limit).await?;
+    let (logs, more_logs) = logs?;
     let total = tree.spans.len();
     let page: Vec<Value> = tree
         .spans
