@@ -1196,6 +1196,7 @@ async fn bad_requests(server: &Server) {
         ("/api/v1/traces", vec![("status", "maybe")], 400),
         ("/api/v1/traces", vec![("attributes", "novalue")], 400),
         ("/api/v1/traces", vec![("limit", "-1")], 400),
+        ("/api/v1/traces", vec![("limit", "0")], 400),
         (
             "/api/v1/service-graph",
             vec![("start", "now"), ("end", "now-1h")],

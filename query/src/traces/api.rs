@@ -381,7 +381,10 @@ fn search_filter(p: &Params) -> Result<SearchFilter, TraceError> {
         min_duration,
         max_duration,
         span_durations: false,
-        limit: number(p, "limit", DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT)?,
+        limit: match number(p, "limit", DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT)? {
+            0 => return Err(bad("limit must be at least 1")),
+            n => n,
+        },
     })
 }
 

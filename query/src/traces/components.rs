@@ -190,7 +190,7 @@ pub fn json(
         .collect();
     json!({
         "start": rfc3339(window.start),
-        "end": rfc3339(window.end),
+        "end": rfc3339(window.end - 1),
         "components": list,
         "peers": peers,
     })
