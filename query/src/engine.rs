@@ -81,6 +81,7 @@ impl QueryEngine {
         session.options_mut().execution.parquet.pushdown_filters = true;
         session.options_mut().execution.parquet.reorder_filters = true;
         let ctx = SessionContext::new_with_config_rt(session, runtime);
+        ctx.register_udf(crate::udf::HistogramQuantile::udf());
         for signal in Signal::ALL {
             ctx.register_table(
                 signal.name(),
