@@ -246,6 +246,35 @@ pub(crate) fn dir_bytes(dir: &Path, filter: &dyn Fn(&Path) -> bool) -> u64 {
         .sum()
 }
 
+/// POSTs one OTLP/HTTP protobuf export, retrying after 50 ms while the server answers
+/// 429 or 503 (its back-pressure); returns how many retries it took.
+pub(crate) async fn post_export(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<u64> {
+    let mut retries = 0;
+    loop {
+        let r = client
+            .post(url)
+            .header("content-type", "application/x-protobuf")
+            .body(body.clone())
+            .send()
+            .await?;
+        match r.status().as_u16() {
+            200 => return Ok(retries),
+            429 | 503 => {
+                retries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => bail!(
+                "export failed with HTTP {other}: {}",
+                r.text().await.unwrap_or_default()
+            ),
+        }
+    }
+}
+
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -320,25 +349,7 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
                 let Some(body) = queue.lock().await.next() else {
                     break;
                 };
-                loop {
-                    let r = client
-                        .post(&url)
-                        .header("content-type", "application/x-protobuf")
-                        .body(body.clone())
-                        .send()
-                        .await?;
-                    match r.status().as_u16() {
-                        200 => break,
-                        429 | 503 => {
-                            retries += 1;
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        other => bail!(
-                            "export failed with HTTP {other}: {}",
-                            r.text().await.unwrap_or_default()
-                        ),
-                    }
-                }
+                retries += post_export(&client, &url, body).await?;
             }
             Ok::<u64, anyhow::Error>(retries)
         });

@@ -5,7 +5,7 @@
 //! Prints median latencies and server CPU per request.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::bench::{cpu_seconds, spawn_server_at};
-use crate::bench_logs::{dir_bytes, median, stop};
+use crate::bench_logs::{dir_bytes, median, post_export, stop};
 
 /// Arguments of `periscope bench traces`.
 #[derive(Debug, Args)]
@@ -382,22 +382,7 @@ pub async fn run(args: TracesArgs) -> anyhow::Result<()> {
                 {
                     f.push(first);
                 }
-                loop {
-                    let r = client
-                        .post(&url)
-                        .header("content-type", "application/x-protobuf")
-                        .body(body.clone())
-                        .send()
-                        .await?;
-                    match r.status().as_u16() {
-                        200 => break,
-                        429 | 503 => tokio::time::sleep(Duration::from_millis(50)).await,
-                        other => bail!(
-                            "export failed with HTTP {other}: {}",
-                            r.text().await.unwrap_or_default()
-                        ),
-                    }
-                }
+                post_export(&client, &url, body).await?;
             }
             Ok::<(), anyhow::Error>(())
         });

@@ -123,8 +123,7 @@ impl QueryEngine {
         mut each: impl FnMut(RecordBatch) + Send,
     ) -> Result<(), QueryError> {
         use futures::StreamExt;
-        let started = Instant::now();
-        let run = async {
+        self.limited(async {
             let df = self
                 .ctx
                 .sql_with_options(sql, read_only())
@@ -138,17 +137,21 @@ impl QueryEngine {
                 each(batch.map_err(QueryError::from_datafusion)?);
             }
             Ok(())
-        };
+        })
+        .await
+    }
+
+    /// Runs `run` under the query timeout and counts it in the engine's metrics.
+    async fn limited<T>(
+        &self,
+        run: impl Future<Output = Result<T, QueryError>>,
+    ) -> Result<T, QueryError> {
+        let started = Instant::now();
         let result = match tokio::time::timeout(self.config.timeout, run).await {
             Ok(r) => r,
             Err(_) => Err(QueryError::Timeout(self.config.timeout)),
         };
-        self.record(started, result.is_ok());
-        result
-    }
-
-    fn record(&self, started: Instant, ok: bool) {
-        let outcome = if ok { "ok" } else { "error" };
+        let outcome = if result.is_ok() { "ok" } else { "error" };
         self.metrics
             .queries
             .get_or_create(&vec![("outcome", outcome)])
@@ -156,6 +159,7 @@ impl QueryEngine {
         self.metrics
             .seconds
             .observe(started.elapsed().as_secs_f64());
+        result
     }
 
     /// Runs one read-only SQL statement.
@@ -165,8 +169,7 @@ impl QueryEngine {
     /// [`QueryError::Invalid`] for SQL that does not plan; [`QueryError::Timeout`] and
     /// [`QueryError::ResourcesExhausted`] past the configured limits.
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, QueryError> {
-        let started = Instant::now();
-        let run = async {
+        self.limited(async {
             let df = self
                 .ctx
                 .sql_with_options(sql, read_only())
@@ -175,13 +178,8 @@ impl QueryEngine {
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let batches = df.collect().await.map_err(QueryError::from_datafusion)?;
             Ok(QueryResult { schema, batches })
-        };
-        let result = match tokio::time::timeout(self.config.timeout, run).await {
-            Ok(r) => r,
-            Err(_) => Err(QueryError::Timeout(self.config.timeout)),
-        };
-        self.record(started, result.is_ok());
-        result
+        })
+        .await
     }
 }
 

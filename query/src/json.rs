@@ -20,8 +20,13 @@ fn float(v: f64) -> Value {
     })
 }
 
+/// A Unix-nanosecond instant as the APIs write times: RFC 3339 with nanoseconds, UTC.
+pub fn rfc3339_text(nanos: i64) -> String {
+    DateTime::from_timestamp_nanos(nanos).to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
 fn rfc3339(nanos: i64) -> Value {
-    Value::String(DateTime::from_timestamp_nanos(nanos).to_rfc3339_opts(SecondsFormat::Nanos, true))
+    Value::String(rfc3339_text(nanos))
 }
 
 fn timestamp_nanos(array: &ArrayRef, row: usize, unit: TimeUnit) -> Option<i64> {

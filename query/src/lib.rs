@@ -32,6 +32,6 @@ mod udf;
 pub use api::{error_response, result_json, router};
 pub use engine::{QueryConfig, QueryEngine, QueryResult};
 pub use error::QueryError;
-pub use json::{cell_text, value_json};
+pub use json::{cell_text, rfc3339_text, value_json};
 pub use metrics::QueryMetrics;
 pub use udf::{HistogramQuantile, bucket_quantile};

@@ -65,6 +65,32 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
     Ok(total.round() as i64)
 }
 
+/// The `start`/`end` parameters of an `/api/v1` endpoint as inclusive Unix-nanosecond
+/// bounds: `end` defaults to `now`, `start` to `default_span` before `end`; empty values
+/// count as missing.
+///
+/// # Errors
+/// A message naming the bad parameter, or saying that `start` is after `end`.
+pub fn parse_range(
+    start: Option<&str>,
+    end: Option<&str>,
+    now: i64,
+    default_span: i64,
+) -> Result<(i64, i64), String> {
+    let end = match end.filter(|t| !t.is_empty()) {
+        None => now,
+        Some(t) => parse_time(t, now).map_err(|e| format!("end: {e}"))?,
+    };
+    let start = match start.filter(|t| !t.is_empty()) {
+        None => end.saturating_sub(default_span),
+        Some(t) => parse_time(t, now).map_err(|e| format!("start: {e}"))?,
+    };
+    if start > end {
+        return Err("start is after end".into());
+    }
+    Ok((start, end))
+}
+
 /// Parses a point in time into Unix nanoseconds, relative to `now` (Unix ns).
 ///
 /// # Errors

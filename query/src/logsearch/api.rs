@@ -9,7 +9,6 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, SecondsFormat};
 use futures::stream::{self, StreamExt};
 use periscope_storage::Store;
 use serde::Deserialize;
@@ -19,8 +18,9 @@ use tokio::sync::watch;
 use super::error::SearchError;
 use super::exec::{Cursor, MAX_LIMIT, SearchRequest, search, tail_hits, tail_query};
 use crate::api::error_response;
+use crate::json::rfc3339_text as rfc3339;
 use crate::logql;
-use crate::time::{now_nanos, parse_time};
+use crate::time::{now_nanos, parse_range};
 
 /// Hits per page when `limit` is not given.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -72,18 +72,8 @@ fn number(name: &str, text: Option<&str>, default: usize) -> Result<usize, Searc
 
 fn request(p: &Params) -> Result<(SearchRequest, usize), SearchError> {
     let expr = parse_expr(p.query.as_deref())?;
-    let now = now_nanos();
-    let end = match p.end.as_deref() {
-        None | Some("") => now,
-        Some(t) => parse_time(t, now).map_err(|e| bad(format!("end: {e}")))?,
-    };
-    let start = match p.start.as_deref() {
-        None | Some("") => end.saturating_sub(HOUR),
-        Some(t) => parse_time(t, now).map_err(|e| bad(format!("start: {e}")))?,
-    };
-    if start > end {
-        return Err(bad("start is after end"));
-    }
+    let (start, end) =
+        parse_range(p.start.as_deref(), p.end.as_deref(), now_nanos(), HOUR).map_err(bad)?;
     let asked = number("limit", p.limit.as_deref(), DEFAULT_LIMIT)?;
     let buckets = number("buckets", p.buckets.as_deref(), DEFAULT_BUCKETS)?;
     let cursor = match p.cursor.as_deref() {
@@ -102,10 +92,6 @@ fn request(p: &Params) -> Result<(SearchRequest, usize), SearchError> {
         },
         asked,
     ))
-}
-
-fn rfc3339(nanos: i64) -> String {
-    DateTime::from_timestamp_nanos(nanos).to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
 fn failure(e: &SearchError) -> Response {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 
-use arrow::array::{Array, ArrayRef, AsArray, MapArray};
+use arrow::array::ArrayRef;
 use arrow::record_batch::RecordBatch;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,6 +24,7 @@ use super::compile::compile;
 use super::error::SearchError;
 use crate::json::value_json;
 use crate::logql::{Expr, Field, MatchKind};
+use crate::traces::typed_attrs;
 
 /// Largest page of hits; a larger `limit` is cut to this.
 pub const MAX_LIMIT: usize = 10_000;
@@ -371,43 +372,12 @@ fn cell(batch: &RecordBatch, name: &str, row: usize) -> Value {
 
 /// An attribute map with values in their OTLP type (from the sibling types column).
 fn typed_attributes(batch: &RecordBatch, name: &str, types: &str, row: usize) -> Value {
-    let mut out = Map::new();
-    let Some(map) = column(batch, name).and_then(|c| c.as_any().downcast_ref::<MapArray>()) else {
-        return Value::Object(out);
-    };
-    if map.is_null(row) {
-        return Value::Object(out);
-    }
-    let mut kinds: BTreeMap<String, String> = BTreeMap::new();
-    if let Some(tmap) = column(batch, types).and_then(|c| c.as_any().downcast_ref::<MapArray>())
-        && tmap.is_valid(row)
-    {
-        let entries = tmap.value(row);
-        let (k, v) = (
-            entries.column(0).as_string::<i32>(),
-            entries.column(1).as_string::<i32>(),
-        );
-        for i in 0..entries.len() {
-            kinds.insert(k.value(i).to_string(), v.value(i).to_string());
-        }
-    }
-    let entries = map.value(row);
-    let (k, v) = (
-        entries.column(0).as_string::<i32>(),
-        entries.column(1).as_string::<i32>(),
-    );
-    for i in 0..entries.len() {
-        let key = k.value(i);
-        let text = if v.is_valid(i) { v.value(i) } else { "" };
-        let value = match kinds.get(key).map(String::as_str) {
-            Some("int" | "double" | "bool" | "array" | "kvlist") => {
-                serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
-            }
-            _ => Value::String(text.to_string()),
-        };
-        out.insert(key.to_string(), value);
-    }
-    Value::Object(out)
+    Value::Object(
+        typed_attrs(batch, name, types, row)
+            .iter()
+            .map(|a| (a.key.clone(), a.json()))
+            .collect::<Map<_, _>>(),
+    )
 }
 
 /// One hit as the API returns it.

@@ -6,7 +6,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, SecondsFormat};
 use serde_json::{Value, json};
 
 use super::components;
@@ -19,8 +18,9 @@ use super::span::{Attr, Span};
 use super::tree::{Placement, Tree, assemble};
 use crate::api::error_response;
 use crate::engine::QueryEngine;
+use crate::json::rfc3339_text as rfc3339;
 use crate::logsearch::log_json;
-use crate::time::{now_nanos, parse_duration, parse_time};
+use crate::time::{now_nanos, parse_duration, parse_range};
 
 const HOUR: i64 = 3_600_000_000_000;
 /// Spans per page of a trace when `span_limit` is not given.
@@ -89,18 +89,7 @@ fn respond(result: Result<Value, TraceError>) -> Response {
 
 /// `start`/`end` (RFC 3339, Unix seconds or `now-15m`; the last hour by default).
 pub(crate) fn window(p: &Params) -> Result<Window, TraceError> {
-    let now = now_nanos();
-    let end = match p.get("end") {
-        None => now,
-        Some(t) => parse_time(t, now).map_err(|e| bad(format!("end: {e}")))?,
-    };
-    let start = match p.get("start") {
-        None => end.saturating_sub(HOUR),
-        Some(t) => parse_time(t, now).map_err(|e| bad(format!("start: {e}")))?,
-    };
-    if start > end {
-        return Err(bad("start is after end"));
-    }
+    let (start, end) = parse_range(p.get("start"), p.get("end"), now_nanos(), HOUR).map_err(bad)?;
     // `end` is inclusive for users.
     Ok(Window {
         start,
@@ -150,10 +139,6 @@ pub fn parse_v1_trace_id(text: &str) -> Result<String, TraceError> {
         return Err(bad("invalid trace id: an all-zero trace id is not valid"));
     }
     parse_trace_id(t)
-}
-
-fn rfc3339(nanos: i64) -> String {
-    DateTime::from_timestamp_nanos(nanos).to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
 /// Attributes as a JSON object; values longer than `max` bytes are cut (at a character

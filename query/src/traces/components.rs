@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, SecondsFormat};
 use serde_json::{Value, json};
 
 use super::error::TraceError;
@@ -12,6 +11,7 @@ use super::fetch::{Window, int_at, rows, str_at};
 use super::graph::{Graph, NodeKind};
 use super::red::Red;
 use crate::engine::QueryEngine;
+use crate::json::rfc3339_text as rfc3339;
 
 /// One running copy of a component.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -98,10 +98,6 @@ pub async fn inventory(
         }
     }
     Ok(out)
-}
-
-fn rfc3339(nanos: i64) -> String {
-    DateTime::from_timestamp_nanos(nanos).to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
 /// The JSON answer of `/api/v1/components`.

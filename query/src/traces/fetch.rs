@@ -3,11 +3,11 @@
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, TimestampNanosecondType, UInt64Type};
-use chrono::{DateTime, SecondsFormat};
 
 use super::error::TraceError;
-use super::span::{Span, decode};
+use super::span::{Span, decode, string_at};
 use crate::engine::QueryEngine;
+use crate::json::rfc3339_text;
 
 /// A SQL string literal.
 pub(crate) fn lit(text: &str) -> String {
@@ -16,10 +16,7 @@ pub(crate) fn lit(text: &str) -> String {
 
 /// A SQL literal for a Unix-nanosecond instant, typed by comparison with a time column.
 pub(crate) fn ts_lit(nanos: i64) -> String {
-    format!(
-        "'{}'",
-        DateTime::from_timestamp_nanos(nanos).to_rfc3339_opts(SecondsFormat::Nanos, true)
-    )
+    format!("'{}'", rfc3339_text(nanos))
 }
 
 /// A half-open time window `[start, end)` in Unix nanoseconds.
@@ -84,16 +81,7 @@ pub async fn spans_of_traces(
 
 /// String column `name` of `batch` at `row`, if not NULL.
 pub(crate) fn str_at(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
-    let a = batch.column_by_name(name)?;
-    if a.is_null(row) {
-        return None;
-    }
-    match a.data_type() {
-        arrow::datatypes::DataType::Utf8 => Some(a.as_string::<i32>().value(row).to_string()),
-        arrow::datatypes::DataType::LargeUtf8 => Some(a.as_string::<i64>().value(row).to_string()),
-        arrow::datatypes::DataType::Utf8View => Some(a.as_string_view().value(row).to_string()),
-        _ => None,
-    }
+    string_at(batch.column_by_name(name), row)
 }
 
 /// Integer column `name` (Int64, UInt64 or nanosecond timestamp) at `row`.

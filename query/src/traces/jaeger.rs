@@ -34,15 +34,19 @@ const DEFAULT_DEPENDENCY_LOOKBACK_MS: i64 = 24 * 3_600_000;
 /// The largest integer a JSON number carries exactly; bigger int64 tags are strings.
 const MAX_SAFE_INT: i64 = (1 << 53) - 1;
 
-fn envelope(data: Value, total: usize) -> Response {
-    axum::Json(json!({
+/// Jaeger's `structuredResponse`: `errors` is `null` when there are none.
+fn body(data: Value, total: usize, errors: Vec<Value>) -> Value {
+    json!({
         "data": data,
         "total": total,
         "limit": 0,
         "offset": 0,
-        "errors": null,
-    }))
-    .into_response()
+        "errors": if errors.is_empty() { Value::Null } else { Value::Array(errors) },
+    })
+}
+
+fn envelope(data: Value, total: usize) -> Response {
+    axum::Json(body(data, total, Vec::new())).into_response()
 }
 
 fn error(e: &TraceError) -> Response {
@@ -50,13 +54,11 @@ fn error(e: &TraceError) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
-        axum::Json(json!({
-            "data": null,
-            "total": 0,
-            "limit": 0,
-            "offset": 0,
-            "errors": [{ "code": code, "msg": e.to_string() }],
-        })),
+        axum::Json(body(
+            Value::Null,
+            0,
+            vec![json!({ "code": code, "msg": e.to_string() })],
+        )),
     )
         .into_response()
 }
@@ -500,15 +502,7 @@ pub fn router(engine: QueryEngine) -> Router {
             "/api/traces",
             get(|State(e): State<QueryEngine>, RawQuery(q): RawQuery| async move {
                 match find_traces(&e, &Params::parse(q.as_deref())).await {
-                    Ok((data, missing)) if missing.is_empty() => envelope(data, 0),
-                    Ok((data, missing)) => axum::Json(json!({
-                        "data": data,
-                        "total": 0,
-                        "limit": 0,
-                        "offset": 0,
-                        "errors": missing,
-                    }))
-                    .into_response(),
+                    Ok((data, missing)) => axum::Json(body(data, 0, missing)).into_response(),
                     Err(err) => error(&err),
                 }
             }),

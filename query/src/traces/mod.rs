@@ -32,6 +32,7 @@ pub use error::TraceError;
 pub use fetch::Window;
 pub use graph::{GraphBuilder, NodeKind, Peer};
 pub use jaeger::jaeger_trace;
+pub(crate) use span::typed_attrs;
 pub use span::{Attr, Span, SpanEvent, SpanLink, decode};
 pub use tree::{Placement, Tree, assemble};
 

@@ -121,7 +121,8 @@ impl Span {
     }
 }
 
-fn string_at(array: Option<&ArrayRef>, row: usize) -> Option<String> {
+/// A string cell (Utf8, LargeUtf8 or Utf8View); `None` for NULL or another type.
+pub(crate) fn string_at(array: Option<&ArrayRef>, row: usize) -> Option<String> {
     let a = array?;
     if a.is_null(row) {
         return None;
@@ -206,6 +207,15 @@ fn attrs_at(map: Option<&MapArray>, row: usize, types: &BTreeMap<String, String>
         .collect()
 }
 
+/// The attributes of map column `name` at `row`, typed by its sibling `types` column.
+pub(crate) fn typed_attrs(batch: &RecordBatch, name: &str, types: &str, row: usize) -> Vec<Attr> {
+    attrs_at(
+        as_map(batch.column_by_name(name)),
+        row,
+        &type_map(batch.column_by_name(types), row),
+    )
+}
+
 fn as_map(array: Option<&ArrayRef>) -> Option<&MapArray> {
     array.and_then(|a| a.as_any().downcast_ref::<MapArray>())
 }
@@ -255,8 +265,6 @@ pub fn decode(batches: &[RecordBatch]) -> Vec<Span> {
     let mut out = Vec::new();
     for batch in batches {
         let col = |name: &str| batch.column_by_name(name);
-        let attributes = as_map(col("attributes"));
-        let resource = as_map(col("resource_attributes"));
         let events = col("events").and_then(|a| a.as_list_opt::<i32>());
         let links = col("links").and_then(|a| a.as_list_opt::<i32>());
         for row in 0..batch.num_rows() {
@@ -281,11 +289,12 @@ pub fn decode(batches: &[RecordBatch]) -> Vec<Span> {
                 duration,
                 status_code: string_at(col("status_code"), row).unwrap_or_else(|| "unset".into()),
                 status_message: string_at(col("status_message"), row).filter(|m| !m.is_empty()),
-                attributes: attrs_at(attributes, row, &type_map(col("attribute_types"), row)),
-                resource_attributes: attrs_at(
-                    resource,
+                attributes: typed_attrs(batch, "attributes", "attribute_types", row),
+                resource_attributes: typed_attrs(
+                    batch,
+                    "resource_attributes",
+                    "resource_attribute_types",
                     row,
-                    &type_map(col("resource_attribute_types"), row),
                 ),
                 scope_name: string_at(col("scope_name"), row),
                 scope_version: string_at(col("scope_version"), row),
