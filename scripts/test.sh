@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Tools the tests use. The end-to-end tests start the real `periscope` binary and talk to
-# it with the OpenTelemetry Rust SDK, reqwest and tonic (cargo dependencies), and read the
-# Parquet files it writes with the `parquet` crate and with DuckDB and pyarrow (Python).
+# it with the OpenTelemetry Rust SDK, reqwest and tonic (cargo dependencies), read the
+# Parquet files it writes with the `parquet` crate and with DuckDB and pyarrow (Python),
+# and compare PromQL answers with a real Prometheus.
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust with rustup first (https://rustup.rs)" >&2
   exit 1
@@ -23,6 +24,16 @@ if ! python3 -c 'import duckdb, pyarrow' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     'duckdb==2.0.1' 'pyarrow==26.0.1' \
     || python3 -m pip install --quiet --break-system-packages 'duckdb==2.0.1' 'pyarrow==26.0.1'
+fi
+
+# The PromQL test compares answers with a real Prometheus (Debian's package, 2.42).
+if ! command -v prometheus >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus
+  else
+    echo "prometheus is missing: install Prometheus 2.x (the PromQL test runs it side by side)" >&2
+    exit 1
+  fi
 fi
 
 export RUST_BACKTRACE=1

@@ -150,12 +150,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tasks.spawn(async move { grpc.await.context("OTLP/gRPC server failed") });
     let otlp_http = axum::serve(
         http_listener,
-        periscope_collector::http::router(ingest, max),
+        periscope_collector::http::router(ingest.clone(), max),
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()));
     tasks.spawn(async move { otlp_http.await.context("OTLP/HTTP server failed") });
     let api = periscope_query::router(engine.clone())
-        .merge(periscope_query::traces::router(engine))
+        .merge(periscope_query::traces::router(engine.clone()))
+        .merge(periscope_query::promql::router(engine))
+        .merge(periscope_collector::remote_write::router(ingest, max))
         .merge(periscope_query::logsearch::router(
             store.clone(),
             stop_rx.clone(),

@@ -43,10 +43,10 @@ impl Encoding {
 }
 
 /// A refusal, answered as a `google.rpc.Status` in the request's encoding.
-struct Refusal {
-    status: StatusCode,
-    message: String,
-    rpc: Option<RpcStatus>,
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
+    pub(crate) rpc: Option<RpcStatus>,
 }
 
 impl Refusal {
@@ -144,7 +144,7 @@ fn is_gzip(headers: &HeaderMap) -> Result<bool, Refusal> {
     }
 }
 
-fn too_large(limit: usize) -> Refusal {
+pub(crate) fn too_large(limit: usize) -> Refusal {
     Refusal::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!(
@@ -153,7 +153,7 @@ fn too_large(limit: usize) -> Refusal {
     )
 }
 
-async fn read_body(body: Body, gzip: bool, limit: usize) -> Result<Vec<u8>, Refusal> {
+pub(crate) async fn read_body(body: Body, gzip: bool, limit: usize) -> Result<Vec<u8>, Refusal> {
     let mut body = body;
     let mut raw: Vec<u8> = Vec::new();
     let mut discarded = 0usize;

@@ -21,6 +21,7 @@ pub mod grpc;
 pub mod http;
 mod ingest;
 mod metrics;
+pub mod remote_write;
 pub mod status;
 
 pub use error::IngestError;

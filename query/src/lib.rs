@@ -24,6 +24,7 @@ mod json;
 pub mod logql;
 pub mod logsearch;
 mod metrics;
+pub mod promql;
 mod table;
 pub mod time;
 pub mod traces;

@@ -7,6 +7,7 @@ mod files;
 mod logs;
 mod otel_sdk;
 mod overload;
+mod promql;
 mod sql_api;
 mod support;
 mod traces;

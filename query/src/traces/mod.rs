@@ -16,7 +16,7 @@
 mod api;
 mod components;
 mod error;
-mod fetch;
+pub(crate) mod fetch;
 mod graph;
 mod jaeger;
 mod red;

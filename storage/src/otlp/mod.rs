@@ -97,6 +97,10 @@ pub(crate) fn empty_none(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
 }
 
+/// `scope_name` of metric rows that came through Prometheus remote write: their names
+/// and labels are Prometheus's already, so PromQL reads them as they are.
+pub const PROMETHEUS_SCOPE: &str = "periscope.prometheus.remote_write";
+
 /// `service.name` from resource attributes, or OpenTelemetry's `unknown_service`.
 pub(crate) fn service_name(resource_attributes: &[KeyValue]) -> String {
     resource_attributes

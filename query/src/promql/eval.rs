@@ -1,0 +1,694 @@
+//! PromQL evaluation, as Prometheus 2.x's engine does it: every expression is evaluated at
+//! one instant at a time (a range query evaluates each step), over series read up front
+//! for the whole query window.
+//!
+//! Selection follows Prometheus 2.x: an instant selector takes each series' latest sample
+//! in `[t - lookback, t]` (5 minutes by default) unless it is a staleness marker; a range
+//! selector `[d]` takes the samples in `[t - d, t]`; `offset` and `@` move `t`.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::Labels as LabelList;
+use promql_parser::parser::{
+    AggregateExpr, AtModifier, BinaryExpr, Expr, LabelModifier, Offset, VectorMatchCardinality,
+    VectorSelector,
+};
+
+use super::error::{ErrorKind, PromError};
+use super::functions;
+use super::value::{Element, Labels, Series, Value, check_unique, float_text, is_stale};
+
+/// Unix ms of a `SystemTime` (negative before 1970).
+pub fn system_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// Milliseconds of a duration.
+pub fn ms(d: &Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        Some(Offset::Pos(d)) => ms(d),
+        Some(Offset::Neg(d)) => -ms(d),
+        None => 0,
+    }
+}
+
+/// The key of a selector node: its address in the (unmoved) syntax tree.
+fn key(vs: &VectorSelector) -> usize {
+    vs as *const VectorSelector as usize
+}
+
+/// The default step of subqueries without one (Prometheus's default evaluation interval).
+pub const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
+
+/// A selector and the window `[lo, hi]` (unix ms) of samples the query needs from it.
+pub struct Need<'a> {
+    /// The selector.
+    pub selector: &'a VectorSelector,
+    /// First instant needed.
+    pub lo: i64,
+    /// Last instant needed.
+    pub hi: i64,
+}
+
+/// The samples every selector of `expr` needs when it is evaluated at instants in
+/// `[lo, hi]`; `start`/`end` are what `@ start()` and `@ end()` mean.
+pub fn needs<'a>(
+    expr: &'a Expr,
+    lo: i64,
+    hi: i64,
+    range: (i64, i64),
+    lookback: i64,
+    out: &mut Vec<Need<'a>>,
+) {
+    let shift = |at: &Option<AtModifier>, offset: &Option<Offset>| {
+        let (l, h) = match at {
+            Some(AtModifier::Start) => (range.0, range.0),
+            Some(AtModifier::End) => (range.1, range.1),
+            Some(AtModifier::At(t)) => (system_ms(t), system_ms(t)),
+            None => (lo, hi),
+        };
+        let o = offset_ms(offset);
+        (l - o, h - o)
+    };
+    match expr {
+        Expr::VectorSelector(vs) => {
+            let (l, h) = shift(&vs.at, &vs.offset);
+            out.push(Need {
+                selector: vs,
+                lo: l - lookback,
+                hi: h,
+            });
+        }
+        Expr::MatrixSelector(m) => {
+            let (l, h) = shift(&m.vs.at, &m.vs.offset);
+            out.push(Need {
+                selector: &m.vs,
+                lo: l - ms(&m.range),
+                hi: h,
+            });
+        }
+        Expr::Subquery(s) => {
+            let (l, h) = shift(&s.at, &s.offset);
+            needs(&s.expr, l - ms(&s.range), h, range, lookback, out);
+        }
+        Expr::Aggregate(a) => {
+            needs(&a.expr, lo, hi, range, lookback, out);
+            if let Some(p) = &a.param {
+                needs(p, lo, hi, range, lookback, out);
+            }
+        }
+        Expr::Unary(u) => needs(&u.expr, lo, hi, range, lookback, out),
+        Expr::Paren(p) => needs(&p.expr, lo, hi, range, lookback, out),
+        Expr::Binary(b) => {
+            needs(&b.lhs, lo, hi, range, lookback, out);
+            needs(&b.rhs, lo, hi, range, lookback, out);
+        }
+        Expr::Call(c) => {
+            for a in &c.args.args {
+                needs(a, lo, hi, range, lookback, out);
+            }
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+/// Evaluates expressions over preloaded series.
+pub struct Evaluator {
+    data: HashMap<usize, Vec<Series>>,
+    /// Query start (unix ms), for `@ start()`.
+    pub start: i64,
+    /// Query end (unix ms), for `@ end()`.
+    pub end: i64,
+    /// How far back an instant selector looks (ms).
+    pub lookback: i64,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl Evaluator {
+    /// An evaluator over the series loaded for each selector.
+    pub fn new(
+        data: HashMap<usize, Vec<Series>>,
+        start: i64,
+        end: i64,
+        lookback: i64,
+        timeout: Duration,
+    ) -> Evaluator {
+        Evaluator {
+            data,
+            start,
+            end,
+            lookback,
+            deadline: Instant::now() + timeout,
+            timeout,
+        }
+    }
+
+    /// The key under which [`Evaluator::new`] expects a selector's series.
+    pub fn key(vs: &VectorSelector) -> usize {
+        key(vs)
+    }
+
+    fn series(&self, vs: &VectorSelector) -> &[Series] {
+        self.data.get(&key(vs)).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The instant a selector reads at when evaluated at `t`.
+    pub fn effective(&self, t: i64, at: &Option<AtModifier>, offset: &Option<Offset>) -> i64 {
+        let base = match at {
+            Some(AtModifier::Start) => self.start,
+            Some(AtModifier::End) => self.end,
+            Some(AtModifier::At(time)) => system_ms(time),
+            None => t,
+        };
+        base - offset_ms(offset)
+    }
+
+    /// Evaluates `expr` at `t` (unix ms).
+    ///
+    /// # Errors
+    /// Execution errors (matching conflicts, duplicate label sets) and the timeout.
+    pub fn eval(&self, expr: &Expr, t: i64) -> Result<Value, PromError> {
+        if Instant::now() > self.deadline {
+            return Err(PromError {
+                kind: ErrorKind::Timeout,
+                message: format!(
+                    "query timed out in expression evaluation (timeout {:?}); narrow the time range or raise --query-timeout",
+                    self.timeout
+                ),
+            });
+        }
+        match expr {
+            Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, t),
+            Expr::Unary(u) => match self.eval(&u.expr, t)? {
+                Value::Scalar(v) => Ok(Value::Scalar(-v)),
+                Value::Vector(v) => {
+                    let out: Vec<Element> = v
+                        .into_iter()
+                        .map(|e| Element {
+                            labels: e.labels.without_name(),
+                            value: -e.value,
+                            ts: t,
+                        })
+                        .collect();
+                    check_unique(&out)?;
+                    Ok(Value::Vector(out))
+                }
+                other => Err(PromError::bad_data(format!(
+                    "unary expression only allowed on expressions of type scalar or instant vector, got {}",
+                    other.type_name()
+                ))),
+            },
+            Expr::VectorSelector(vs) => Ok(Value::Vector(self.instant(vs, t))),
+            Expr::MatrixSelector(m) => {
+                let eff = self.effective(t, &m.vs.at, &m.vs.offset);
+                Ok(Value::Matrix(self.range(&m.vs, eff - ms(&m.range), eff)))
+            }
+            Expr::Subquery(s) => {
+                let eff = self.effective(t, &s.at, &s.offset);
+                let step = s.step.as_ref().map(ms).unwrap_or(DEFAULT_SUBQUERY_STEP_MS);
+                Ok(Value::Matrix(self.subquery(
+                    &s.expr,
+                    eff - ms(&s.range),
+                    eff,
+                    step,
+                )?))
+            }
+            Expr::Aggregate(a) => self.aggregate(a, t),
+            Expr::Binary(b) => self.binary(b, t),
+            Expr::Call(c) => functions::call(self, c, t),
+            Expr::Extension(_) => Err(PromError::bad_data(
+                "extension expressions are not supported",
+            )),
+        }
+    }
+
+    /// Evaluates `expr` at `t` and requires an instant vector.
+    pub fn vector(&self, expr: &Expr, t: i64) -> Result<Vec<Element>, PromError> {
+        match self.eval(expr, t)? {
+            Value::Vector(v) => Ok(v),
+            other => Err(PromError::bad_data(format!(
+                "expected an instant vector, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// Evaluates `expr` at `t` and requires a scalar.
+    pub fn scalar(&self, expr: &Expr, t: i64) -> Result<f64, PromError> {
+        match self.eval(expr, t)? {
+            Value::Scalar(v) => Ok(v),
+            other => Err(PromError::bad_data(format!(
+                "expected a scalar, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    fn instant(&self, vs: &VectorSelector, t: i64) -> Vec<Element> {
+        let eff = self.effective(t, &vs.at, &vs.offset);
+        let mut out = Vec::new();
+        for s in self.series(vs) {
+            let i = s.samples.partition_point(|x| x.0 <= eff);
+            if i == 0 {
+                continue;
+            }
+            let (ts, v) = s.samples[i - 1];
+            if ts < eff - self.lookback || is_stale(v) {
+                continue;
+            }
+            out.push(Element {
+                labels: s.labels.clone(),
+                value: v,
+                ts,
+            });
+        }
+        out
+    }
+
+    /// The samples of `vs`'s series in `[lo, hi]`, staleness markers left out; series
+    /// without samples there are left out.
+    pub fn range(&self, vs: &VectorSelector, lo: i64, hi: i64) -> Vec<Series> {
+        let mut out = Vec::new();
+        for s in self.series(vs) {
+            let a = s.samples.partition_point(|x| x.0 < lo);
+            let b = s.samples.partition_point(|x| x.0 <= hi);
+            let samples: Vec<(i64, f64)> = s.samples[a..b]
+                .iter()
+                .filter(|x| !is_stale(x.1))
+                .copied()
+                .collect();
+            if !samples.is_empty() {
+                out.push(Series {
+                    labels: s.labels.clone(),
+                    samples,
+                });
+            }
+        }
+        out
+    }
+
+    /// `expr` evaluated at the multiples of `step` in `[lo, hi]`, as series.
+    pub fn subquery(
+        &self,
+        expr: &Expr,
+        lo: i64,
+        hi: i64,
+        step: i64,
+    ) -> Result<Vec<Series>, PromError> {
+        if step <= 0 {
+            return Err(PromError::bad_data("subquery step must be positive"));
+        }
+        let mut first = lo.div_euclid(step) * step;
+        if first < lo {
+            first += step;
+        }
+        let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+        let mut t = first;
+        while t <= hi {
+            match self.eval(expr, t)? {
+                Value::Scalar(v) => series.entry(Labels::default()).or_default().push((t, v)),
+                Value::Vector(v) => {
+                    for e in v {
+                        series.entry(e.labels).or_default().push((t, e.value));
+                    }
+                }
+                other => {
+                    return Err(PromError::bad_data(format!(
+                        "subquery is only allowed on instant vector or scalar, got {}",
+                        other.type_name()
+                    )));
+                }
+            }
+            t += step;
+        }
+        let mut out: Vec<Series> = series
+            .into_iter()
+            .map(|(labels, samples)| Series { labels, samples })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    fn aggregate(&self, a: &AggregateExpr, t: i64) -> Result<Value, PromError> {
+        let op = a.op.to_string();
+        let op = op.as_str();
+        let input = self.vector(&a.expr, t)?;
+        let group_of = |l: &Labels| -> Labels {
+            match &a.modifier {
+                Some(LabelModifier::Include(ls)) => l.keep(&ls.labels),
+                Some(LabelModifier::Exclude(ls)) => l.drop(&ls.labels),
+                None => Labels::default(),
+            }
+        };
+        let out = match op {
+            "topk" | "bottomk" => {
+                let k = match &a.param {
+                    Some(p) => self.scalar(p, t)?,
+                    None => return Err(PromError::bad_data(format!("{op} needs a parameter"))),
+                };
+                functions::top_k(input, k, op == "topk", &group_of, t)
+            }
+            "quantile" => {
+                let q = match &a.param {
+                    Some(p) => self.scalar(p, t)?,
+                    None => return Err(PromError::bad_data("quantile needs a parameter")),
+                };
+                let mut groups: Vec<(Labels, Vec<f64>)> = Vec::new();
+                let mut index: HashMap<Labels, usize> = HashMap::new();
+                for e in input {
+                    let g = group_of(&e.labels);
+                    let i = *index.entry(g.clone()).or_insert_with(|| {
+                        groups.push((g, Vec::new()));
+                        groups.len() - 1
+                    });
+                    groups[i].1.push(e.value);
+                }
+                groups
+                    .into_iter()
+                    .map(|(labels, mut values)| Element {
+                        labels,
+                        value: functions::quantile(q, &mut values),
+                        ts: t,
+                    })
+                    .collect()
+            }
+            "count_values" => {
+                let label = match &a.param {
+                    Some(p) => match self.eval(p, t)? {
+                        Value::String(s) => s,
+                        _ => {
+                            return Err(PromError::bad_data(
+                                "count_values needs a string parameter",
+                            ));
+                        }
+                    },
+                    None => return Err(PromError::bad_data("count_values needs a parameter")),
+                };
+                if !is_label_name(&label) {
+                    return Err(PromError::bad_data(format!("invalid label name {label:?}")));
+                }
+                let mut counts: Vec<(Labels, f64)> = Vec::new();
+                let mut index: HashMap<Labels, usize> = HashMap::new();
+                for e in input {
+                    let mut g = group_of(&e.labels);
+                    g.set(&label, &float_text(e.value));
+                    let i = *index.entry(g.clone()).or_insert_with(|| {
+                        counts.push((g, 0.0));
+                        counts.len() - 1
+                    });
+                    counts[i].1 += 1.0;
+                }
+                counts
+                    .into_iter()
+                    .map(|(labels, value)| Element {
+                        labels,
+                        value,
+                        ts: t,
+                    })
+                    .collect()
+            }
+            _ => functions::simple_aggregate(op, input, &group_of, t)?,
+        };
+        Ok(Value::Vector(out))
+    }
+
+    fn binary(&self, b: &BinaryExpr, t: i64) -> Result<Value, PromError> {
+        let op = b.op.to_string();
+        let op = op.as_str();
+        let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+        let lhs = self.eval(&b.lhs, t)?;
+        let rhs = self.eval(&b.rhs, t)?;
+        match (lhs, rhs) {
+            (Value::Scalar(l), Value::Scalar(r)) => {
+                let (v, keep) = elem_op(op, l, r)?;
+                Ok(Value::Scalar(if is_comparison(op) {
+                    if keep { 1.0 } else { 0.0 }
+                } else {
+                    v
+                }))
+            }
+            (Value::Vector(v), Value::Scalar(s)) => Ok(Value::Vector(vector_scalar(
+                op,
+                v,
+                s,
+                false,
+                return_bool,
+                t,
+            )?)),
+            (Value::Scalar(s), Value::Vector(v)) => Ok(Value::Vector(vector_scalar(
+                op,
+                v,
+                s,
+                true,
+                return_bool,
+                t,
+            )?)),
+            (Value::Vector(l), Value::Vector(r)) => {
+                let matching = b.modifier.as_ref().and_then(|m| m.matching.clone());
+                let out = match op {
+                    "and" | "or" | "unless" => set_op(op, l, r, &matching),
+                    _ => {
+                        let card = b
+                            .modifier
+                            .as_ref()
+                            .map(|m| m.card.clone())
+                            .unwrap_or(VectorMatchCardinality::OneToOne);
+                        vector_binop(op, l, r, &card, &matching, return_bool, t)?
+                    }
+                };
+                Ok(Value::Vector(out))
+            }
+            (l, r) => Err(PromError::bad_data(format!(
+                "binary expression must contain only scalar and instant vector types, got {} and {}",
+                l.type_name(),
+                r.type_name()
+            ))),
+        }
+    }
+}
+
+/// Whether `name` is a valid label name.
+pub fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_comparison(op: &str) -> bool {
+    matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")
+}
+
+fn drops_name(op: &str) -> bool {
+    matches!(op, "+" | "-" | "*" | "/" | "%" | "^" | "atan2")
+}
+
+/// One operation on two values: the value and whether to keep it (comparisons).
+fn elem_op(op: &str, l: f64, r: f64) -> Result<(f64, bool), PromError> {
+    Ok(match op {
+        "+" => (l + r, true),
+        "-" => (l - r, true),
+        "*" => (l * r, true),
+        "/" => (l / r, true),
+        "%" => (l % r, true),
+        "^" => (l.powf(r), true),
+        "atan2" => (l.atan2(r), true),
+        "==" => (l, l == r),
+        "!=" => (l, l != r),
+        ">" => (l, l > r),
+        "<" => (l, l < r),
+        ">=" => (l, l >= r),
+        "<=" => (l, l <= r),
+        other => {
+            return Err(PromError::bad_data(format!(
+                "operator {other:?} is not allowed between these operands"
+            )));
+        }
+    })
+}
+
+fn vector_scalar(
+    op: &str,
+    vector: Vec<Element>,
+    scalar: f64,
+    scalar_left: bool,
+    return_bool: bool,
+    t: i64,
+) -> Result<Vec<Element>, PromError> {
+    let mut out = Vec::with_capacity(vector.len());
+    for e in vector {
+        let (l, r) = if scalar_left {
+            (scalar, e.value)
+        } else {
+            (e.value, scalar)
+        };
+        let (mut value, mut keep) = elem_op(op, l, r)?;
+        if is_comparison(op) && scalar_left {
+            value = r;
+        }
+        if return_bool {
+            value = if keep { 1.0 } else { 0.0 };
+            keep = true;
+        }
+        if keep {
+            let labels = if drops_name(op) || return_bool {
+                e.labels.without_name()
+            } else {
+                e.labels
+            };
+            out.push(Element {
+                labels,
+                value,
+                ts: t,
+            });
+        }
+    }
+    if drops_name(op) || return_bool {
+        check_unique(&out)?;
+    }
+    Ok(out)
+}
+
+/// The match signature of a label set under `on(…)` / `ignoring(…)`.
+fn signature(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
+    match matching {
+        Some(LabelModifier::Include(ls)) => labels.keep(&ls.labels),
+        Some(LabelModifier::Exclude(ls)) => labels.drop(&ls.labels),
+        None => labels.drop(&[]),
+    }
+}
+
+fn set_op(
+    op: &str,
+    lhs: Vec<Element>,
+    rhs: Vec<Element>,
+    matching: &Option<LabelModifier>,
+) -> Vec<Element> {
+    let right: HashSet<Labels> = rhs.iter().map(|e| signature(&e.labels, matching)).collect();
+    match op {
+        "and" => lhs
+            .into_iter()
+            .filter(|e| right.contains(&signature(&e.labels, matching)))
+            .collect(),
+        "unless" => lhs
+            .into_iter()
+            .filter(|e| !right.contains(&signature(&e.labels, matching)))
+            .collect(),
+        _ => {
+            let left: HashSet<Labels> =
+                lhs.iter().map(|e| signature(&e.labels, matching)).collect();
+            let mut out = lhs;
+            out.extend(
+                rhs.into_iter()
+                    .filter(|e| !left.contains(&signature(&e.labels, matching))),
+            );
+            out
+        }
+    }
+}
+
+fn labels_text(l: &Labels) -> String {
+    let inner: Vec<String> = l.0.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+fn vector_binop(
+    op: &str,
+    lhs: Vec<Element>,
+    rhs: Vec<Element>,
+    card: &VectorMatchCardinality,
+    matching: &Option<LabelModifier>,
+    return_bool: bool,
+    t: i64,
+) -> Result<Vec<Element>, PromError> {
+    let one_to_many = matches!(card, VectorMatchCardinality::OneToMany(_));
+    let (lhs, rhs) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
+    let mut right: HashMap<Labels, &Element> = HashMap::with_capacity(rhs.len());
+    for e in &rhs {
+        let sig = signature(&e.labels, matching);
+        if let Some(previous) = right.get(&sig) {
+            let side = if one_to_many { "left" } else { "right" };
+            return Err(PromError::execution(format!(
+                "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                labels_text(&sig),
+                labels_text(&previous.labels),
+                labels_text(&e.labels)
+            )));
+        }
+        right.insert(sig, e);
+    }
+    let include: &[String] = match card {
+        VectorMatchCardinality::ManyToOne(LabelList { labels })
+        | VectorMatchCardinality::OneToMany(LabelList { labels }) => labels,
+        _ => &[],
+    };
+    let mut matched: HashMap<Labels, HashSet<Labels>> = HashMap::new();
+    let mut out = Vec::new();
+    for l in &lhs {
+        let sig = signature(&l.labels, matching);
+        let Some(r) = right.get(&sig) else { continue };
+        let (vl, vr) = if one_to_many {
+            (r.value, l.value)
+        } else {
+            (l.value, r.value)
+        };
+        let (mut value, keep) = elem_op(op, vl, vr)?;
+        if return_bool {
+            value = if keep { 1.0 } else { 0.0 };
+        } else if !keep {
+            continue;
+        }
+        let mut metric = if drops_name(op) || return_bool {
+            l.labels.without_name()
+        } else {
+            l.labels.clone()
+        };
+        if matches!(card, VectorMatchCardinality::OneToOne) {
+            metric = match matching {
+                Some(LabelModifier::Include(ls)) => metric.keep(&ls.labels),
+                Some(LabelModifier::Exclude(ls)) => Labels(
+                    metric
+                        .0
+                        .into_iter()
+                        .filter(|(k, _)| !ls.labels.contains(k))
+                        .collect(),
+                ),
+                None => metric,
+            };
+        }
+        for name in include {
+            metric.set(name, r.labels.get(name));
+        }
+        let inserted = matched.entry(sig.clone()).or_default();
+        if matches!(card, VectorMatchCardinality::OneToOne) {
+            if !inserted.is_empty() {
+                return Err(PromError::execution(format!(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right); match group {}",
+                    labels_text(&sig)
+                )));
+            }
+            inserted.insert(Labels::default());
+        } else if !inserted.insert(metric.clone()) {
+            return Err(PromError::execution(
+                "multiple matches for labels: grouping labels must ensure unique matches",
+            ));
+        }
+        out.push(Element {
+            labels: metric,
+            value,
+            ts: t,
+        });
+    }
+    check_unique(&out)?;
+    Ok(out)
+}

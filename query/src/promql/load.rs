@@ -1,0 +1,604 @@
+//! Reading series for PromQL from the `metrics` table, through the SQL engine (so the
+//! head and the files, time pruning and `metric_name` statistics all apply).
+//!
+//! A selector is resolved in two steps: the families (distinct stored metrics) present
+//! in the window are listed and named by [`super::naming`]; then only the rows of the
+//! families whose exposed names can match are read and turned into series.
+
+use std::collections::HashMap;
+
+use arrow::array::{Array, ArrayRef, AsArray, MapArray, RecordBatch, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::{
+    DataType, Float64Type, Int64Type, TimestampNanosecondType, UInt32Type, UInt64Type,
+};
+use periscope_storage::otlp::PROMETHEUS_SCOPE;
+use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::VectorSelector;
+
+use super::error::PromError;
+use super::naming::{Family, Shape, label_name};
+use super::value::{Labels, NAME, STALE_NAN_BITS, Series};
+use crate::engine::QueryEngine;
+use crate::traces::fetch::{lit, ts_lit};
+
+/// The most samples one query may read, as Prometheus's `--query.max-samples` default.
+pub const MAX_SAMPLES: usize = 50_000_000;
+
+/// The label matchers of a selector, its name included.
+#[derive(Debug, Clone)]
+pub struct Selector {
+    /// All must match…
+    pub matchers: Vec<Matcher>,
+    /// …or, when present, all of any one group (`{a="1" or b="2"}`).
+    pub or_matchers: Vec<Vec<Matcher>>,
+}
+
+impl Selector {
+    /// The matchers of a vector selector.
+    pub fn of(vs: &VectorSelector) -> Selector {
+        let mut matchers = vs.matchers.matchers.clone();
+        if let Some(name) = &vs.name {
+            matchers.push(Matcher::new(MatchOp::Equal, NAME, name));
+        }
+        let or_matchers = vs
+            .matchers
+            .or_matchers
+            .iter()
+            .map(|group| {
+                let mut g = group.clone();
+                if let Some(name) = &vs.name {
+                    g.push(Matcher::new(MatchOp::Equal, NAME, name));
+                }
+                g
+            })
+            .collect();
+        Selector {
+            matchers,
+            or_matchers,
+        }
+    }
+
+    fn groups(&self) -> Vec<&[Matcher]> {
+        if self.or_matchers.is_empty() {
+            vec![self.matchers.as_slice()]
+        } else {
+            self.or_matchers.iter().map(Vec::as_slice).collect()
+        }
+    }
+
+    /// Whether a series with metric name `name` could match.
+    pub fn name_may_match(&self, name: &str) -> bool {
+        self.groups().iter().any(|g| {
+            g.iter()
+                .filter(|m| m.name == NAME)
+                .all(|m| m.is_match(name))
+        })
+    }
+
+    /// Whether `labels` match.
+    pub fn matches(&self, labels: &Labels) -> bool {
+        self.groups()
+            .iter()
+            .any(|g| g.iter().all(|m| m.is_match(labels.get(&m.name))))
+    }
+}
+
+/// A stored family and its help text.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The family.
+    pub family: Family,
+    /// `description` of its rows.
+    pub help: String,
+}
+
+/// The families with rows in `[lo, hi]` (unix ms, inclusive).
+pub async fn families(engine: &QueryEngine, lo: i64, hi: i64) -> Result<Vec<Listed>, PromError> {
+    let sql = format!(
+        "SELECT metric_name, metric_type, unit, is_monotonic, scope_name, max(description) AS help \
+         FROM metrics WHERE {} GROUP BY metric_name, metric_type, unit, is_monotonic, scope_name",
+        window_sql(lo, hi)
+    );
+    let batches = engine.execute(&sql).await?.batches;
+    let mut out = Vec::new();
+    for batch in &batches {
+        let col = |i: usize| strings(batch.column(i));
+        let (name, kind, unit, scope, help) = (col(0)?, col(1)?, col(2)?, col(4)?, col(5)?);
+        let mono = batch.column(3).as_boolean_opt();
+        for row in 0..batch.num_rows() {
+            if name.is_null(row) {
+                continue;
+            }
+            let family = Family::new(
+                name.value(row),
+                text(&kind, row),
+                text(&unit, row),
+                mono.is_some_and(|m| m.is_valid(row) && m.value(row)),
+                text(&scope, row) == PROMETHEUS_SCOPE,
+            );
+            out.push(Listed {
+                family,
+                help: text(&help, row).to_string(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.family.name.cmp(&b.family.name));
+    Ok(out)
+}
+
+fn window_sql(lo: i64, hi: i64) -> String {
+    format!(
+        "timestamp >= {} AND timestamp <= {}",
+        ts_lit(lo.saturating_mul(1_000_000)),
+        ts_lit(hi.saturating_mul(1_000_000).saturating_add(999_999))
+    )
+}
+
+fn strings(a: &ArrayRef) -> Result<StringArray, PromError> {
+    let c = cast(a, &DataType::Utf8)
+        .map_err(|e| PromError::execution(format!("unexpected column type: {e}")))?;
+    Ok(c.as_string::<i32>().clone())
+}
+
+fn text(a: &StringArray, row: usize) -> &str {
+    if a.is_valid(row) { a.value(row) } else { "" }
+}
+
+/// Key/value pairs of a string map cell.
+fn map_pairs(map: Option<&MapArray>, row: usize) -> Vec<(&str, &str)> {
+    let Some(m) = map else { return Vec::new() };
+    if m.is_null(row) {
+        return Vec::new();
+    }
+    let (Some(keys), Some(values)) = (
+        m.keys().as_string_opt::<i32>(),
+        m.values().as_string_opt::<i32>(),
+    ) else {
+        return Vec::new();
+    };
+    let offsets = m.value_offsets();
+    (offsets[row] as usize..offsets[row + 1] as usize)
+        .filter(|&i| values.is_valid(i))
+        .map(|i| (keys.value(i), values.value(i)))
+        .collect()
+}
+
+/// `job` and `instance` from resource attributes, and the other resource attributes.
+fn resource_labels<'a>(
+    resource: &[(&'a str, &'a str)],
+) -> (Option<String>, Option<String>, Vec<(&'a str, &'a str)>) {
+    let get = |k: &str| resource.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+    let job = match (get("service.namespace"), get("service.name")) {
+        (Some(ns), Some(name)) if !ns.is_empty() => Some(format!("{ns}/{name}")),
+        (_, Some(name)) => Some(name.to_string()),
+        _ => None,
+    };
+    let instance = get("service.instance.id").map(str::to_string);
+    let rest = resource
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                *k,
+                "service.name" | "service.namespace" | "service.instance.id"
+            )
+        })
+        .copied()
+        .collect();
+    (job, instance, rest)
+}
+
+/// Accumulates samples per label set.
+#[derive(Default)]
+struct Collector {
+    series: HashMap<Labels, (Vec<(i64, f64)>, bool)>,
+    samples: usize,
+}
+
+impl Collector {
+    fn push(&mut self, labels: Labels, t: i64, v: f64, delta: bool) -> Result<(), PromError> {
+        self.samples += 1;
+        if self.samples > MAX_SAMPLES {
+            return Err(PromError::execution(format!(
+                "query processing would load too many samples into memory in query execution (more than {MAX_SAMPLES}); narrow the selector or the time range"
+            )));
+        }
+        let entry = self.series.entry(labels).or_default();
+        entry.0.push((t, v));
+        entry.1 |= delta;
+        Ok(())
+    }
+
+    /// Series in label order, samples in time order, one sample per instant, delta
+    /// temporality summed into a running total (so it reads as a counter).
+    fn finish(self) -> Vec<Series> {
+        let mut out: Vec<Series> = self
+            .series
+            .into_iter()
+            .map(|(labels, (mut samples, delta))| {
+                samples.sort_by_key(|s| s.0);
+                samples.dedup_by_key(|s| s.0);
+                if delta {
+                    let mut total = 0.0;
+                    for s in &mut samples {
+                        if !s.1.is_nan() {
+                            total += s.1;
+                            s.1 = total;
+                        }
+                    }
+                }
+                Series { labels, samples }
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        out
+    }
+}
+
+/// Prometheus's text of a bucket bound or quantile.
+fn bound_text(v: f64) -> String {
+    super::value::float_text(v)
+}
+
+/// Reads the series `selector` matches with samples in `[lo, hi]` (unix ms).
+pub async fn load(
+    engine: &QueryEngine,
+    listed: &[Listed],
+    selector: &Selector,
+    lo: i64,
+    hi: i64,
+) -> Result<Vec<Series>, PromError> {
+    let mut collector = Collector::default();
+    let matching: Vec<&Family> = listed
+        .iter()
+        .map(|l| &l.family)
+        .filter(|f| f.names().iter().any(|n| selector.name_may_match(n)))
+        .collect();
+    if !matching.is_empty() {
+        read_families(engine, &matching, selector, lo, hi, &mut collector).await?;
+    }
+    if selector.name_may_match("target_info") && listed.iter().any(|l| !l.family.prometheus) {
+        read_target_info(engine, selector, lo, hi, &mut collector).await?;
+    }
+    Ok(collector.finish())
+}
+
+async fn read_families(
+    engine: &QueryEngine,
+    matching: &[&Family],
+    selector: &Selector,
+    lo: i64,
+    hi: i64,
+    collector: &mut Collector,
+) -> Result<(), PromError> {
+    let mut names: Vec<&str> = matching.iter().map(|f| f.stored_name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let needs = |shape: Shape| matching.iter().any(|f| f.shape == shape);
+    let mut columns = vec![
+        "metric_name",
+        "metric_type",
+        "unit",
+        "is_monotonic",
+        "scope_name",
+        "temporality",
+        "timestamp",
+        "attributes",
+        "resource_attributes",
+        "flags",
+    ];
+    if needs(Shape::Number) {
+        columns.extend(["value", "int_value"]);
+    }
+    if needs(Shape::Histogram) || needs(Shape::ExponentialHistogram) || needs(Shape::Summary) {
+        columns.extend(["count", "sum"]);
+    }
+    if needs(Shape::Histogram) {
+        columns.extend(["bucket_counts", "explicit_bounds"]);
+    }
+    if needs(Shape::Summary) {
+        columns.push("quantile_values");
+    }
+    let sql = format!(
+        "SELECT {} FROM metrics WHERE metric_name IN ({}) AND {}",
+        columns.join(", "),
+        names.iter().map(|n| lit(n)).collect::<Vec<_>>().join(", "),
+        window_sql(lo, hi)
+    );
+    let by_key: HashMap<(&str, &str, &str, bool, bool), &Family> = matching
+        .iter()
+        .map(|f| {
+            (
+                (
+                    f.stored_name.as_str(),
+                    f.metric_type.as_str(),
+                    f.unit.as_str(),
+                    f.monotonic,
+                    f.prometheus,
+                ),
+                *f,
+            )
+        })
+        .collect();
+    let mut failure = None;
+    engine
+        .for_each_batch(&sql, |batch| {
+            if failure.is_none()
+                && let Err(e) = rows(&batch, &by_key, selector, collector)
+            {
+                failure = Some(e);
+            }
+        })
+        .await?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The columns of one batch, typed.
+struct Columns<'a> {
+    name: StringArray,
+    kind: StringArray,
+    unit: StringArray,
+    scope: StringArray,
+    temporality: StringArray,
+    mono: Option<&'a arrow::array::BooleanArray>,
+    time: &'a arrow::array::PrimitiveArray<TimestampNanosecondType>,
+    attributes: Option<&'a MapArray>,
+    resource: Option<&'a MapArray>,
+    flags: Option<&'a arrow::array::PrimitiveArray<UInt32Type>>,
+    value: Option<&'a arrow::array::PrimitiveArray<Float64Type>>,
+    int_value: Option<&'a arrow::array::PrimitiveArray<Int64Type>>,
+    count: Option<&'a arrow::array::PrimitiveArray<UInt64Type>>,
+    sum: Option<&'a arrow::array::PrimitiveArray<Float64Type>>,
+    buckets: Option<&'a arrow::array::ListArray>,
+    bounds: Option<&'a arrow::array::ListArray>,
+    quantiles: Option<&'a arrow::array::ListArray>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<Columns<'a>, PromError> {
+        let col = |n: &str| batch.column_by_name(n);
+        let s = |n: &str| match col(n) {
+            Some(c) => strings(c),
+            None => Err(PromError::execution(format!("column {n} is missing"))),
+        };
+        let time = col("timestamp")
+            .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+            .ok_or_else(|| PromError::execution("timestamp column has an unexpected type"))?;
+        Ok(Columns {
+            name: s("metric_name")?,
+            kind: s("metric_type")?,
+            unit: s("unit")?,
+            scope: s("scope_name")?,
+            temporality: s("temporality")?,
+            mono: col("is_monotonic").and_then(|c| c.as_boolean_opt()),
+            time,
+            attributes: col("attributes").and_then(|c| c.as_any().downcast_ref::<MapArray>()),
+            resource: col("resource_attributes")
+                .and_then(|c| c.as_any().downcast_ref::<MapArray>()),
+            flags: col("flags").and_then(|c| c.as_primitive_opt::<UInt32Type>()),
+            value: col("value").and_then(|c| c.as_primitive_opt::<Float64Type>()),
+            int_value: col("int_value").and_then(|c| c.as_primitive_opt::<Int64Type>()),
+            count: col("count").and_then(|c| c.as_primitive_opt::<UInt64Type>()),
+            sum: col("sum").and_then(|c| c.as_primitive_opt::<Float64Type>()),
+            buckets: col("bucket_counts").and_then(|c| c.as_list_opt::<i32>()),
+            bounds: col("explicit_bounds").and_then(|c| c.as_list_opt::<i32>()),
+            quantiles: col("quantile_values").and_then(|c| c.as_list_opt::<i32>()),
+        })
+    }
+}
+
+fn opt<T: arrow::datatypes::ArrowPrimitiveType>(
+    a: Option<&arrow::array::PrimitiveArray<T>>,
+    row: usize,
+) -> Option<T::Native> {
+    a.filter(|a| a.is_valid(row)).map(|a| a.value(row))
+}
+
+fn f64_list(list: Option<&arrow::array::ListArray>, row: usize) -> Vec<f64> {
+    match list {
+        Some(l) if l.is_valid(row) => {
+            let v = l.value(row);
+            if let Some(f) = v.as_primitive_opt::<Float64Type>() {
+                f.iter().map(|x| x.unwrap_or(0.0)).collect()
+            } else if let Some(u) = v.as_primitive_opt::<UInt64Type>() {
+                u.iter().map(|x| x.unwrap_or(0) as f64).collect()
+            } else {
+                Vec::new()
+            }
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// `(quantile, value)` pairs of a summary point.
+fn quantile_pairs(list: Option<&arrow::array::ListArray>, row: usize) -> Vec<(f64, f64)> {
+    let Some(l) = list.filter(|l| l.is_valid(row)) else {
+        return Vec::new();
+    };
+    let v = l.value(row);
+    let Some(s) = v.as_struct_opt() else {
+        return Vec::new();
+    };
+    let (Some(q), Some(val)) = (
+        s.column_by_name("quantile")
+            .and_then(|c| c.as_primitive_opt::<Float64Type>()),
+        s.column_by_name("value")
+            .and_then(|c| c.as_primitive_opt::<Float64Type>()),
+    ) else {
+        return Vec::new();
+    };
+    (0..s.len()).map(|i| (q.value(i), val.value(i))).collect()
+}
+
+/// The labels of one row, without the metric name.
+fn row_labels(c: &Columns<'_>, family: &Family, row: usize) -> Vec<(String, String)> {
+    let attributes = map_pairs(c.attributes, row);
+    if family.prometheus {
+        return attributes
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+    let mut out: Vec<(String, String)> = attributes
+        .into_iter()
+        .map(|(k, v)| (label_name(k), v.to_string()))
+        .collect();
+    let resource = map_pairs(c.resource, row);
+    let (job, instance, _) = resource_labels(&resource);
+    if let Some(job) = job {
+        out.push(("job".to_string(), job));
+    }
+    if let Some(instance) = instance {
+        out.push(("instance".to_string(), instance));
+    }
+    out
+}
+
+/// One sample a row gives: series name, an extra label (`le`, `quantile`), value.
+type Point = (String, Option<(&'static str, String)>, f64);
+
+fn rows(
+    batch: &RecordBatch,
+    by_key: &HashMap<(&str, &str, &str, bool, bool), &Family>,
+    selector: &Selector,
+    collector: &mut Collector,
+) -> Result<(), PromError> {
+    let c = Columns::of(batch)?;
+    for row in 0..batch.num_rows() {
+        let key = (
+            text(&c.name, row),
+            text(&c.kind, row),
+            text(&c.unit, row),
+            c.mono.is_some_and(|m| m.is_valid(row) && m.value(row)),
+            text(&c.scope, row) == PROMETHEUS_SCOPE,
+        );
+        let Some(family) = by_key.get(&key) else {
+            continue;
+        };
+        if !c.time.is_valid(row) {
+            continue;
+        }
+        let t = c.time.value(row).div_euclid(1_000_000);
+        let delta = text(&c.temporality, row) == "delta";
+        // OTLP's "no recorded value" flag is Prometheus's staleness marker.
+        let no_value = opt(c.flags, row).is_some_and(|f| f & 1 == 1);
+        let stale = f64::from_bits(STALE_NAN_BITS);
+        let mut points: Vec<Point> = Vec::new();
+        let n = &family.name;
+        match family.shape {
+            Shape::Number => {
+                let v = opt(c.value, row)
+                    .or_else(|| opt(c.int_value, row).map(|i| i as f64))
+                    .unwrap_or(f64::NAN);
+                points.push((n.clone(), None, if no_value { stale } else { v }));
+            }
+            Shape::Histogram | Shape::ExponentialHistogram | Shape::Summary => {
+                let count = opt(c.count, row).map(|x| x as f64).unwrap_or(0.0);
+                let pick = |v: f64| if no_value { stale } else { v };
+                if family.shape == Shape::Histogram {
+                    let counts = f64_list(c.buckets, row);
+                    let bounds = f64_list(c.bounds, row);
+                    let mut cumulative = 0.0;
+                    for (i, b) in bounds.iter().enumerate() {
+                        cumulative += counts.get(i).copied().unwrap_or(0.0);
+                        points.push((
+                            format!("{n}_bucket"),
+                            Some(("le", bound_text(*b))),
+                            pick(cumulative),
+                        ));
+                    }
+                    points.push((
+                        format!("{n}_bucket"),
+                        Some(("le", "+Inf".to_string())),
+                        pick(count),
+                    ));
+                }
+                if family.shape == Shape::Summary {
+                    for (q, v) in quantile_pairs(c.quantiles, row) {
+                        points.push((n.clone(), Some(("quantile", bound_text(q))), pick(v)));
+                    }
+                }
+                if let Some(sum) = opt(c.sum, row) {
+                    points.push((format!("{n}_sum"), None, pick(sum)));
+                }
+                points.push((format!("{n}_count"), None, pick(count)));
+            }
+        }
+        // Summaries' quantiles are not sums: they are never accumulated.
+        let mut base: Option<Vec<(String, String)>> = None;
+        for (name, extra, v) in points {
+            if !selector.name_may_match(&name) {
+                continue;
+            }
+            let mut pairs = base
+                .get_or_insert_with(|| row_labels(&c, family, row))
+                .clone();
+            let is_quantile = matches!(extra, Some(("quantile", _)));
+            if let Some((k, value)) = extra {
+                pairs.push((k.to_string(), value));
+            }
+            pairs.push((NAME.to_string(), name));
+            let labels = Labels::from_pairs(pairs);
+            if selector.matches(&labels) {
+                collector.push(labels, t, v, delta && !is_quantile)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn read_target_info(
+    engine: &QueryEngine,
+    selector: &Selector,
+    lo: i64,
+    hi: i64,
+    collector: &mut Collector,
+) -> Result<(), PromError> {
+    let sql = format!(
+        "SELECT timestamp, resource_attributes FROM metrics WHERE (scope_name IS NULL OR scope_name <> {}) AND {}",
+        lit(PROMETHEUS_SCOPE),
+        window_sql(lo, hi)
+    );
+    let mut failure = None;
+    engine
+        .for_each_batch(&sql, |batch| {
+            if failure.is_some() {
+                return;
+            }
+            let time = batch
+                .column(0)
+                .as_primitive_opt::<TimestampNanosecondType>();
+            let resource = batch.column(1).as_any().downcast_ref::<MapArray>();
+            let Some(time) = time else { return };
+            for row in 0..batch.num_rows() {
+                let pairs = map_pairs(resource, row);
+                let (job, instance, rest) = resource_labels(&pairs);
+                if rest.is_empty() || !time.is_valid(row) {
+                    continue;
+                }
+                let mut labels: Vec<(String, String)> = rest
+                    .iter()
+                    .map(|(k, v)| (label_name(k), v.to_string()))
+                    .collect();
+                labels.extend(job.map(|j| ("job".to_string(), j)));
+                labels.extend(instance.map(|i| ("instance".to_string(), i)));
+                labels.push((NAME.to_string(), "target_info".to_string()));
+                let labels = Labels::from_pairs(labels);
+                if selector.matches(&labels)
+                    && let Err(e) =
+                        collector.push(labels, time.value(row).div_euclid(1_000_000), 1.0, false)
+                {
+                    failure = Some(e);
+                    return;
+                }
+            }
+        })
+        .await?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
