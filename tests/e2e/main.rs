@@ -5,6 +5,7 @@ mod bad_input;
 mod crash;
 mod files;
 mod logs;
+mod metrics;
 mod otel_sdk;
 mod overload;
 mod promql;
