@@ -30,6 +30,9 @@ pub enum BenchCommand {
     Logs(crate::bench_logs::LogsArgs),
     /// Trace-by-id, trace search, service graph and RED latency over millions of spans.
     Traces(crate::bench_traces::TracesArgs),
+    /// Remote-write ingest, bytes per sample and PromQL latency, side by side with a real
+    /// Prometheus.
+    Metrics(crate::bench_metrics::MetricsArgs),
 }
 
 /// Arguments of `periscope bench ingest`.
@@ -56,6 +59,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest(args).await,
         BenchCommand::Logs(args) => crate::bench_logs::run(args).await,
         BenchCommand::Traces(args) => crate::bench_traces::run(args).await,
+        BenchCommand::Metrics(args) => crate::bench_metrics::run(args).await,
     }
 }
 

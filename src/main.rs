@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_logs;
+mod bench_metrics;
 mod bench_traces;
 mod client;
 mod config;
