@@ -418,7 +418,7 @@ pub async fn run(args: MetricsArgs) -> anyhow::Result<()> {
     let bytes = dir_bytes(&path.join("metrics"), &|p: &Path| {
         p.extension().is_some_and(|x| x == "parquet")
     }) as f64;
-    let server = spawn_server_at(&path)?;
+    let mut server = spawn_server_at(&path)?;
     let api = format!("http://{}", server.http);
     let mut ours = Vec::new();
     for q in queries(last_ms) {
@@ -485,6 +485,6 @@ pub async fn run(args: MetricsArgs) -> anyhow::Result<()> {
             println!("{:<58} answers agree: {agree}", "");
         }
     }
-    drop(server);
+    stop(&mut server).await?;
     Ok(())
 }

@@ -202,7 +202,7 @@ async fn labels(
             let found = super::series(&engine, &p.all("match[]"), start, end).await?;
             let names: BTreeSet<&str> = found
                 .iter()
-                .flat_map(|s| s.labels.0.iter().map(|(k, _)| k.as_str()))
+                .flat_map(|s| s.labels.pairs().iter().map(|(k, _)| k.as_str()))
                 .collect();
             Ok(json!(names))
         }

@@ -6,6 +6,8 @@
 //! in `[t - lookback, t]` (5 minutes by default) unless it is a staleness marker; a range
 //! selector `[d]` takes the samples in `[t - d, t]`; `offset` and `@` move `t`.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -120,9 +122,26 @@ pub fn needs<'a>(
     }
 }
 
+/// A selector's loaded series, with their labels less the metric name (what most
+/// functions return), computed once.
+struct Loaded {
+    series: Vec<Series>,
+    bare: Vec<Labels>,
+}
+
+/// One series' samples inside a range, as range functions read them.
+pub struct Window<'a> {
+    /// The series' labels.
+    pub labels: Labels,
+    /// The labels without the metric name.
+    pub bare: Labels,
+    /// The samples, in time order.
+    pub samples: Cow<'a, [(i64, f64)]>,
+}
+
 /// Evaluates expressions over preloaded series.
 pub struct Evaluator {
-    data: HashMap<usize, Vec<Series>>,
+    data: HashMap<usize, Loaded>,
     /// Query start (unix ms), for `@ start()`.
     pub start: i64,
     /// Query end (unix ms), for `@ end()`.
@@ -131,7 +150,13 @@ pub struct Evaluator {
     pub lookback: i64,
     deadline: Instant,
     timeout: Duration,
+    /// Grouping labels already computed: (aggregation node, input label set) → group.
+    /// Each entry holds its input set, so the identity cannot be reused while cached.
+    groups: RefCell<HashMap<(usize, usize), (Labels, Labels)>>,
 }
+
+/// Most entries the grouping memo keeps.
+const GROUP_MEMO_LIMIT: usize = 1 << 20;
 
 impl Evaluator {
     /// An evaluator over the series loaded for each selector.
@@ -142,6 +167,13 @@ impl Evaluator {
         lookback: i64,
         timeout: Duration,
     ) -> Evaluator {
+        let data = data
+            .into_iter()
+            .map(|(k, series)| {
+                let bare = series.iter().map(|s| s.labels.without_name()).collect();
+                (k, Loaded { series, bare })
+            })
+            .collect();
         Evaluator {
             data,
             start,
@@ -149,6 +181,7 @@ impl Evaluator {
             lookback,
             deadline: Instant::now() + timeout,
             timeout,
+            groups: RefCell::new(HashMap::new()),
         }
     }
 
@@ -158,7 +191,10 @@ impl Evaluator {
     }
 
     fn series(&self, vs: &VectorSelector) -> &[Series] {
-        self.data.get(&key(vs)).map(Vec::as_slice).unwrap_or(&[])
+        self.data
+            .get(&key(vs))
+            .map(|l| l.series.as_slice())
+            .unwrap_or(&[])
     }
 
     /// The instant a selector reads at when evaluated at `t`.
@@ -277,25 +313,41 @@ impl Evaluator {
     }
 
     /// The samples of `vs`'s series in `[lo, hi]`, staleness markers left out; series
-    /// without samples there are left out.
-    pub fn range(&self, vs: &VectorSelector, lo: i64, hi: i64) -> Vec<Series> {
+    /// without samples there are left out. Samples are borrowed unless markers must go.
+    pub fn windows(&self, vs: &VectorSelector, lo: i64, hi: i64) -> Vec<Window<'_>> {
+        let Some(loaded) = self.data.get(&key(vs)) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
-        for s in self.series(vs) {
+        for (s, bare) in loaded.series.iter().zip(&loaded.bare) {
             let a = s.samples.partition_point(|x| x.0 < lo);
             let b = s.samples.partition_point(|x| x.0 <= hi);
-            let samples: Vec<(i64, f64)> = s.samples[a..b]
-                .iter()
-                .filter(|x| !is_stale(x.1))
-                .copied()
-                .collect();
+            let slice = &s.samples[a..b];
+            let samples = if slice.iter().any(|x| is_stale(x.1)) {
+                Cow::Owned(slice.iter().filter(|x| !is_stale(x.1)).copied().collect())
+            } else {
+                Cow::Borrowed(slice)
+            };
             if !samples.is_empty() {
-                out.push(Series {
+                out.push(Window {
                     labels: s.labels.clone(),
+                    bare: bare.clone(),
                     samples,
                 });
             }
         }
         out
+    }
+
+    /// As [`Evaluator::windows`], owned.
+    pub fn range(&self, vs: &VectorSelector, lo: i64, hi: i64) -> Vec<Series> {
+        self.windows(vs, lo, hi)
+            .into_iter()
+            .map(|w| Series {
+                labels: w.labels,
+                samples: w.samples.into_owned(),
+            })
+            .collect()
     }
 
     /// `expr` evaluated at the multiples of `step` in `[lo, hi]`, as series.
@@ -344,12 +396,21 @@ impl Evaluator {
         let op = a.op.to_string();
         let op = op.as_str();
         let input = self.vector(&a.expr, t)?;
+        let node = a as *const AggregateExpr as usize;
         let group_of = |l: &Labels| -> Labels {
-            match &a.modifier {
+            if let Some((_, g)) = self.groups.borrow().get(&(node, l.id())) {
+                return g.clone();
+            }
+            let g = match &a.modifier {
                 Some(LabelModifier::Include(ls)) => l.keep(&ls.labels),
                 Some(LabelModifier::Exclude(ls)) => l.drop(&ls.labels),
                 None => Labels::default(),
+            };
+            let mut memo = self.groups.borrow_mut();
+            if memo.len() < GROUP_MEMO_LIMIT {
+                memo.insert((node, l.id()), (l.clone(), g.clone()));
             }
+            g
         };
         let out = match op {
             "topk" | "bottomk" => {
@@ -598,7 +659,11 @@ fn set_op(
 }
 
 fn labels_text(l: &Labels) -> String {
-    let inner: Vec<String> = l.0.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    let inner: Vec<String> = l
+        .pairs()
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect();
     format!("{{{}}}", inner.join(", "))
 }
 
@@ -656,13 +721,7 @@ fn vector_binop(
         if matches!(card, VectorMatchCardinality::OneToOne) {
             metric = match matching {
                 Some(LabelModifier::Include(ls)) => metric.keep(&ls.labels),
-                Some(LabelModifier::Exclude(ls)) => Labels(
-                    metric
-                        .0
-                        .into_iter()
-                        .filter(|(k, _)| !ls.labels.contains(k))
-                        .collect(),
-                ),
+                Some(LabelModifier::Exclude(ls)) => metric.remove(&ls.labels),
                 None => metric,
             };
         }

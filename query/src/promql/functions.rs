@@ -1,6 +1,7 @@
 //! PromQL functions and aggregation operators, with Prometheus 2.x's arithmetic
 //! (extrapolated rates, Kahan-compensated sums over time, bucket interpolation).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Datelike, Timelike};
@@ -9,8 +10,8 @@ use promql_parser::parser::{Call, Expr};
 use regex::Regex;
 
 use super::error::PromError;
-use super::eval::{Evaluator, is_label_name, ms};
-use super::value::{Element, Labels, NAME, Series, Value, check_unique};
+use super::eval::{Evaluator, Window, is_label_name, ms};
+use super::value::{Element, Labels, NAME, Value, check_unique};
 
 /// Go's `math.Max`: NaN wins.
 fn go_max(a: f64, b: f64) -> f64 {
@@ -367,14 +368,19 @@ fn over_time(name: &str, samples: &[(i64, f64)], q: f64) -> Option<f64> {
     })
 }
 
-/// The range argument of a function: its series, the instant it ends at and its length.
-fn matrix_arg(ev: &Evaluator, arg: &Expr, t: i64) -> Result<(Vec<Series>, i64, i64), PromError> {
+/// The range argument of a function: its series' windows, the instant it ends at and
+/// its length.
+fn matrix_arg<'a>(
+    ev: &'a Evaluator,
+    arg: &Expr,
+    t: i64,
+) -> Result<(Vec<Window<'a>>, i64, i64), PromError> {
     match arg {
         Expr::Paren(p) => matrix_arg(ev, &p.expr, t),
         Expr::MatrixSelector(m) => {
             let end = ev.effective(t, &m.vs.at, &m.vs.offset);
             let range = ms(&m.range);
-            Ok((ev.range(&m.vs, end - range, end), end, range))
+            Ok((ev.windows(&m.vs, end - range, end), end, range))
         }
         Expr::Subquery(s) => {
             let end = ev.effective(t, &s.at, &s.offset);
@@ -384,7 +390,16 @@ fn matrix_arg(ev: &Evaluator, arg: &Expr, t: i64) -> Result<(Vec<Series>, i64, i
                 .as_ref()
                 .map(ms)
                 .unwrap_or(super::eval::DEFAULT_SUBQUERY_STEP_MS);
-            Ok((ev.subquery(&s.expr, end - range, end, step)?, end, range))
+            let series = ev.subquery(&s.expr, end - range, end, step)?;
+            let windows = series
+                .into_iter()
+                .map(|s| Window {
+                    bare: s.labels.without_name(),
+                    labels: s.labels,
+                    samples: Cow::Owned(s.samples),
+                })
+                .collect();
+            Ok((windows, end, range))
         }
         _ => Err(PromError::bad_data("expected a range vector argument")),
     }
@@ -571,7 +586,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
                     let labels = if name == "last_over_time" {
                         s.labels
                     } else {
-                        s.labels.without_name()
+                        s.bare
                     };
                     out.push(Element {
                         labels,
@@ -589,7 +604,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
                 .into_iter()
                 .filter_map(|s| {
                     over_time(name, &s.samples, q).map(|value| Element {
-                        labels: s.labels.without_name(),
+                        labels: s.bare,
                         value,
                         ts: t,
                     })
@@ -605,7 +620,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
                 .map(|s| {
                     let (slope, intercept) = linear_regression(&s.samples, t);
                     Element {
-                        labels: s.labels.without_name(),
+                        labels: s.bare,
                         value: slope * duration + intercept,
                         ts: t,
                     }
@@ -842,7 +857,7 @@ mod tests {
         // A reset adds the value before it.
         let reset = [(0, 10.0), (15_000, 20.0), (30_000, 5.0)];
         let inc = extrapolated_rate(&reset, 0, 30_000, 30_000, true, false).unwrap();
-        assert!((inc - 25.0).abs() < 1e-9, "{inc}");
+        assert!((inc - 15.0).abs() < 1e-9, "{inc}");
         assert_eq!(extrapolated_rate(&[(0, 1.0)], 0, 1, 1, true, true), None);
     }
 

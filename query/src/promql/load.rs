@@ -6,6 +6,7 @@
 //! families whose exposed names can match are read and turned into series.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use arrow::array::{Array, ArrayRef, AsArray, MapArray, RecordBatch, StringArray};
 use arrow::compute::cast;
@@ -188,24 +189,56 @@ fn resource_labels<'a>(
     (job, instance, rest)
 }
 
+/// A series being read: labels, samples, and whether any sample was a delta.
+type Accumulating = (Labels, Vec<(i64, f64)>, bool);
+
 /// Accumulates samples per label set.
 #[derive(Default)]
 struct Collector {
-    series: HashMap<Labels, (Vec<(i64, f64)>, bool)>,
+    index: HashMap<Labels, usize>,
+    /// Labels, samples, and whether any sample was a delta.
+    series: Vec<Accumulating>,
     samples: usize,
+    /// Rows already resolved to series: hash of (family, attributes, resource) → entries.
+    rows: HashMap<u64, Vec<RowEntry>>,
+}
+
+/// What one distinct row shape (family, attributes, resource attributes) resolved to.
+struct RowEntry {
+    family: usize,
+    attributes: Vec<(String, String)>,
+    resource: Vec<(String, String)>,
+    /// Per point of the row, in order: its extra label and series slot (`None`: the
+    /// selector does not match it).
+    points: Vec<(Extra, Option<usize>)>,
 }
 
 impl Collector {
-    fn push(&mut self, labels: Labels, t: i64, v: f64, delta: bool) -> Result<(), PromError> {
+    fn over_budget(&mut self) -> Result<(), PromError> {
         self.samples += 1;
         if self.samples > MAX_SAMPLES {
             return Err(PromError::execution(format!(
                 "query processing would load too many samples into memory in query execution (more than {MAX_SAMPLES}); narrow the selector or the time range"
             )));
         }
-        let entry = self.series.entry(labels).or_default();
-        entry.0.push((t, v));
-        entry.1 |= delta;
+        Ok(())
+    }
+
+    /// The slot of a label set, created on first sight.
+    fn slot(&mut self, labels: Labels) -> usize {
+        if let Some(&i) = self.index.get(&labels) {
+            return i;
+        }
+        self.series.push((labels.clone(), Vec::new(), false));
+        self.index.insert(labels, self.series.len() - 1);
+        self.series.len() - 1
+    }
+
+    fn push(&mut self, slot: usize, t: i64, v: f64, delta: bool) -> Result<(), PromError> {
+        self.over_budget()?;
+        let entry = &mut self.series[slot];
+        entry.1.push((t, v));
+        entry.2 |= delta;
         Ok(())
     }
 
@@ -215,7 +248,8 @@ impl Collector {
         let mut out: Vec<Series> = self
             .series
             .into_iter()
-            .map(|(labels, (mut samples, delta))| {
+            .filter(|s| !s.1.is_empty())
+            .map(|(labels, mut samples, delta)| {
                 samples.sort_by_key(|s| s.0);
                 samples.dedup_by_key(|s| s.0);
                 if delta {
@@ -305,26 +339,11 @@ async fn read_families(
         names.iter().map(|n| lit(n)).collect::<Vec<_>>().join(", "),
         window_sql(lo, hi)
     );
-    let by_key: HashMap<(&str, &str, &str, bool, bool), &Family> = matching
-        .iter()
-        .map(|f| {
-            (
-                (
-                    f.stored_name.as_str(),
-                    f.metric_type.as_str(),
-                    f.unit.as_str(),
-                    f.monotonic,
-                    f.prometheus,
-                ),
-                *f,
-            )
-        })
-        .collect();
     let mut failure = None;
     engine
         .for_each_batch(&sql, |batch| {
             if failure.is_none()
-                && let Err(e) = rows(&batch, &by_key, selector, collector)
+                && let Err(e) = rows(&batch, matching, selector, collector)
             {
                 failure = Some(e);
             }
@@ -457,93 +476,223 @@ fn row_labels(c: &Columns<'_>, family: &Family, row: usize) -> Vec<(String, Stri
     out
 }
 
-/// One sample a row gives: series name, an extra label (`le`, `quantile`), value.
-type Point = (String, Option<(&'static str, String)>, f64);
+/// Which series of a family a point belongs to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Part {
+    /// The base name (numbers, summary quantiles).
+    Base,
+    /// `_bucket`.
+    Bucket,
+    /// `_sum`.
+    Sum,
+    /// `_count`.
+    Count,
+}
 
-fn rows(
-    batch: &RecordBatch,
-    by_key: &HashMap<(&str, &str, &str, bool, bool), &Family>,
+/// The extra label of a point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Extra {
+    None,
+    Le(f64),
+    Quantile(f64),
+}
+
+/// The points of one row, in a fixed order: part, extra label, value.
+fn row_points(c: &Columns<'_>, family: &Family, row: usize, out: &mut Vec<(Part, Extra, f64)>) {
+    out.clear();
+    // OTLP's "no recorded value" flag is Prometheus's staleness marker.
+    let no_value = opt(c.flags, row).is_some_and(|f| f & 1 == 1);
+    let pick = |v: f64| {
+        if no_value {
+            f64::from_bits(STALE_NAN_BITS)
+        } else {
+            v
+        }
+    };
+    match family.shape {
+        Shape::Number => {
+            let v = opt(c.value, row)
+                .or_else(|| opt(c.int_value, row).map(|i| i as f64))
+                .unwrap_or(f64::NAN);
+            out.push((Part::Base, Extra::None, pick(v)));
+        }
+        Shape::Histogram | Shape::ExponentialHistogram | Shape::Summary => {
+            let count = opt(c.count, row).map(|x| x as f64).unwrap_or(0.0);
+            if family.shape == Shape::Histogram {
+                let counts = f64_list(c.buckets, row);
+                let bounds = f64_list(c.bounds, row);
+                let mut cumulative = 0.0;
+                for (i, b) in bounds.iter().enumerate() {
+                    cumulative += counts.get(i).copied().unwrap_or(0.0);
+                    out.push((Part::Bucket, Extra::Le(*b), pick(cumulative)));
+                }
+                out.push((Part::Bucket, Extra::Le(f64::INFINITY), pick(count)));
+            }
+            if family.shape == Shape::Summary {
+                for (q, v) in quantile_pairs(c.quantiles, row) {
+                    out.push((Part::Base, Extra::Quantile(q), pick(v)));
+                }
+            }
+            if let Some(sum) = opt(c.sum, row) {
+                out.push((Part::Sum, Extra::None, pick(sum)));
+            }
+            out.push((Part::Count, Extra::None, pick(count)));
+        }
+    }
+}
+
+fn part_name(family: &Family, part: Part) -> String {
+    let n = &family.name;
+    match part {
+        Part::Base => n.clone(),
+        Part::Bucket => format!("{n}_bucket"),
+        Part::Sum => format!("{n}_sum"),
+        Part::Count => format!("{n}_count"),
+    }
+}
+
+fn row_hash(family: usize, attributes: &[(&str, &str)], resource: &[(&str, &str)]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    family.hash(&mut h);
+    attributes.hash(&mut h);
+    0xffu8.hash(&mut h);
+    resource.hash(&mut h);
+    h.finish()
+}
+
+fn same_pairs(stored: &[(String, String)], row: &[(&str, &str)]) -> bool {
+    stored.len() == row.len()
+        && stored
+            .iter()
+            .zip(row)
+            .all(|(a, b)| a.0 == b.0 && a.1 == b.1)
+}
+
+/// Resolves one row shape to series slots.
+fn resolve(
+    c: &Columns<'_>,
+    family: &Family,
+    row: usize,
+    points: &[(Part, Extra, f64)],
     selector: &Selector,
     collector: &mut Collector,
-) -> Result<(), PromError> {
-    let c = Columns::of(batch)?;
-    for row in 0..batch.num_rows() {
-        let key = (
-            text(&c.name, row),
-            text(&c.kind, row),
-            text(&c.unit, row),
-            c.mono.is_some_and(|m| m.is_valid(row) && m.value(row)),
-            text(&c.scope, row) == PROMETHEUS_SCOPE,
-        );
-        let Some(family) = by_key.get(&key) else {
-            continue;
-        };
-        if !c.time.is_valid(row) {
-            continue;
-        }
-        let t = c.time.value(row).div_euclid(1_000_000);
-        let delta = text(&c.temporality, row) == "delta";
-        // OTLP's "no recorded value" flag is Prometheus's staleness marker.
-        let no_value = opt(c.flags, row).is_some_and(|f| f & 1 == 1);
-        let stale = f64::from_bits(STALE_NAN_BITS);
-        let mut points: Vec<Point> = Vec::new();
-        let n = &family.name;
-        match family.shape {
-            Shape::Number => {
-                let v = opt(c.value, row)
-                    .or_else(|| opt(c.int_value, row).map(|i| i as f64))
-                    .unwrap_or(f64::NAN);
-                points.push((n.clone(), None, if no_value { stale } else { v }));
-            }
-            Shape::Histogram | Shape::ExponentialHistogram | Shape::Summary => {
-                let count = opt(c.count, row).map(|x| x as f64).unwrap_or(0.0);
-                let pick = |v: f64| if no_value { stale } else { v };
-                if family.shape == Shape::Histogram {
-                    let counts = f64_list(c.buckets, row);
-                    let bounds = f64_list(c.bounds, row);
-                    let mut cumulative = 0.0;
-                    for (i, b) in bounds.iter().enumerate() {
-                        cumulative += counts.get(i).copied().unwrap_or(0.0);
-                        points.push((
-                            format!("{n}_bucket"),
-                            Some(("le", bound_text(*b))),
-                            pick(cumulative),
-                        ));
-                    }
-                    points.push((
-                        format!("{n}_bucket"),
-                        Some(("le", "+Inf".to_string())),
-                        pick(count),
-                    ));
-                }
-                if family.shape == Shape::Summary {
-                    for (q, v) in quantile_pairs(c.quantiles, row) {
-                        points.push((n.clone(), Some(("quantile", bound_text(q))), pick(v)));
-                    }
-                }
-                if let Some(sum) = opt(c.sum, row) {
-                    points.push((format!("{n}_sum"), None, pick(sum)));
-                }
-                points.push((format!("{n}_count"), None, pick(count)));
-            }
-        }
-        // Summaries' quantiles are not sums: they are never accumulated.
-        let mut base: Option<Vec<(String, String)>> = None;
-        for (name, extra, v) in points {
+) -> Vec<(Extra, Option<usize>)> {
+    let mut base: Option<Vec<(String, String)>> = None;
+    points
+        .iter()
+        .map(|&(part, extra, _)| {
+            let name = part_name(family, part);
             if !selector.name_may_match(&name) {
-                continue;
+                return (extra, None);
             }
             let mut pairs = base
-                .get_or_insert_with(|| row_labels(&c, family, row))
+                .get_or_insert_with(|| row_labels(c, family, row))
                 .clone();
-            let is_quantile = matches!(extra, Some(("quantile", _)));
-            if let Some((k, value)) = extra {
-                pairs.push((k.to_string(), value));
+            match extra {
+                Extra::None => {}
+                Extra::Le(b) => pairs.push(("le".to_string(), bound_text(b))),
+                Extra::Quantile(q) => pairs.push(("quantile".to_string(), bound_text(q))),
             }
             pairs.push((NAME.to_string(), name));
             let labels = Labels::from_pairs(pairs);
             if selector.matches(&labels) {
-                collector.push(labels, t, v, delta && !is_quantile)?;
+                (extra, Some(collector.slot(labels)))
+            } else {
+                (extra, None)
+            }
+        })
+        .collect()
+}
+
+fn rows(
+    batch: &RecordBatch,
+    families: &[&Family],
+    selector: &Selector,
+    collector: &mut Collector,
+) -> Result<(), PromError> {
+    let c = Columns::of(batch)?;
+    let mut previous: Option<(usize, usize)> = None; // (row, family index)
+    let mut points = Vec::new();
+    for row in 0..batch.num_rows() {
+        let same_as = |other: usize| {
+            text(&c.name, row) == text(&c.name, other)
+                && text(&c.kind, row) == text(&c.kind, other)
+                && text(&c.unit, row) == text(&c.unit, other)
+                && text(&c.scope, row) == text(&c.scope, other)
+                && c.mono.map(|m| m.is_valid(row) && m.value(row))
+                    == c.mono.map(|m| m.is_valid(other) && m.value(other))
+        };
+        let index = match previous {
+            Some((other, f)) if same_as(other) => Some(f),
+            _ => {
+                let mono = c.mono.is_some_and(|m| m.is_valid(row) && m.value(row));
+                let prometheus = text(&c.scope, row) == PROMETHEUS_SCOPE;
+                families.iter().position(|f| {
+                    f.stored_name == text(&c.name, row)
+                        && f.metric_type == text(&c.kind, row)
+                        && f.unit == text(&c.unit, row)
+                        && f.monotonic == mono
+                        && f.prometheus == prometheus
+                })
+            }
+        };
+        let Some(index) = index else {
+            previous = None;
+            continue;
+        };
+        previous = Some((row, index));
+        if !c.time.is_valid(row) {
+            continue;
+        }
+        let family = families[index];
+        let t = c.time.value(row).div_euclid(1_000_000);
+        let delta = text(&c.temporality, row) == "delta";
+        row_points(&c, family, row, &mut points);
+        let attributes = map_pairs(c.attributes, row);
+        let resource = if family.prometheus {
+            Vec::new()
+        } else {
+            map_pairs(c.resource, row)
+        };
+        let hash = row_hash(index, &attributes, &resource);
+        let cached = collector.rows.get(&hash).and_then(|entries| {
+            entries.iter().position(|e| {
+                e.family == index
+                    && same_pairs(&e.attributes, &attributes)
+                    && same_pairs(&e.resource, &resource)
+                    && e.points.len() == points.len()
+                    && e.points.iter().zip(&points).all(|(a, b)| a.0 == b.1)
+            })
+        });
+        let slots: Vec<Option<usize>> = match cached {
+            Some(i) => collector.rows[&hash][i]
+                .points
+                .iter()
+                .map(|p| p.1)
+                .collect(),
+            None => {
+                let resolved = resolve(&c, family, row, &points, selector, collector);
+                let slots = resolved.iter().map(|p| p.1).collect();
+                let owned = |pairs: &[(&str, &str)]| {
+                    pairs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                };
+                collector.rows.entry(hash).or_default().push(RowEntry {
+                    family: index,
+                    attributes: owned(&attributes),
+                    resource: owned(&resource),
+                    points: resolved,
+                });
+                slots
+            }
+        };
+        for (slot, (_, extra, v)) in slots.into_iter().zip(&points) {
+            if let Some(slot) = slot {
+                // Summaries' quantiles are not sums: they are never accumulated.
+                let accumulate = delta && !matches!(extra, Extra::Quantile(_));
+                collector.push(slot, t, *v, accumulate)?;
             }
         }
     }
@@ -587,9 +736,12 @@ async fn read_target_info(
                 labels.extend(instance.map(|i| ("instance".to_string(), i)));
                 labels.push((NAME.to_string(), "target_info".to_string()));
                 let labels = Labels::from_pairs(labels);
-                if selector.matches(&labels)
-                    && let Err(e) =
-                        collector.push(labels, time.value(row).div_euclid(1_000_000), 1.0, false)
+                if !selector.matches(&labels) {
+                    continue;
+                }
+                let slot = collector.slot(labels);
+                if let Err(e) =
+                    collector.push(slot, time.value(row).div_euclid(1_000_000), 1.0, false)
                 {
                     failure = Some(e);
                     return;

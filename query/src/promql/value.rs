@@ -2,6 +2,7 @@
 //! written in Prometheus's JSON.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::{Value as Json, json};
 
@@ -19,9 +20,9 @@ pub fn is_stale(v: f64) -> bool {
     v.to_bits() == STALE_NAN_BITS
 }
 
-/// A label set, sorted by name, without empty values.
+/// A label set, sorted by name, without empty values. Cloning is cheap (shared).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(pub Vec<(String, String)>);
+pub struct Labels(Arc<Vec<(String, String)>>);
 
 impl Labels {
     /// Builds a sorted label set from pairs (later duplicates win; empty values dropped).
@@ -35,7 +36,17 @@ impl Labels {
             }
         }
         out.retain(|(_, v)| !v.is_empty());
-        Labels(out)
+        Labels(Arc::new(out))
+    }
+
+    /// Identity of the shared set (equal for clones), for memoizing work on it.
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
+    /// The pairs, sorted by name.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
     }
 
     /// The value of `name`, or "" (PromQL treats a missing label as empty).
@@ -48,41 +59,47 @@ impl Labels {
 
     /// Sets `name` (an empty value removes it).
     pub fn set(&mut self, name: &str, value: &str) {
-        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(name)) {
-            Ok(i) if value.is_empty() => {
-                self.0.remove(i);
-            }
-            Ok(i) => self.0[i].1 = value.to_string(),
-            Err(_) if value.is_empty() => {}
-            Err(i) => self.0.insert(i, (name.to_string(), value.to_string())),
+        let found = self.0.binary_search_by(|(k, _)| k.as_str().cmp(name));
+        if found.is_err() && value.is_empty() {
+            return;
         }
+        let pairs = Arc::make_mut(&mut self.0);
+        match found {
+            Ok(i) if value.is_empty() => {
+                pairs.remove(i);
+            }
+            Ok(i) => pairs[i].1 = value.to_string(),
+            Err(i) => pairs.insert(i, (name.to_string(), value.to_string())),
+        }
+    }
+
+    fn filtered(&self, keep: impl Fn(&str) -> bool) -> Labels {
+        if self.0.iter().all(|(k, _)| keep(k)) {
+            return self.clone();
+        }
+        Labels(Arc::new(
+            self.0.iter().filter(|(k, _)| keep(k)).cloned().collect(),
+        ))
     }
 
     /// The set without the metric name.
     pub fn without_name(&self) -> Labels {
-        Labels(self.0.iter().filter(|(k, _)| k != NAME).cloned().collect())
+        self.filtered(|k| k != NAME)
     }
 
     /// Only the labels named in `names`.
     pub fn keep(&self, names: &[String]) -> Labels {
-        Labels(
-            self.0
-                .iter()
-                .filter(|(k, _)| names.iter().any(|n| n == k))
-                .cloned()
-                .collect(),
-        )
+        self.filtered(|k| names.iter().any(|n| n == k))
     }
 
     /// All labels except those named in `names` and the metric name.
     pub fn drop(&self, names: &[String]) -> Labels {
-        Labels(
-            self.0
-                .iter()
-                .filter(|(k, _)| k != NAME && !names.iter().any(|n| n == k))
-                .cloned()
-                .collect(),
-        )
+        self.filtered(|k| k != NAME && !names.iter().any(|n| n == k))
+    }
+
+    /// All labels except those named in `names` (the metric name is kept).
+    pub fn remove(&self, names: &[String]) -> Labels {
+        self.filtered(|k| !names.iter().any(|n| n == k))
     }
 
     /// Prometheus's JSON object of the labels.
@@ -206,13 +223,13 @@ mod tests {
             ("c".into(), String::new()),
         ]);
         assert_eq!(
-            l.0,
-            vec![("a".into(), "1".into()), ("b".into(), "2".into())]
+            l.pairs(),
+            [("a".into(), "1".into()), ("b".into(), "2".into())]
         );
         l.set("aa", "x");
         l.set("a", "");
         assert_eq!(l.get("aa"), "x");
         assert_eq!(l.get("a"), "");
-        assert_eq!(l.0.len(), 2);
+        assert_eq!(l.pairs().len(), 2);
     }
 }
