@@ -1,6 +1,8 @@
 //! Parquet segment files: what a flush of the head writes.
 //!
-//! Rows are sorted by the table's sort key (service or metric name, then time), split by
+//! Rows are sorted by the table's sort key (service or metric name, then time; metric
+//! points by metric, service, then series — a hash of their attribute maps — then time, so
+//! each series' samples sit together and delta-encode), split by
 //! the hour of their time column into `{table}/{YYYY-MM-DD}/{HH}/` directories, and
 //! written with zstd, page statistics, the sort order in the footer and a bloom filter
 //! on `trace_id`, so that DataFusion prunes by time, by service and by trace id. Each
@@ -11,7 +13,9 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, UInt32Array};
+use std::hash::{Hash, Hasher};
+
+use arrow::array::{Array, AsArray, MapArray, UInt32Array, UInt64Array};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
@@ -33,8 +37,13 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Writer settings; `rows` sizes the bloom filter (one per row group) so it stays small.
 fn writer_properties(signal: Signal, rows: usize) -> Result<WriterProperties> {
     let schema = signal.schema();
-    let sorting = signal
-        .sort_columns()
+    // Metric points are ordered by series inside a service, so only the prefix of their
+    // key before the time is sorted across the file.
+    let sorted_columns = match signal {
+        Signal::Metrics => &signal.sort_columns()[..2],
+        _ => signal.sort_columns(),
+    };
+    let sorting = sorted_columns
         .iter()
         .filter_map(|c| schema.index_of(c).ok())
         .map(|i| SortingColumn {
@@ -70,6 +79,14 @@ fn writer_properties(signal: Signal, rows: usize) -> Result<WriterProperties> {
                 .set_column_encoding(ColumnPath::from(column), Encoding::DELTA_BINARY_PACKED);
         }
     }
+    // Sample values change a little from one to the next inside a series: split into byte
+    // streams, their exponents and high mantissa bytes compress well; a dictionary of
+    // mostly distinct values would not.
+    if signal == Signal::Metrics {
+        props = props
+            .set_column_dictionary_enabled(ColumnPath::from("value"), false)
+            .set_column_encoding(ColumnPath::from("value"), Encoding::BYTE_STREAM_SPLIT);
+    }
     for column in ["span_id", "parent_span_id"] {
         if schema.index_of(column).is_ok() {
             props = props.set_column_dictionary_enabled(ColumnPath::from(column), false);
@@ -93,9 +110,39 @@ fn writer_properties(signal: Signal, rows: usize) -> Result<WriterProperties> {
     Ok(props.build())
 }
 
+/// A hash of each row's attribute and resource attribute maps: rows of one series share it.
+fn series_hashes(batch: &RecordBatch) -> UInt64Array {
+    let maps: Vec<&MapArray> = ["attributes", "resource_attributes"]
+        .iter()
+        .filter_map(|n| batch.column_by_name(n))
+        .filter_map(|c| c.as_any().downcast_ref::<MapArray>())
+        .collect();
+    (0..batch.num_rows())
+        .map(|row| {
+            let mut h = std::hash::DefaultHasher::new();
+            for map in &maps {
+                if map.is_valid(row) {
+                    let entries = map.value(row);
+                    if let (Some(k), Some(v)) = (
+                        entries.column(0).as_string_opt::<i32>(),
+                        entries.column(1).as_string_opt::<i32>(),
+                    ) {
+                        for i in 0..entries.len() {
+                            k.value(i).hash(&mut h);
+                            v.is_valid(i).then(|| v.value(i)).hash(&mut h);
+                        }
+                    }
+                }
+                0xffu8.hash(&mut h);
+            }
+            h.finish()
+        })
+        .collect()
+}
+
 /// Sorts `batch` by the table's sort key.
 fn sort(signal: Signal, batch: &RecordBatch) -> Result<RecordBatch> {
-    let columns = signal
+    let mut columns = signal
         .sort_columns()
         .iter()
         .map(|name| {
@@ -108,6 +155,16 @@ fn sort(signal: Signal, batch: &RecordBatch) -> Result<RecordBatch> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    if signal == Signal::Metrics {
+        let time = columns.len() - 1;
+        columns.insert(
+            time,
+            SortColumn {
+                values: Arc::new(series_hashes(batch)),
+                options: None,
+            },
+        );
+    }
     let indices = lexsort_to_indices(&columns, None)?;
     Ok(take_record_batch(batch, &indices)?)
 }

@@ -447,6 +447,18 @@ async fn every_otlp_point_type_round_trips_through_sql_and_promql() {
         info[0]["metric"],
         json!({"__name__": "target_info", "job": "shop/checkout", "instance": "i-1", "host_name": "h1"})
     );
+    // Grafana posts its queries as a form.
+    let posted: Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/query", server.api()))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("query=queue_depth&time={}", at as f64 / 1000.0))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(posted["data"]["result"][0]["value"][1], "-7", "{posted}");
     // Metadata under the Prometheus names.
     let meta: Value = reqwest::Client::new()
         .get(format!("{}/api/v1/metadata", server.api()))

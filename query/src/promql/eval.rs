@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::Labels as LabelList;
 use promql_parser::parser::{
-    AggregateExpr, AtModifier, BinaryExpr, Expr, LabelModifier, Offset, VectorMatchCardinality,
+    AggregateExpr, AtModifier, BinaryExpr, Call, Expr, LabelModifier, Offset, VectorMatchCardinality,
     VectorSelector,
 };
 
@@ -127,6 +127,8 @@ pub fn needs<'a>(
 struct Loaded {
     series: Vec<Series>,
     bare: Vec<Labels>,
+    /// No two series share their labels once the metric name is dropped.
+    bare_unique: bool,
 }
 
 /// One series' samples inside a range, as range functions read them.
@@ -153,6 +155,10 @@ pub struct Evaluator {
     /// Grouping labels already computed: (aggregation node, input label set) → group.
     /// Each entry holds its input set, so the identity cannot be reused while cached.
     groups: RefCell<HashMap<(usize, usize), (Labels, Labels)>>,
+    /// Range-function results of a range query, computed series by series for every step
+    /// at once (see [`Evaluator::precompute`]): call node → per step.
+    steps: Option<(i64, i64, usize)>,
+    precomputed: RefCell<HashMap<usize, Vec<Option<Vec<Element>>>>>,
 }
 
 /// Most entries the grouping memo keeps.
@@ -170,8 +176,16 @@ impl Evaluator {
         let data = data
             .into_iter()
             .map(|(k, series)| {
-                let bare = series.iter().map(|s| s.labels.without_name()).collect();
-                (k, Loaded { series, bare })
+                let bare: Vec<Labels> = series.iter().map(|s| s.labels.without_name()).collect();
+                let bare_unique = bare.iter().collect::<HashSet<_>>().len() == bare.len();
+                (
+                    k,
+                    Loaded {
+                        series,
+                        bare,
+                        bare_unique,
+                    },
+                )
             })
             .collect();
         Evaluator {
@@ -182,6 +196,8 @@ impl Evaluator {
             deadline: Instant::now() + timeout,
             timeout,
             groups: RefCell::new(HashMap::new()),
+            steps: None,
+            precomputed: RefCell::new(HashMap::new()),
         }
     }
 
@@ -195,6 +211,87 @@ impl Evaluator {
             .get(&key(vs))
             .map(|l| l.series.as_slice())
             .unwrap_or(&[])
+    }
+
+    /// Whether `vs`'s series stay distinct without their metric names.
+    pub fn unique_without_name(&self, vs: &VectorSelector) -> bool {
+        self.data.get(&key(vs)).is_none_or(|l| l.bare_unique)
+    }
+
+    /// For a range query (`start..=end` every `step` ms): computes each range function
+    /// applied directly to a selector (outside subqueries) for all steps at once, going
+    /// through each series' samples once instead of searching them at every step.
+    pub fn precompute(&mut self, expr: &Expr, start: i64, end: i64, step: i64) {
+        if step <= 0 || end < start {
+            return;
+        }
+        let count = ((end - start) / step + 1) as usize;
+        self.steps = Some((start, step, count));
+        let mut calls = Vec::new();
+        direct_range_calls(expr, &mut calls);
+        for c in calls {
+            let Some(Expr::MatrixSelector(m)) = c.args.args.first().map(|a| a.as_ref()) else {
+                continue;
+            };
+            let name = c.func.name;
+            let Some(loaded) = self.data.get(&key(&m.vs)) else {
+                continue;
+            };
+            if !loaded.bare_unique && name != "last_over_time" {
+                continue;
+            }
+            let range = ms(&m.range);
+            let mut out: Vec<Vec<Element>> = vec![Vec::new(); count];
+            for (s, bare) in loaded.series.iter().zip(&loaded.bare) {
+                let samples: Cow<'_, [(i64, f64)]> = if s.samples.iter().any(|x| is_stale(x.1)) {
+                    Cow::Owned(s.samples.iter().filter(|x| !is_stale(x.1)).copied().collect())
+                } else {
+                    Cow::Borrowed(&s.samples)
+                };
+                let labels = if name == "last_over_time" { &s.labels } else { bare };
+                let (mut a, mut b) = (0, 0);
+                for (i, out) in out.iter_mut().enumerate() {
+                    let t = start + i as i64 * step;
+                    let eff = self.effective(t, &m.vs.at, &m.vs.offset);
+                    while b < samples.len() && samples[b].0 <= eff {
+                        b += 1;
+                    }
+                    while a < b && samples[a].0 < eff - range {
+                        a += 1;
+                    }
+                    if a == b {
+                        continue;
+                    }
+                    if let Some(value) = functions::range_value(name, &samples[a..b], eff, range) {
+                        out.push(Element {
+                            labels: labels.clone(),
+                            value,
+                            ts: t,
+                        });
+                    }
+                }
+            }
+            self.precomputed.borrow_mut().insert(
+                c as *const Call as usize,
+                out.into_iter().map(Some).collect(),
+            );
+        }
+    }
+
+    /// The precomputed result of range function `c` at step `t`, if any.
+    pub fn precomputed(&self, c: &Call, t: i64) -> Option<Vec<Element>> {
+        let (start, step, count) = self.steps?;
+        if t < start || (t - start) % step != 0 {
+            return None;
+        }
+        let i = ((t - start) / step) as usize;
+        if i >= count {
+            return None;
+        }
+        self.precomputed
+            .borrow_mut()
+            .get_mut(&(c as *const Call as usize))
+            .and_then(|per_step| per_step[i].take())
     }
 
     /// The instant a selector reads at when evaluated at `t`.
@@ -536,6 +633,37 @@ impl Evaluator {
                 r.type_name()
             ))),
         }
+    }
+}
+
+/// Range-function calls on a selector that are evaluated at the query's own steps (not
+/// inside a subquery).
+fn direct_range_calls<'a>(expr: &'a Expr, out: &mut Vec<&'a Call>) {
+    match expr {
+        Expr::Call(c) => {
+            if functions::is_range_function(c.func.name)
+                && c.args.args.len() == 1
+                && matches!(c.args.args[0].as_ref(), Expr::MatrixSelector(_))
+            {
+                out.push(c);
+            }
+            for a in &c.args.args {
+                direct_range_calls(a, out);
+            }
+        }
+        Expr::Aggregate(a) => {
+            direct_range_calls(&a.expr, out);
+            if let Some(p) = &a.param {
+                direct_range_calls(p, out);
+            }
+        }
+        Expr::Unary(u) => direct_range_calls(&u.expr, out),
+        Expr::Paren(p) => direct_range_calls(&p.expr, out),
+        Expr::Binary(b) => {
+            direct_range_calls(&b.lhs, out);
+            direct_range_calls(&b.rhs, out);
+        }
+        _ => {}
     }
 }
 

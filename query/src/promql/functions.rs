@@ -368,6 +368,50 @@ fn over_time(name: &str, samples: &[(i64, f64)], q: f64) -> Option<f64> {
     })
 }
 
+/// Functions of one range argument that give one value per series.
+pub fn is_range_function(name: &str) -> bool {
+    matches!(
+        name,
+        "rate"
+            | "increase"
+            | "delta"
+            | "irate"
+            | "idelta"
+            | "deriv"
+            | "changes"
+            | "resets"
+            | "avg_over_time"
+            | "sum_over_time"
+            | "count_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "last_over_time"
+            | "present_over_time"
+            | "stddev_over_time"
+            | "stdvar_over_time"
+    )
+}
+
+/// The value of range function `name` over one series' samples in the window ending at
+/// `end` of length `range` (ms); `None` when the function gives nothing (too few samples).
+pub fn range_value(name: &str, samples: &[(i64, f64)], end: i64, range: i64) -> Option<f64> {
+    match name {
+        "rate" | "increase" | "delta" => extrapolated_rate(
+            samples,
+            end - range,
+            end,
+            range,
+            name != "delta",
+            name == "rate",
+        ),
+        "irate" => instant_value(samples, true),
+        "idelta" => instant_value(samples, false),
+        "deriv" if samples.len() >= 2 => Some(linear_regression(samples, samples[0].0).0),
+        "deriv" => None,
+        _ => over_time(name, samples, 0.0),
+    }
+}
+
 /// The range argument of a function: its series' windows, the instant it ends at and
 /// its length.
 fn matrix_arg<'a>(
@@ -557,32 +601,16 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
             value: ev.scalar(arg(0)?, t)?,
             ts: t,
         }],
-        "rate" | "increase" | "delta" | "irate" | "idelta" | "deriv" | "changes" | "resets"
-        | "avg_over_time" | "sum_over_time" | "count_over_time" | "min_over_time"
-        | "max_over_time" | "last_over_time" | "present_over_time" | "stddev_over_time"
-        | "stdvar_over_time" => {
+        name if is_range_function(name) => {
             arity(c, 1, 1)?;
+            if let Some(v) = ev.precomputed(c, t) {
+                return Ok(Value::Vector(v));
+            }
             let (series, end, range) = matrix_arg(ev, arg(0)?, t)?;
+            let unique = matches!(arg(0)?, Expr::MatrixSelector(m) if ev.unique_without_name(&m.vs));
             let mut out = Vec::with_capacity(series.len());
             for s in series {
-                let v = match name {
-                    "rate" | "increase" | "delta" => extrapolated_rate(
-                        &s.samples,
-                        end - range,
-                        end,
-                        range,
-                        name != "delta",
-                        name == "rate",
-                    ),
-                    "irate" => instant_value(&s.samples, true),
-                    "idelta" => instant_value(&s.samples, false),
-                    "deriv" if s.samples.len() >= 2 => {
-                        Some(linear_regression(&s.samples, s.samples[0].0).0)
-                    }
-                    "deriv" => None,
-                    _ => over_time(name, &s.samples, 0.0),
-                };
-                if let Some(value) = v {
+                if let Some(value) = range_value(name, &s.samples, end, range) {
                     let labels = if name == "last_over_time" {
                         s.labels
                     } else {
@@ -595,7 +623,10 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
                     });
                 }
             }
-            out
+            if !unique {
+                check_unique(&out)?;
+            }
+            return Ok(Value::Vector(out));
         }
         "quantile_over_time" => {
             let q = ev.scalar(arg(0)?, t)?;

@@ -333,8 +333,22 @@ async fn read_families(
     if needs(Shape::Summary) {
         columns.push("quantile_values");
     }
+    // Remote-written series keep their labels as attribute keys: equality matchers can
+    // filter rows in the scan.
+    let mut pushed = String::new();
+    if selector.or_matchers.is_empty() && matching.iter().all(|f| f.prometheus) {
+        for m in &selector.matchers {
+            if m.name != NAME && matches!(m.op, MatchOp::Equal) && !m.value.is_empty() {
+                pushed.push_str(&format!(
+                    " AND attributes[{}] = {}",
+                    lit(&m.name),
+                    lit(&m.value)
+                ));
+            }
+        }
+    }
     let sql = format!(
-        "SELECT {} FROM metrics WHERE metric_name IN ({}) AND {}",
+        "SELECT {} FROM metrics WHERE metric_name IN ({}) AND {}{pushed}",
         columns.join(", "),
         names.iter().map(|n| lit(n)).collect::<Vec<_>>().join(", "),
         window_sql(lo, hi)

@@ -174,8 +174,9 @@ pub async fn range_query(
             )));
         }
     }
-    let evaluator = prepare(engine, &expr, start, end).await?;
+    let mut evaluator = prepare(engine, &expr, start, end).await?;
     blocking(move || {
+        evaluator.precompute(&expr, start, end, step);
         let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
         let mut t = start;
         while t <= end {
