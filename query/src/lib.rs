@@ -20,6 +20,7 @@
 mod api;
 mod engine;
 mod error;
+mod hash;
 mod json;
 pub mod logql;
 pub mod logsearch;

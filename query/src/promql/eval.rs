@@ -13,13 +13,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::Labels as LabelList;
 use promql_parser::parser::{
-    AggregateExpr, AtModifier, BinaryExpr, Call, Expr, LabelModifier, Offset, VectorMatchCardinality,
-    VectorSelector,
+    AggregateExpr, AtModifier, BinaryExpr, Call, Expr, LabelModifier, Offset,
+    VectorMatchCardinality, VectorSelector,
 };
 
 use super::error::{ErrorKind, PromError};
 use super::functions;
 use super::value::{Element, Labels, Series, Value, check_unique, float_text, is_stale};
+use crate::hash::IdMap;
 
 /// Unix ms of a `SystemTime` (negative before 1970).
 pub fn system_ms(t: &SystemTime) -> i64 {
@@ -154,7 +155,9 @@ pub struct Evaluator {
     timeout: Duration,
     /// Grouping labels already computed: (aggregation node, input label set) → group.
     /// Each entry holds its input set, so the identity cannot be reused while cached.
-    groups: RefCell<HashMap<(usize, usize), (Labels, Labels)>>,
+    groups: RefCell<IdMap<(usize, usize), (Labels, Labels)>>,
+    /// One shared label set per distinct group, so groups compare by identity.
+    interned: RefCell<HashSet<Labels>>,
     /// Range-function results of a range query, computed series by series for every step
     /// at once (see [`Evaluator::precompute`]): call node → per step.
     steps: Option<(i64, i64, usize)>,
@@ -195,7 +198,8 @@ impl Evaluator {
             lookback,
             deadline: Instant::now() + timeout,
             timeout,
-            groups: RefCell::new(HashMap::new()),
+            groups: RefCell::new(IdMap::default()),
+            interned: RefCell::new(HashSet::new()),
             steps: None,
             precomputed: RefCell::new(HashMap::new()),
         }
@@ -244,11 +248,21 @@ impl Evaluator {
             let mut out: Vec<Vec<Element>> = vec![Vec::new(); count];
             for (s, bare) in loaded.series.iter().zip(&loaded.bare) {
                 let samples: Cow<'_, [(i64, f64)]> = if s.samples.iter().any(|x| is_stale(x.1)) {
-                    Cow::Owned(s.samples.iter().filter(|x| !is_stale(x.1)).copied().collect())
+                    Cow::Owned(
+                        s.samples
+                            .iter()
+                            .filter(|x| !is_stale(x.1))
+                            .copied()
+                            .collect(),
+                    )
                 } else {
                     Cow::Borrowed(&s.samples)
                 };
-                let labels = if name == "last_over_time" { &s.labels } else { bare };
+                let labels = if name == "last_over_time" {
+                    &s.labels
+                } else {
+                    bare
+                };
                 let (mut a, mut b) = (0, 0);
                 for (i, out) in out.iter_mut().enumerate() {
                     let t = start + i as i64 * step;
@@ -504,9 +518,18 @@ impl Evaluator {
                 None => Labels::default(),
             };
             let mut memo = self.groups.borrow_mut();
-            if memo.len() < GROUP_MEMO_LIMIT {
-                memo.insert((node, l.id()), (l.clone(), g.clone()));
+            if memo.len() >= GROUP_MEMO_LIMIT {
+                return g;
             }
+            let mut interned = self.interned.borrow_mut();
+            let g = match interned.get(&g) {
+                Some(shared) => shared.clone(),
+                None => {
+                    interned.insert(g.clone());
+                    g
+                }
+            };
+            memo.insert((node, l.id()), (l.clone(), g.clone()));
             g
         };
         let out = match op {

@@ -11,7 +11,7 @@ use regex::Regex;
 
 use super::error::PromError;
 use super::eval::{Evaluator, Window, is_label_name, ms};
-use super::value::{Element, Labels, NAME, Value, check_unique};
+use super::value::{Element, GroupIndex, Labels, NAME, Value, check_unique};
 
 /// Go's `math.Max`: NaN wins.
 fn go_max(a: f64, b: f64) -> f64 {
@@ -76,13 +76,13 @@ pub fn simple_aggregate(
         count: f64,
     }
     let mut groups: Vec<Group> = Vec::new();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    // Groups are held while indexed, so their identities stay unique.
+    let mut index = GroupIndex::default();
     for e in input {
         let g = group_of(&e.labels);
         let v = e.value;
-        match index.get(&g) {
+        match index.find_or_insert(&g, groups.len()) {
             None => {
-                index.insert(g.clone(), groups.len());
                 groups.push(Group {
                     labels: g,
                     value: match op {
@@ -93,7 +93,7 @@ pub fn simple_aggregate(
                     count: 1.0,
                 });
             }
-            Some(&i) => {
+            Some(i) => {
                 let g = &mut groups[i];
                 g.count += 1.0;
                 match op {
@@ -607,7 +607,8 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
                 return Ok(Value::Vector(v));
             }
             let (series, end, range) = matrix_arg(ev, arg(0)?, t)?;
-            let unique = matches!(arg(0)?, Expr::MatrixSelector(m) if ev.unique_without_name(&m.vs));
+            let unique =
+                matches!(arg(0)?, Expr::MatrixSelector(m) if ev.unique_without_name(&m.vs));
             let mut out = Vec::with_capacity(series.len());
             for s in series {
                 if let Some(value) = range_value(name, &s.samples, end, range) {

@@ -618,6 +618,16 @@ fn resolve(
         .collect()
 }
 
+/// The previous row of a batch: family, attributes, resource attributes, point labels
+/// and the series slots they resolved to.
+type LastRow<'a> = (
+    usize,
+    Vec<(&'a str, &'a str)>,
+    Vec<(&'a str, &'a str)>,
+    Vec<Extra>,
+    Vec<Option<usize>>,
+);
+
 fn rows(
     batch: &RecordBatch,
     families: &[&Family],
@@ -627,6 +637,7 @@ fn rows(
     let c = Columns::of(batch)?;
     let mut previous: Option<(usize, usize)> = None; // (row, family index)
     let mut points = Vec::new();
+    let mut last: Option<LastRow<'_>> = None;
     for row in 0..batch.num_rows() {
         let same_as = |other: usize| {
             text(&c.name, row) == text(&c.name, other)
@@ -668,6 +679,23 @@ fn rows(
         } else {
             map_pairs(c.resource, row)
         };
+        // Rows of a series are adjacent in files (sorted by series): reuse the previous
+        // row's resolution without hashing when it is the same series.
+        if let Some((f, a, r, extras, slots)) = &last
+            && *f == index
+            && *a == attributes
+            && *r == resource
+            && extras.len() == points.len()
+            && extras.iter().zip(&points).all(|(e, p)| *e == p.1)
+        {
+            for (slot, (_, extra, v)) in slots.iter().zip(&points) {
+                if let Some(slot) = slot {
+                    let accumulate = delta && !matches!(extra, Extra::Quantile(_));
+                    collector.push(*slot, t, *v, accumulate)?;
+                }
+            }
+            continue;
+        }
         let hash = row_hash(index, &attributes, &resource);
         let cached = collector.rows.get(&hash).and_then(|entries| {
             entries.iter().position(|e| {
@@ -702,13 +730,15 @@ fn rows(
                 slots
             }
         };
-        for (slot, (_, extra, v)) in slots.into_iter().zip(&points) {
+        for (slot, (_, extra, v)) in slots.iter().zip(&points) {
             if let Some(slot) = slot {
                 // Summaries' quantiles are not sums: they are never accumulated.
                 let accumulate = delta && !matches!(extra, Extra::Quantile(_));
-                collector.push(slot, t, *v, accumulate)?;
+                collector.push(*slot, t, *v, accumulate)?;
             }
         }
+        let extras = points.iter().map(|p| p.1).collect();
+        last = Some((index, attributes, resource, extras, slots));
     }
     Ok(())
 }

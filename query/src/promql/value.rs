@@ -113,6 +113,30 @@ impl Labels {
     }
 }
 
+/// Finds the group of a label set by its identity first (groups computed by the
+/// evaluator's memo share one set per content) and by content otherwise.
+#[derive(Default)]
+pub struct GroupIndex {
+    by_id: crate::hash::IdMap<usize, usize>,
+    by_labels: std::collections::HashMap<Labels, usize>,
+}
+
+impl GroupIndex {
+    /// The index of `g`'s group, or `None` after recording that it gets `next`.
+    pub fn find_or_insert(&mut self, g: &Labels, next: usize) -> Option<usize> {
+        if let Some(&i) = self.by_id.get(&g.id()) {
+            return Some(i);
+        }
+        let found = self.by_labels.get(g).copied();
+        let i = found.unwrap_or(next);
+        if found.is_none() {
+            self.by_labels.insert(g.clone(), i);
+        }
+        self.by_id.insert(g.id(), i);
+        found
+    }
+}
+
 /// A series: labels and samples `(unix ms, value)` in time order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {

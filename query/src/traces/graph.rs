@@ -338,27 +338,7 @@ pub struct Graph {
     pub edges: Vec<Edge>,
 }
 
-/// A hasher for ids that are random already: it only mixes the 64-bit key once.
-#[derive(Debug, Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+type IdMap<V> = crate::hash::IdMap<u64, V>;
 
 /// Span index by (trace id, span id): a map keyed by a 64-bit mix of both, checked
 /// against the span on lookup; the rare keys two spans share go to an exact side map.
@@ -650,8 +630,7 @@ impl GraphBuilder {
         }
         let service_id = End::Service;
         let peer_id = End::Peer;
-        let mut edges: HashMap<(End, End), Tally, std::hash::BuildHasherDefault<IdHasher>> =
-            HashMap::default();
+        let mut edges: crate::hash::IdMap<(End, End), Tally> = HashMap::default();
         let mut service_requests: Vec<Tally> = vec![Tally::default(); self.services.len()];
         for (i, s) in spans.iter().enumerate() {
             if s.kind.is_entry() {
