@@ -347,6 +347,20 @@ async fn read_families(
             }
         }
     }
+    // One family: select exactly its rows, so rows need not be told apart.
+    if let [f] = matching {
+        pushed.push_str(&format!(
+            " AND metric_type = {} AND coalesce(unit, '') = {} AND coalesce(is_monotonic, false) = {} AND {}",
+            lit(&f.metric_type),
+            lit(&f.unit),
+            f.monotonic,
+            if f.prometheus {
+                format!("scope_name = {}", lit(PROMETHEUS_SCOPE))
+            } else {
+                format!("(scope_name IS NULL OR scope_name <> {})", lit(PROMETHEUS_SCOPE))
+            }
+        ));
+    }
     let sql = format!(
         "SELECT {} FROM metrics WHERE metric_name IN ({}) AND {}{pushed}",
         columns.join(", "),
@@ -648,6 +662,8 @@ fn rows(
                     == c.mono.map(|m| m.is_valid(other) && m.value(other))
         };
         let index = match previous {
+            // The scan selected exactly this family's rows.
+            _ if families.len() == 1 => Some(0),
             Some((other, f)) if same_as(other) => Some(f),
             _ => {
                 let mono = c.mono.is_some_and(|m| m.is_valid(row) && m.value(row));
