@@ -289,7 +289,22 @@ pub async fn load(
         .filter(|f| f.names().iter().any(|n| selector.name_may_match(n)))
         .collect();
     if !matching.is_empty() {
-        read_families(engine, &matching, selector, lo, hi, &mut collector).await?;
+        let shared_name = listed.iter().any(|l| {
+            matching
+                .iter()
+                .any(|m| m.stored_name == l.family.stored_name)
+                && !matching.contains(&&l.family)
+        });
+        read_families(
+            engine,
+            &matching,
+            shared_name,
+            selector,
+            lo,
+            hi,
+            &mut collector,
+        )
+        .await?;
     }
     if selector.name_may_match("target_info") && listed.iter().any(|l| !l.family.prometheus) {
         read_target_info(engine, selector, lo, hi, &mut collector).await?;
@@ -300,6 +315,7 @@ pub async fn load(
 async fn read_families(
     engine: &QueryEngine,
     matching: &[&Family],
+    shared_name: bool,
     selector: &Selector,
     lo: i64,
     hi: i64,
@@ -347,8 +363,11 @@ async fn read_families(
             }
         }
     }
-    // One family: select exactly its rows, so rows need not be told apart.
-    if let [f] = matching {
+    // One family: its rows need not be told apart. When another family shares its stored
+    // name (rare), select exactly its rows.
+    if let [f] = matching
+        && shared_name
+    {
         pushed.push_str(&format!(
             " AND metric_type = {} AND coalesce(unit, '') = {} AND coalesce(is_monotonic, false) = {} AND {}",
             lit(&f.metric_type),
