@@ -11,6 +11,9 @@
 //!                                              └─ invalid items ─► partial success (rejected_*)
 //! ```
 //!
+//! Prometheus remote write ([`remote_write`], `POST /api/v1/write` on the API port)
+//! converts each `WriteRequest` to an OTLP metrics export and takes the same path.
+//!
 //! Errors map to statuses in one place ([`status`]): pressure (memory budget, disk full)
 //! becomes HTTP 503 with `Retry-After` and gRPC `UNAVAILABLE` with a `RetryInfo`, so
 //! exporters retry; an undecodable body is 400 / `INVALID_ARGUMENT`.

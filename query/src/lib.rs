@@ -15,7 +15,8 @@
 //! Tables: `spans`, `logs`, `metrics`, with the columns DESIGN.md lists.
 //!
 //! Built on the same engine: [`traces`] (trace view, search, service graph, RED,
-//! components, Jaeger's API) and, on the tantivy log indexes, [`logsearch`].
+//! components, Jaeger's API), [`promql`] (PromQL and the Prometheus HTTP API over the
+//! `metrics` table) and, on the tantivy log indexes, [`logsearch`].
 
 mod api;
 mod engine;
