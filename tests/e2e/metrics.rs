@@ -591,3 +591,84 @@ async fn remote_write_refuses_bad_bodies_and_keeps_out_of_order_samples() {
         "{r}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_write_under_memory_pressure_answers_retry_later_and_keeps_what_it_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 64 MiB budget, flushes only by pressure: large series fill it quickly.
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--memory-limit",
+            "64MiB",
+            "--flush-bytes",
+            "1GiB",
+            "--flush-interval",
+            "1h",
+        ],
+    );
+    let t = now_ms() / 1000 * 1000 - 600_000;
+    let padding = "x".repeat(4096);
+    let client = reqwest::Client::new();
+    let mut acked = 0i64;
+    let mut refused = None;
+    for n in 0..400i64 {
+        let request = WriteRequest {
+            timeseries: (0..400)
+                .map(|i| TimeSeries {
+                    labels: vec![
+                        label("__name__", "pressure"),
+                        label("batch", &n.to_string()),
+                        label("i", &i.to_string()),
+                        label("padding", &padding),
+                    ],
+                    samples: vec![Sample {
+                        value: 1.0,
+                        timestamp: t,
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+            metadata: Vec::new(),
+        };
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&request.encode_to_vec())
+            .expect("snappy");
+        let r = client
+            .post(format!("{}/api/v1/write", server.api()))
+            .header("Content-Encoding", "snappy")
+            .body(body)
+            .send()
+            .await
+            .expect("write");
+        match r.status().as_u16() {
+            204 => acked += 400,
+            503 => {
+                refused = Some(r);
+                break;
+            }
+            other => panic!("unexpected {other}: {}", r.text().await.unwrap_or_default()),
+        }
+    }
+    let refused = refused.expect("the server refused once its budget was used up");
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("1")
+    );
+    let body: Value = refused.json().await.expect("json error");
+    assert!(
+        !body["error"].as_str().unwrap_or_default().is_empty(),
+        "{body}"
+    );
+    assert!(acked > 0);
+    // Everything acknowledged is stored; nothing of the refused request is.
+    assert_eq!(
+        server
+            .scalar("SELECT count(*) FROM metrics WHERE metric_name = 'pressure'")
+            .await,
+        acked
+    );
+}
