@@ -14,7 +14,9 @@
 //! Semantics follow Prometheus 2.x, which the end-to-end test compares against side by
 //! side: 5-minute lookback, closed range windows, staleness markers, extrapolated rates.
 
+mod aggregate;
 mod api;
+mod binary;
 mod error;
 mod eval;
 mod functions;
