@@ -147,15 +147,20 @@ pub fn top_k(
     }
     let mut out = Vec::new();
     for mut g in groups {
-        // NaN sorts last either way.
-        g.sort_by(|a, b| match (a.value.is_nan(), b.value.is_nan()) {
-            (true, true) => std::cmp::Ordering::Equal,
-            (true, false) => std::cmp::Ordering::Greater,
-            (false, true) => std::cmp::Ordering::Less,
-            _ if top => b.value.total_cmp(&a.value),
-            _ => a.value.total_cmp(&b.value),
-        });
+        sort_by_value(&mut g, top);
         out.extend(g.into_iter().take(k).map(|e| Element { ts: t, ..e }));
     }
     out
+}
+
+/// Sorts elements by value, descending or ascending, NaN last either way (as `sort`,
+/// `sort_desc`, `topk` and `bottomk` order them).
+pub fn sort_by_value(v: &mut [Element], descending: bool) {
+    v.sort_by(|a, b| match (a.value.is_nan(), b.value.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ if descending => b.value.total_cmp(&a.value),
+        _ => a.value.total_cmp(&b.value),
+    });
 }

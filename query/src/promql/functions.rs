@@ -9,7 +9,7 @@ use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr};
 use regex::Regex;
 
-use super::aggregate::quantile;
+use super::aggregate::{quantile, sort_by_value};
 use super::error::PromError;
 use super::eval::{Evaluator, Window, is_label_name, ms};
 use super::value::{Element, Labels, NAME, Value, check_unique};
@@ -608,14 +608,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
             .collect(),
         "sort" | "sort_desc" => {
             let mut v = ev.vector(arg(0)?, t)?;
-            let desc = name == "sort_desc";
-            v.sort_by(|a, b| match (a.value.is_nan(), b.value.is_nan()) {
-                (true, true) => std::cmp::Ordering::Equal,
-                (true, false) => std::cmp::Ordering::Greater,
-                (false, true) => std::cmp::Ordering::Less,
-                _ if desc => b.value.total_cmp(&a.value),
-                _ => a.value.total_cmp(&b.value),
-            });
+            sort_by_value(&mut v, name == "sort_desc");
             return Ok(Value::Vector(v));
         }
         "minute" | "hour" | "day_of_week" | "day_of_month" | "day_of_year" | "days_in_month"
