@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -55,6 +55,12 @@ impl Params {
         Params(pairs)
     }
 
+    /// A parameter that must be present.
+    fn required(&self, name: &str) -> Result<&str, PromError> {
+        self.get(name)
+            .ok_or_else(|| PromError::bad_data(format!("invalid parameter {name:?}: missing")))
+    }
+
     fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
@@ -91,6 +97,19 @@ impl Params {
     }
 }
 
+impl<S: Send + Sync> FromRequest<S> for Params {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let query = req.uri().query().map(str::to_string);
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Params::new(query, &headers, &body))
+    }
+}
+
 fn now_ms() -> i64 {
     now_nanos().div_euclid(1_000_000)
 }
@@ -118,18 +137,10 @@ fn answer(result: Result<Json, PromError>) -> Response {
     }
 }
 
-async fn query(
-    State(engine): State<QueryEngine>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let p = Params::new(q, &headers, &body);
+async fn query(State(engine): State<QueryEngine>, p: Params) -> Response {
     answer(
         async {
-            let query = p
-                .get("query")
-                .ok_or_else(|| PromError::bad_data("invalid parameter \"query\": missing"))?;
+            let query = p.required("query")?;
             let t = p.time("time", now_ms())?;
             super::instant_query(&engine, query, t).await
         }
@@ -137,29 +148,14 @@ async fn query(
     )
 }
 
-async fn query_range(
-    State(engine): State<QueryEngine>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let p = Params::new(q, &headers, &body);
+async fn query_range(State(engine): State<QueryEngine>, p: Params) -> Response {
     answer(
         async {
-            let query = p
-                .get("query")
-                .ok_or_else(|| PromError::bad_data("invalid parameter \"query\": missing"))?;
-            let start = match p.get("start") {
-                Some(_) => p.time("start", 0)?,
-                None => return Err(PromError::bad_data("invalid parameter \"start\": missing")),
-            };
-            let end = match p.get("end") {
-                Some(_) => p.time("end", 0)?,
-                None => return Err(PromError::bad_data("invalid parameter \"end\": missing")),
-            };
-            let step = p
-                .get("step")
-                .ok_or_else(|| PromError::bad_data("invalid parameter \"step\": missing"))?;
+            let query = p.required("query")?;
+            p.required("start")?;
+            p.required("end")?;
+            let (start, end) = (p.time("start", 0)?, p.time("end", 0)?);
+            let step = p.required("step")?;
             let step = super::parse_step(step)
                 .map_err(|e| PromError::bad_data(format!("invalid parameter \"step\": {e}")))?;
             super::range_query(&engine, query, start, end, step).await
@@ -168,13 +164,7 @@ async fn query_range(
     )
 }
 
-async fn series(
-    State(engine): State<QueryEngine>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let p = Params::new(q, &headers, &body);
+async fn series(State(engine): State<QueryEngine>, p: Params) -> Response {
     answer(
         async {
             let matchers = p.all("match[]");
@@ -189,13 +179,7 @@ async fn series(
     )
 }
 
-async fn labels(
-    State(engine): State<QueryEngine>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let p = Params::new(q, &headers, &body);
+async fn labels(State(engine): State<QueryEngine>, p: Params) -> Response {
     answer(
         async {
             let (start, end) = p.window()?;
@@ -213,11 +197,8 @@ async fn labels(
 async fn label_values(
     State(engine): State<QueryEngine>,
     Path(name): Path<String>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
+    p: Params,
 ) -> Response {
-    let p = Params::new(q, &headers, &body);
     answer(
         async {
             if !super::eval::is_label_name(&name) {
@@ -240,8 +221,7 @@ async fn label_values(
     )
 }
 
-async fn metadata(State(engine): State<QueryEngine>, RawQuery(q): RawQuery) -> Response {
-    let p = Params::new(q, &HeaderMap::new(), &[]);
+async fn metadata(State(engine): State<QueryEngine>, p: Params) -> Response {
     answer(
         async {
             let limit = match p.get("limit") {

@@ -476,9 +476,21 @@ impl Evaluator {
         if first < lo {
             first += step;
         }
+        self.over_steps(expr, first, hi, step)
+    }
+
+    /// `expr` (a scalar or instant vector) evaluated at `first`, `first + step`, … up to
+    /// `last`, as series in label order: what range queries and subqueries return.
+    pub fn over_steps(
+        &self,
+        expr: &Expr,
+        first: i64,
+        last: i64,
+        step: i64,
+    ) -> Result<Vec<Series>, PromError> {
         let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
         let mut t = first;
-        while t <= hi {
+        while t <= last {
             match self.eval(expr, t)? {
                 Value::Scalar(v) => series.entry(Labels::default()).or_default().push((t, v)),
                 Value::Vector(v) => {
@@ -488,7 +500,7 @@ impl Evaluator {
                 }
                 other => {
                     return Err(PromError::bad_data(format!(
-                        "subquery is only allowed on instant vector or scalar, got {}",
+                        "expected a scalar or an instant vector at each step, got {}",
                         other.type_name()
                     )));
                 }

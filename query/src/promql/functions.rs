@@ -507,21 +507,13 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
                 })
                 .collect()
         }
-        "absent_over_time" => {
-            let (series, _, _) = matrix_arg(ev, arg(0)?, t)?;
-            if series.is_empty() {
-                vec![Element {
-                    labels: absent_labels(arg(0)?),
-                    value: 1.0,
-                    ts: t,
-                }]
+        "absent" | "absent_over_time" => {
+            let present = if name == "absent" {
+                !ev.vector(arg(0)?, t)?.is_empty()
             } else {
-                Vec::new()
-            }
-        }
-        "absent" => {
-            let v = ev.vector(arg(0)?, t)?;
-            if v.is_empty() {
+                !matrix_arg(ev, arg(0)?, t)?.0.is_empty()
+            };
+            if !present {
                 vec![Element {
                     labels: absent_labels(arg(0)?),
                     value: 1.0,

@@ -179,30 +179,7 @@ pub async fn range_query(
     let mut evaluator = prepare(engine, &expr, start, end).await?;
     blocking(move || {
         evaluator.precompute(&expr, start, end, step);
-        let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
-        let mut t = start;
-        while t <= end {
-            match evaluator.eval(&expr, t)? {
-                Value::Scalar(v) => series.entry(Labels::default()).or_default().push((t, v)),
-                Value::Vector(v) => {
-                    for e in v {
-                        series.entry(e.labels).or_default().push((t, e.value));
-                    }
-                }
-                other => {
-                    return Err(PromError::bad_data(format!(
-                        "range query must return a scalar or an instant vector, got {}",
-                        other.type_name()
-                    )));
-                }
-            }
-            t += step;
-        }
-        let mut m: Vec<Series> = series
-            .into_iter()
-            .map(|(labels, samples)| Series { labels, samples })
-            .collect();
-        m.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let m = evaluator.over_steps(&expr, start, end, step)?;
         Ok(json!({"resultType": "matrix", "result": matrix_json(&m)}))
     })
     .await
