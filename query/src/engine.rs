@@ -162,12 +162,25 @@ impl QueryEngine {
         result
     }
 
-    /// Runs one read-only SQL statement.
+    /// Plans `sql` without running it: checks that it is one read-only statement over
+    /// known tables and columns.
     ///
     /// # Errors
     /// [`QueryError::ReadOnly`] for DDL, DML, COPY and other statements;
-    /// [`QueryError::Invalid`] for SQL that does not plan; [`QueryError::Timeout`] and
-    /// [`QueryError::ResourcesExhausted`] past the configured limits.
+    /// [`QueryError::Invalid`] for SQL that does not plan.
+    pub async fn check(&self, sql: &str) -> Result<(), QueryError> {
+        self.ctx
+            .sql_with_options(sql, read_only())
+            .await
+            .map(|_| ())
+            .map_err(QueryError::from_datafusion)
+    }
+
+    /// Runs `sql` and collects the result.
+    ///
+    /// # Errors
+    /// As [`QueryEngine::check`], plus execution errors, the timeout and the memory
+    /// limit.
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, QueryError> {
         self.limited(async {
             let df = self

@@ -124,6 +124,33 @@ pub async fn instant_query(engine: &QueryEngine, query: &str, t: i64) -> Result<
     .await
 }
 
+/// An instant query at `t` (unix ms) as samples: each element's labels (with
+/// `__name__` when it has one) and value. A scalar is one sample without labels, as
+/// Prometheus's rule evaluation reads it.
+///
+/// # Errors
+/// As [`instant_query`], and `bad_data` when the query returns a range vector or a
+/// string.
+pub async fn instant_samples(
+    engine: &QueryEngine,
+    query: &str,
+    t: i64,
+) -> Result<Vec<(Vec<(String, String)>, f64)>, PromError> {
+    let expr = parse(query)?;
+    let evaluator = prepare(engine, &expr, t, t).await?;
+    blocking(move || match evaluator.eval(&expr, t)? {
+        Value::Scalar(v) => Ok(vec![(Vec::new(), v)]),
+        Value::Vector(v) => Ok(v
+            .into_iter()
+            .map(|e| (e.labels.pairs().to_vec(), e.value))
+            .collect()),
+        _ => Err(PromError::bad_data(
+            "the query must return an instant vector or a scalar",
+        )),
+    })
+    .await
+}
+
 fn matrix_json(m: &[Series]) -> Vec<Json> {
     m.iter()
         .map(|s| {

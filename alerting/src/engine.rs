@@ -1,0 +1,661 @@
+//! The alerting engine: one task that evaluates rule groups on their intervals, keeps
+//! alert state, writes `ALERTS`, `ALERTS_FOR_STATE` and recorded series, routes alerts
+//! to webhook groups and Alertmanager, and commits notifications and state to the
+//! outbox in one fsynced append. Delivery workers send from the outbox.
+//!
+//! Rules reload on request (SIGHUP, `POST /api/v1/rules/reload`) and when a rule file
+//! changes; a file with problems is refused and the old rules keep running.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::config::AlertingConfig;
+use crate::deliver::{self, Target};
+use crate::dispatch::{Dispatcher, NotifyAlert, millis_time};
+use crate::error::AlertingError;
+use crate::outbox::Outbox;
+use crate::rules::{self, Group, Problem, Problems, Rule, RuleExpr, RuleType};
+use crate::source::Sources;
+use crate::state::{Alert, AlertState, Context, LabelSet, RuleAlerts};
+
+/// Prometheus's staleness marker: a NaN with this exact bit pattern.
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+/// How often rule files are checked for changes.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// One sample the engine writes: labels (with `__name__`), time (Unix ms), value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSample {
+    /// Labels, `__name__` included.
+    pub labels: LabelSet,
+    /// Unix ms.
+    pub timestamp_ms: i64,
+    /// The value (a staleness marker is [`STALE_NAN`]'s bits).
+    pub value: f64,
+}
+
+/// Where `ALERTS`, `ALERTS_FOR_STATE` and recorded series go (the binary wires it to
+/// the ingest path, so they are stored like remote-written series).
+#[async_trait]
+pub trait SeriesSink: Send + Sync {
+    /// Stores the samples durably.
+    async fn write(&self, samples: Vec<SeriesSample>) -> Result<(), String>;
+}
+
+/// Health of a rule's last evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Not evaluated yet.
+    Unknown,
+    /// Evaluated without error.
+    Ok,
+    /// The last evaluation failed.
+    Err,
+}
+
+/// A rule and its live state.
+#[derive(Debug, Clone)]
+pub struct RuleRuntime {
+    /// The rule as written.
+    pub rule: Rule,
+    /// Its labels merged over its group's.
+    pub labels: LabelSet,
+    /// Its alerts (alerting rules).
+    pub alerts: RuleAlerts,
+    /// Last evaluation's health.
+    pub health: Health,
+    /// Last evaluation's error.
+    pub last_error: Option<String>,
+    /// When it was last evaluated, Unix ms.
+    pub last_evaluation: Option<i64>,
+    /// How long that took.
+    pub evaluation_time: Duration,
+}
+
+/// A group and its live state.
+#[derive(Debug, Clone)]
+pub struct GroupRuntime {
+    /// The group as written.
+    pub group: Group,
+    /// Its interval (its own or the default).
+    pub interval: Duration,
+    /// Its rules.
+    pub rules: Vec<RuleRuntime>,
+    /// When it was last evaluated, Unix ms.
+    pub last_evaluation: Option<i64>,
+    /// How long that took.
+    pub evaluation_time: Duration,
+    next_eval: i64,
+    last_series: BTreeSet<LabelSet>,
+}
+
+/// What the API shows: the groups as of the last evaluation, and the last reload error.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// Groups in file, then name order.
+    pub groups: Vec<GroupRuntime>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Snapshot {
+    rules: BTreeMap<String, RuleAlerts>,
+    dispatcher: Dispatcher,
+}
+
+enum Request {
+    Reload(oneshot::Sender<Result<usize, String>>),
+}
+
+/// The running alerting engine: cheap to clone.
+#[derive(Clone)]
+pub struct Alerting {
+    config: Arc<AlertingConfig>,
+    view: Arc<RwLock<Arc<View>>>,
+    outbox: Arc<Outbox>,
+    requests: mpsc::Sender<Request>,
+}
+
+impl std::fmt::Debug for Alerting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerting").finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn rule_key(g: &Group, r: &Rule) -> String {
+    format!(
+        "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{:?}",
+        g.file.display(),
+        g.name,
+        r.name,
+        r.expr.text(),
+        r.labels
+    )
+}
+
+/// Reads and checks the rule files, including what needs the server (SQL plans).
+async fn load(files: &[PathBuf], sources: &Sources) -> Result<Vec<Group>, Problems> {
+    let groups = rules::load_files(files)?;
+    let mut problems = Vec::new();
+    for g in &groups {
+        for r in &g.rules {
+            if let Err(e) = sources.check(&r.expr).await {
+                problems.push(Problem {
+                    file: g.file.clone(),
+                    line: r.line,
+                    col: 1,
+                    message: format!("rule {:?}: invalid SQL: {e}", r.name),
+                });
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(groups)
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+fn build(
+    groups: Vec<Group>,
+    config: &AlertingConfig,
+    mut states: BTreeMap<String, RuleAlerts>,
+    now: i64,
+) -> Vec<GroupRuntime> {
+    let mut out: Vec<GroupRuntime> = groups
+        .into_iter()
+        .map(|group| {
+            let interval = group.interval.unwrap_or(config.evaluation_interval);
+            let rules = group
+                .rules
+                .iter()
+                .map(|rule| {
+                    let mut labels = group.labels.clone();
+                    labels.extend(rule.labels.clone());
+                    RuleRuntime {
+                        alerts: states.remove(&rule_key(&group, rule)).unwrap_or_default(),
+                        rule: rule.clone(),
+                        labels,
+                        health: Health::Unknown,
+                        last_error: None,
+                        last_evaluation: None,
+                        evaluation_time: Duration::ZERO,
+                    }
+                })
+                .collect();
+            GroupRuntime {
+                interval,
+                rules,
+                last_evaluation: None,
+                evaluation_time: Duration::ZERO,
+                next_eval: now,
+                last_series: BTreeSet::new(),
+                group,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.group.file, &a.group.name).cmp(&(&b.group.file, &b.group.name)));
+    out
+}
+
+fn file_stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
+/// `generatorURL` of a rule: Prometheus's table link for PromQL, the UI for the rest.
+fn generator_url(config: &AlertingConfig, expr: &RuleExpr) -> String {
+    let q = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    match expr {
+        RuleExpr::PromQL(e) => format!("{}/graph?g0.expr={}&g0.tab=1", config.external_url, q(e)),
+        RuleExpr::Sql { query, .. } => format!("{}/ui/sql?q={}", config.external_url, q(query)),
+        RuleExpr::Logs { query, .. } => format!("{}/ui/logs?q={}", config.external_url, q(query)),
+    }
+}
+
+fn with_external(config: &AlertingConfig, labels: &LabelSet) -> LabelSet {
+    let mut out = labels.clone();
+    for (k, v) in &config.external_labels {
+        out.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    out
+}
+
+struct Engine {
+    config: Arc<AlertingConfig>,
+    sources: Sources,
+    sink: Option<Arc<dyn SeriesSink>>,
+    outbox: Arc<Outbox>,
+    view: Arc<RwLock<Arc<View>>>,
+    groups: Vec<GroupRuntime>,
+    dispatcher: Dispatcher,
+    stamps: Vec<Option<(SystemTime, u64)>>,
+    cx: Context,
+}
+
+impl Alerting {
+    /// Loads the rules, restores saved state, and starts the engine and one delivery
+    /// worker per receiver and Alertmanager; they stop when `stop` turns true.
+    ///
+    /// # Errors
+    /// Rule-file problems (every one, with lines), or an unreadable state directory.
+    pub async fn start(
+        config: AlertingConfig,
+        sources: Sources,
+        sink: Option<Arc<dyn SeriesSink>>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(Alerting, JoinSet<()>), AlertingError> {
+        let groups = load(&config.rule_files, &sources)
+            .await
+            .map_err(AlertingError::Rules)?;
+        let outbox = Arc::new(Outbox::open(&config.state_dir).map_err(|e| {
+            AlertingError::Io(format!(
+                "cannot open the alerting journal in {}: {e}",
+                config.state_dir.display()
+            ))
+        })?);
+        let snapshot: Snapshot = outbox
+            .saved_state()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let config = Arc::new(config);
+        let mut targets: Vec<Target> = config
+            .webhooks
+            .iter()
+            .cloned()
+            .map(Target::Webhook)
+            .collect();
+        targets.extend(
+            config
+                .alertmanager_urls
+                .iter()
+                .cloned()
+                .map(Target::Alertmanager),
+        );
+        let keys: Vec<String> = targets.iter().map(Target::key).collect();
+        for t in outbox.targets() {
+            if keys.contains(&t) {
+                continue;
+            }
+            while let Some(n) = outbox.head(&t) {
+                let error = Some(format!("{t} is no longer configured"));
+                outbox
+                    .finish(&t, n.id, 0, error, now_ms())
+                    .map_err(|e| AlertingError::Io(e.to_string()))?;
+            }
+        }
+        let client = reqwest::Client::builder()
+            .timeout(config.delivery.timeout)
+            .user_agent(concat!("Periscope/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| AlertingError::Io(format!("cannot build the HTTP client: {e}")))?;
+        let mut tasks = JoinSet::new();
+        for target in targets {
+            tasks.spawn(deliver::run(
+                outbox.clone(),
+                target,
+                client.clone(),
+                config.delivery.clone(),
+                stop.clone(),
+            ));
+        }
+        let now = now_ms();
+        let view = Arc::new(RwLock::new(Arc::new(View::default())));
+        let (tx, rx) = mpsc::channel(8);
+        let engine = Engine {
+            stamps: file_stamps(&config.rule_files),
+            groups: build(groups, &config, snapshot.rules, now),
+            dispatcher: snapshot.dispatcher,
+            cx: Context {
+                external_labels: config.external_labels.clone(),
+                external_url: config.external_url.clone(),
+            },
+            config: config.clone(),
+            sources,
+            sink,
+            outbox: outbox.clone(),
+            view: view.clone(),
+        };
+        engine.publish();
+        tasks.spawn(engine.run(rx, stop));
+        Ok((
+            Alerting {
+                config,
+                view,
+                outbox,
+                requests: tx,
+            },
+            tasks,
+        ))
+    }
+
+    /// Reloads the rule files now. Returns the number of rules loaded.
+    ///
+    /// # Errors
+    /// The files' problems (the old rules keep running), or a stopped engine.
+    pub async fn reload(&self) -> Result<usize, String> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Reload(tx))
+            .await
+            .map_err(|_| "the alerting engine has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the alerting engine has stopped".to_string())?
+    }
+
+    /// The groups as of their last evaluation.
+    pub fn view(&self) -> Arc<View> {
+        self.view.read().clone()
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &AlertingConfig {
+        &self.config
+    }
+
+    /// The outbox (for the notifications API).
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+}
+
+impl Engine {
+    fn publish(&self) {
+        *self.view.write() = Arc::new(View {
+            groups: self.groups.clone(),
+        });
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        let mut rules = BTreeMap::new();
+        for g in &self.groups {
+            for r in &g.rules {
+                if !r.alerts.alerts.is_empty() {
+                    rules.insert(rule_key(&g.group, &r.rule), r.alerts.clone());
+                }
+            }
+        }
+        serde_json::to_value(Snapshot {
+            rules,
+            dispatcher: self.dispatcher.clone(),
+        })
+        .unwrap_or_default()
+    }
+
+    async fn reload(&mut self) -> Result<usize, String> {
+        self.stamps = file_stamps(&self.config.rule_files);
+        let groups = load(&self.config.rule_files, &self.sources)
+            .await
+            .map_err(|p| p.to_string())?;
+        let mut states = BTreeMap::new();
+        for g in &self.groups {
+            for r in &g.rules {
+                states.insert(rule_key(&g.group, &r.rule), r.alerts.clone());
+            }
+        }
+        let count = groups.iter().map(|g| g.rules.len()).sum();
+        let mut fresh = build(groups, &self.config, states, now_ms());
+        // Groups that still exist keep their schedule and staleness tracking.
+        for g in &mut fresh {
+            if let Some(old) = self
+                .groups
+                .iter()
+                .find(|o| o.group.file == g.group.file && o.group.name == g.group.name)
+            {
+                g.next_eval = old.next_eval;
+                g.last_series = old.last_series.clone();
+            }
+        }
+        self.groups = fresh;
+        self.publish();
+        tracing::info!(rules = count, "Alert rules loaded.");
+        Ok(count)
+    }
+
+    async fn run(mut self, mut requests: mpsc::Receiver<Request>, mut stop: watch::Receiver<bool>) {
+        let mut last_watch = Instant::now();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            self.tick().await;
+            if last_watch.elapsed() >= WATCH_EVERY {
+                last_watch = Instant::now();
+                if file_stamps(&self.config.rule_files) != self.stamps {
+                    if let Err(e) = self.reload().await {
+                        tracing::error!(error = %e, "A rule file changed but has problems; the old rules keep running.");
+                    }
+                }
+            }
+            let now = now_ms();
+            let mut due = now + WATCH_EVERY.as_millis() as i64;
+            for g in &self.groups {
+                due = due.min(g.next_eval);
+            }
+            if let Some(d) = self.dispatcher.next_due(&self.config) {
+                due = due.min(d);
+            }
+            let wait = Duration::from_millis((due - now).clamp(0, 1000) as u64);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                Some(Request::Reload(reply)) = requests.recv() => {
+                    let result = self.reload().await;
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "Rule reload refused; the old rules keep running.");
+                    }
+                    let _ = reply.send(result);
+                }
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Evaluates the groups that are due, flushes the webhook groups that are due, and
+    /// commits what changed.
+    async fn tick(&mut self) {
+        let now = now_ms();
+        let mut to_alertmanager: Vec<serde_json::Value> = Vec::new();
+        let mut updates: Vec<NotifyAlert> = Vec::new();
+        let mut evaluated = false;
+        for gi in 0..self.groups.len() {
+            if self.groups[gi].next_eval > now {
+                continue;
+            }
+            evaluated = true;
+            let ts = self.groups[gi].next_eval;
+            let interval = self.groups[gi].interval.as_millis().max(1) as i64;
+            let mut next = ts + interval;
+            if next <= now {
+                next += (now - next) / interval * interval + interval;
+            }
+            self.groups[gi].next_eval = next;
+            self.eval_group(gi, ts, &mut to_alertmanager, &mut updates)
+                .await;
+        }
+        for alert in &updates {
+            self.dispatcher.update(&self.config, alert, now);
+        }
+        let mut ready: Vec<(String, String, String)> = self
+            .dispatcher
+            .flush(&self.config, now)
+            .into_iter()
+            .map(|(receiver, summary, body)| (deliver::webhook_key(&receiver), summary, body))
+            .collect();
+        if !to_alertmanager.is_empty() {
+            let body = serde_json::Value::Array(to_alertmanager).to_string();
+            let summary = "alerts for Alertmanager".to_string();
+            for url in &self.config.alertmanager_urls {
+                ready.push((
+                    deliver::alertmanager_key(url),
+                    summary.clone(),
+                    body.clone(),
+                ));
+            }
+        }
+        if !evaluated && ready.is_empty() {
+            return;
+        }
+        if let Err(e) = self.outbox.commit(ready, Some(self.snapshot()), now) {
+            tracing::error!(error = %e, "Cannot write the alerting journal; these notifications are lost and alert state is not saved.");
+        }
+        if evaluated {
+            self.publish();
+        }
+    }
+
+    async fn eval_group(
+        &mut self,
+        gi: usize,
+        ts: i64,
+        to_alertmanager: &mut Vec<serde_json::Value>,
+        updates: &mut Vec<NotifyAlert>,
+    ) {
+        let started = Instant::now();
+        let offset = self.groups[gi].group.query_offset.as_millis() as i64;
+        let eval_ts = ts - offset;
+        let limit = self.groups[gi].group.limit;
+        let interval = self.groups[gi].interval;
+        let resend = self.config.resend_delay;
+        let valid_for = (resend.max(interval).as_millis() * 4) as i64;
+        let mut series: BTreeMap<LabelSet, f64> = BTreeMap::new();
+        for ri in 0..self.groups[gi].rules.len() {
+            let rule_started = Instant::now();
+            let result = {
+                let r = &self.groups[gi].rules[ri];
+                self.sources.eval(&r.rule.expr, eval_ts).await
+            };
+            let generator = generator_url(&self.config, &self.groups[gi].rules[ri].rule.expr);
+            let r = &mut self.groups[gi].rules[ri];
+            let mut rule_series: Vec<(LabelSet, f64)> = Vec::new();
+            let outcome = result.and_then(|instances| match r.rule.rule_type {
+                RuleType::Recording => {
+                    for i in instances {
+                        let mut labels = i.labels;
+                        labels.extend(r.labels.clone());
+                        labels.insert("__name__".into(), r.rule.name.clone());
+                        rule_series.push((labels, i.value));
+                    }
+                    Ok(())
+                }
+                RuleType::Alerting => {
+                    r.alerts
+                        .apply(&r.rule, &r.labels, &instances, eval_ts, limit, &self.cx)?;
+                    rule_series = r.alerts.series();
+                    Ok(())
+                }
+            });
+            match outcome {
+                Ok(()) => {
+                    r.health = Health::Ok;
+                    r.last_error = None;
+                }
+                Err(e) => {
+                    tracing::warn!(rule = %r.rule.name, error = %e, "Rule evaluation failed.");
+                    r.health = Health::Err;
+                    r.last_error = Some(e);
+                }
+            }
+            r.last_evaluation = Some(ts);
+            r.evaluation_time = rule_started.elapsed();
+            if r.rule.rule_type == RuleType::Alerting && r.health == Health::Ok {
+                for a in r.alerts.alerts.values_mut() {
+                    notify_updates(a, eval_ts, &generator, &self.config, updates);
+                    if a.needs_sending(eval_ts, resend.as_millis() as i64) {
+                        a.last_sent_at = Some(eval_ts);
+                        a.valid_until = Some(eval_ts + valid_for);
+                        to_alertmanager.push(alertmanager_alert(a, &generator, &self.config));
+                    }
+                }
+            }
+            if !rule_series.is_empty() {
+                self.write(&rule_series, eval_ts).await;
+            }
+            series.extend(rule_series);
+        }
+        let stale: Vec<(LabelSet, f64)> = self.groups[gi]
+            .last_series
+            .iter()
+            .filter(|l| !series.contains_key(*l))
+            .map(|l| (l.clone(), f64::from_bits(STALE_NAN)))
+            .collect();
+        if !stale.is_empty() {
+            self.write(&stale, eval_ts).await;
+        }
+        let g = &mut self.groups[gi];
+        g.last_series = series.into_keys().collect();
+        g.last_evaluation = Some(ts);
+        g.evaluation_time = started.elapsed();
+    }
+
+    async fn write(&self, series: &[(LabelSet, f64)], ts: i64) {
+        let Some(sink) = &self.sink else { return };
+        let samples = series
+            .iter()
+            .map(|(labels, value)| SeriesSample {
+                labels: labels.clone(),
+                timestamp_ms: ts,
+                value: *value,
+            })
+            .collect();
+        if let Err(e) = sink.write(samples).await {
+            tracing::warn!(error = %e, "Could not store ALERTS or recorded series.");
+        }
+    }
+}
+
+/// Webhook dispatch sees an alert when it fires and when it resolves.
+fn notify_updates(
+    a: &Alert,
+    ts: i64,
+    generator: &str,
+    config: &AlertingConfig,
+    updates: &mut Vec<NotifyAlert>,
+) {
+    let ends_at = match a.state {
+        AlertState::Firing => None,
+        AlertState::Inactive if a.resolved_at == Some(ts) && a.fired_at.is_some() => a.resolved_at,
+        _ => return,
+    };
+    updates.push(NotifyAlert {
+        labels: with_external(config, &a.labels),
+        annotations: a.annotations.clone(),
+        starts_at: a.fired_at.unwrap_or(a.active_at),
+        ends_at,
+        generator_url: generator.to_string(),
+    });
+}
+
+/// An alert as Prometheus posts it to Alertmanager's `/api/v2/alerts`.
+fn alertmanager_alert(a: &Alert, generator: &str, config: &AlertingConfig) -> serde_json::Value {
+    let ends = a.resolved_at.or(a.valid_until).unwrap_or(a.active_at);
+    let mut v = json!({
+        "labels": with_external(config, &a.labels),
+        "startsAt": millis_time(a.fired_at.unwrap_or(a.active_at)),
+        "endsAt": millis_time(ends),
+        "generatorURL": generator,
+    });
+    if !a.annotations.is_empty() {
+        v["annotations"] = json!(a.annotations);
+    }
+    v
+}

@@ -1,0 +1,526 @@
+//! The durable outbox: notifications waiting for delivery, what was delivered, dead
+//! letters, and the alert state, in one append-only journal that is fsynced before
+//! anything is sent.
+//!
+//! One evaluation's new notifications and the state they came from are written in one
+//! append, so after a crash either both are there or neither is: a restart neither
+//! re-sends what was queued nor forgets what was due. Each line is
+//! `<crc32 hex> <json>`; a torn last line fails its checksum and is cut off on replay.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+/// Rewrite the journal once it is larger than this.
+const COMPACT_BYTES: u64 = 8 << 20;
+/// Delivered notifications remembered for the API.
+const HISTORY: usize = 200;
+/// Dead letters remembered for the API.
+const DEAD_LETTERS: usize = 1000;
+
+/// A notification to deliver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Sequence number, unique in this data directory.
+    pub id: u64,
+    /// The target: `webhook/<name>` or `alertmanager/<url>`.
+    pub target: String,
+    /// When it was queued, Unix ms.
+    pub created: i64,
+    /// One line saying what it is about.
+    pub summary: String,
+    /// The request body, exactly as it will be sent (and signed).
+    pub body: String,
+}
+
+/// A delivered or dead notification, for the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The notification (body included).
+    pub notification: Notification,
+    /// When it was delivered or given up, Unix ms.
+    pub at: i64,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Why it was given up (dead letters only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+enum Record {
+    State {
+        state: serde_json::Value,
+    },
+    Enqueue {
+        n: Notification,
+    },
+    Done {
+        id: u64,
+        at: i64,
+        attempts: u32,
+    },
+    Dead {
+        id: u64,
+        at: i64,
+        attempts: u32,
+        error: String,
+    },
+    History {
+        o: Outcome,
+    },
+}
+
+struct Inner {
+    file: File,
+    path: PathBuf,
+    bytes: u64,
+    next_id: u64,
+    state: Option<serde_json::Value>,
+    queues: BTreeMap<String, VecDeque<Notification>>,
+    history: VecDeque<Outcome>,
+    dead: VecDeque<Outcome>,
+}
+
+/// The outbox. Cheap to share behind an `Arc`.
+pub struct Outbox {
+    inner: Mutex<Inner>,
+    wake: Mutex<BTreeMap<String, Arc<Notify>>>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Outbox")
+    }
+}
+
+fn encode(record: &Record) -> std::io::Result<Vec<u8>> {
+    let json = serde_json::to_vec(record)?;
+    let mut line = format!("{:08x} ", crc32fast::hash(&json)).into_bytes();
+    line.extend_from_slice(&json);
+    line.push(b'\n');
+    Ok(line)
+}
+
+fn decode(line: &str) -> Option<Record> {
+    let (crc, json) = line.split_once(' ')?;
+    let crc = u32::from_str_radix(crc, 16).ok()?;
+    (crc32fast::hash(json.as_bytes()) == crc)
+        .then(|| serde_json::from_str(json).ok())
+        .flatten()
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Outbox {
+    /// Opens (or creates) the journal in `dir` and replays it.
+    ///
+    /// # Errors
+    /// When the directory or file cannot be created, read or truncated.
+    pub fn open(dir: &Path) -> std::io::Result<Outbox> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("journal");
+        let mut inner = Inner {
+            file: OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(&path)?,
+            path: path.clone(),
+            bytes: 0,
+            next_id: 1,
+            state: None,
+            queues: BTreeMap::new(),
+            history: VecDeque::new(),
+            dead: VecDeque::new(),
+        };
+        let mut pending: BTreeMap<u64, Notification> = BTreeMap::new();
+        let mut good = 0u64;
+        let mut reader = BufReader::new(File::open(&path)?);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = reader.read_line(&mut line)?;
+            if n == 0 || !line.ends_with('\n') {
+                break;
+            }
+            let Some(record) = decode(line.trim_end_matches('\n')) else {
+                break;
+            };
+            good += n as u64;
+            match record {
+                Record::State { state } => inner.state = Some(state),
+                Record::Enqueue { n } => {
+                    inner.next_id = inner.next_id.max(n.id + 1);
+                    pending.insert(n.id, n);
+                }
+                Record::Done { id, at, attempts } => {
+                    if let Some(n) = pending.remove(&id) {
+                        inner.remember(Outcome {
+                            notification: n,
+                            at,
+                            attempts,
+                            error: None,
+                        });
+                    }
+                }
+                Record::Dead {
+                    id,
+                    at,
+                    attempts,
+                    error,
+                } => {
+                    if let Some(n) = pending.remove(&id) {
+                        inner.remember(Outcome {
+                            notification: n,
+                            at,
+                            attempts,
+                            error: Some(error),
+                        });
+                    }
+                }
+                Record::History { o } => {
+                    inner.next_id = inner.next_id.max(o.notification.id + 1);
+                    inner.remember(o);
+                }
+            }
+        }
+        let len = inner.file.metadata()?.len();
+        if good < len {
+            tracing::warn!(
+                path = %path.display(),
+                kept = good,
+                dropped = len - good,
+                "The alerting journal ends in a torn write; cutting it off."
+            );
+            inner.file.set_len(good)?;
+            inner.file.sync_all()?;
+        }
+        inner.file.seek(SeekFrom::End(0))?;
+        inner.bytes = good;
+        for n in pending.into_values() {
+            inner
+                .queues
+                .entry(n.target.clone())
+                .or_default()
+                .push_back(n);
+        }
+        Ok(Outbox {
+            inner: Mutex::new(inner),
+            wake: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The state saved by the last [`Outbox::commit`], if any.
+    pub fn saved_state(&self) -> Option<serde_json::Value> {
+        self.inner.lock().state.clone()
+    }
+
+    /// Durably queues `notifications` (target, summary, body) together with `state`,
+    /// then wakes their targets' workers.
+    ///
+    /// # Errors
+    /// When the journal cannot be written or synced; nothing is queued then.
+    pub fn commit(
+        &self,
+        notifications: Vec<(String, String, String)>,
+        state: Option<serde_json::Value>,
+        now: i64,
+    ) -> std::io::Result<()> {
+        let mut targets = Vec::new();
+        {
+            let mut inner = self.inner.lock();
+            let mut buf = Vec::new();
+            let mut queued = Vec::new();
+            let mut id = inner.next_id;
+            for (target, summary, body) in notifications {
+                let n = Notification {
+                    id,
+                    target,
+                    created: now,
+                    summary,
+                    body,
+                };
+                id += 1;
+                buf.extend(encode(&Record::Enqueue { n: n.clone() })?);
+                queued.push(n);
+            }
+            if let Some(state) = &state {
+                buf.extend(encode(&Record::State {
+                    state: state.clone(),
+                })?);
+            }
+            if buf.is_empty() {
+                return Ok(());
+            }
+            inner.append(&buf)?;
+            inner.next_id = id;
+            if state.is_some() {
+                inner.state = state;
+            }
+            for n in queued {
+                targets.push(n.target.clone());
+                inner
+                    .queues
+                    .entry(n.target.clone())
+                    .or_default()
+                    .push_back(n);
+            }
+            if inner.bytes > COMPACT_BYTES {
+                if let Err(e) = inner.compact() {
+                    tracing::warn!(error = %e, "Could not compact the alerting journal; it keeps growing.");
+                }
+            }
+        }
+        for t in targets {
+            self.waker(&t).notify_one();
+        }
+        Ok(())
+    }
+
+    /// The notification `target` must deliver next.
+    pub fn head(&self, target: &str) -> Option<Notification> {
+        self.inner
+            .lock()
+            .queues
+            .get(target)
+            .and_then(|q| q.front().cloned())
+    }
+
+    /// The targets that have queued notifications.
+    pub fn targets(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// Records that notification `id` of `target` was delivered (`error` = None) or
+    /// given up, durably, and takes it off the queue.
+    ///
+    /// # Errors
+    /// When the journal cannot be written; the notification stays queued then.
+    pub fn finish(
+        &self,
+        target: &str,
+        id: u64,
+        attempts: u32,
+        error: Option<String>,
+        now: i64,
+    ) -> std::io::Result<()> {
+        let mut inner = self.inner.lock();
+        let record = match &error {
+            None => Record::Done {
+                id,
+                at: now,
+                attempts,
+            },
+            Some(e) => Record::Dead {
+                id,
+                at: now,
+                attempts,
+                error: e.clone(),
+            },
+        };
+        inner.append(&encode(&record)?)?;
+        let queue = inner.queues.entry(target.to_string()).or_default();
+        if let Some(pos) = queue.iter().position(|n| n.id == id) {
+            if let Some(n) = queue.remove(pos) {
+                inner.remember(Outcome {
+                    notification: n,
+                    at: now,
+                    attempts,
+                    error,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// What waits, what was delivered (newest last) and the dead letters.
+    pub fn report(&self) -> (Vec<Notification>, Vec<Outcome>, Vec<Outcome>) {
+        let inner = self.inner.lock();
+        (
+            inner.queues.values().flatten().cloned().collect(),
+            inner.history.iter().cloned().collect(),
+            inner.dead.iter().cloned().collect(),
+        )
+    }
+
+    /// The wake-up signal of `target`'s worker.
+    pub fn waker(&self, target: &str) -> Arc<Notify> {
+        self.wake
+            .lock()
+            .entry(target.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+impl Inner {
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(buf)?;
+        self.file.sync_data()?;
+        self.bytes += buf.len() as u64;
+        Ok(())
+    }
+
+    fn remember(&mut self, outcome: Outcome) {
+        let (list, cap) = if outcome.error.is_some() {
+            (&mut self.dead, DEAD_LETTERS)
+        } else {
+            (&mut self.history, HISTORY)
+        };
+        list.push_back(outcome);
+        while list.len() > cap {
+            list.pop_front();
+        }
+    }
+
+    /// Rewrites the journal as the last state, the queued notifications and the
+    /// remembered outcomes: a new file, fsynced, renamed over the old one.
+    fn compact(&mut self) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        let mut buf = Vec::new();
+        for o in self.history.iter().chain(self.dead.iter()) {
+            buf.extend(encode(&Record::History { o: o.clone() })?);
+        }
+        for n in self.queues.values().flatten() {
+            buf.extend(encode(&Record::Enqueue { n: n.clone() })?);
+        }
+        if let Some(state) = &self.state {
+            buf.extend(encode(&Record::State {
+                state: state.clone(),
+            })?);
+        }
+        let mut file = File::create(&tmp)?;
+        file.write_all(&buf)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            sync_dir(dir)?;
+        }
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)?;
+        self.bytes = buf.len() as u64;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queued_notifications_and_state_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let o = Outbox::open(dir.path()).unwrap();
+            o.commit(
+                vec![
+                    ("webhook/a".into(), "one".into(), "{\"n\":1}".into()),
+                    ("webhook/a".into(), "two".into(), "{\"n\":2}".into()),
+                    ("alertmanager/x".into(), "three".into(), "[]".into()),
+                ],
+                Some(serde_json::json!({"v": 1})),
+                10,
+            )
+            .unwrap();
+            let head = o.head("webhook/a").unwrap();
+            assert_eq!(head.summary, "one");
+            o.finish("webhook/a", head.id, 1, None, 11).unwrap();
+            let am = o.head("alertmanager/x").unwrap();
+            o.finish("alertmanager/x", am.id, 3, Some("gave up".into()), 12)
+                .unwrap();
+        }
+        let o = Outbox::open(dir.path()).unwrap();
+        assert_eq!(o.saved_state(), Some(serde_json::json!({"v": 1})));
+        assert_eq!(o.head("webhook/a").unwrap().summary, "two");
+        assert!(o.head("alertmanager/x").is_none());
+        let (pending, delivered, dead) = o.report();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(delivered[0].notification.summary, "one");
+        assert_eq!(dead[0].error.as_deref(), Some("gave up"));
+        // New ids continue after the old ones.
+        o.commit(
+            vec![("webhook/a".into(), "four".into(), "{}".into())],
+            None,
+            20,
+        )
+        .unwrap();
+        let ids: Vec<u64> = o.report().0.iter().map(|n| n.id).collect();
+        assert!(ids[1] > ids[0], "{ids:?}");
+    }
+
+    #[test]
+    fn a_torn_last_write_is_cut_off_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let o = Outbox::open(dir.path()).unwrap();
+            o.commit(
+                vec![("webhook/a".into(), "kept".into(), "{}".into())],
+                None,
+                1,
+            )
+            .unwrap();
+        }
+        let path = dir.path().join("journal");
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"0000abcd {\"t\":\"enqueue\",\"n\":{\"id\":9")
+            .unwrap();
+        drop(f);
+        let o = Outbox::open(dir.path()).unwrap();
+        assert_eq!(o.report().0.len(), 1);
+        o.commit(
+            vec![("webhook/a".into(), "after".into(), "{}".into())],
+            None,
+            2,
+        )
+        .unwrap();
+        drop(o);
+        let o = Outbox::open(dir.path()).unwrap();
+        let summaries: Vec<String> = o.report().0.into_iter().map(|n| n.summary).collect();
+        assert_eq!(summaries, ["kept", "after"]);
+    }
+
+    #[test]
+    fn compaction_keeps_what_matters() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::open(dir.path()).unwrap();
+        let big = "x".repeat(1 << 20);
+        for i in 0..10 {
+            o.commit(
+                vec![("webhook/a".into(), format!("n{i}"), "{}".into())],
+                Some(serde_json::json!({ "i": i, "pad": big })),
+                i,
+            )
+            .unwrap();
+            let head = o.head("webhook/a").unwrap();
+            if i < 9 {
+                o.finish("webhook/a", head.id, 1, None, i).unwrap();
+            }
+        }
+        let size = std::fs::metadata(dir.path().join("journal")).unwrap().len();
+        assert!(size < COMPACT_BYTES, "compacted to {size}");
+        drop(o);
+        let o = Outbox::open(dir.path()).unwrap();
+        assert_eq!(o.saved_state().unwrap()["i"], 9);
+        assert_eq!(o.report().0[0].summary, "n9");
+        assert_eq!(o.report().1.len(), 9);
+    }
+}
