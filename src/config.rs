@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use periscope_alerting::{AlertingConfig, AlertingSection};
 use serde::Deserialize;
 
 /// Flags of `periscope serve`. Each has an environment variable and a TOML key.
@@ -50,6 +51,24 @@ pub struct ServeArgs {
     /// Log format: `text` or `json` [default: text].
     #[arg(long, env = "PERISCOPE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Alert rule file (Prometheus's format, plus `sql:` and `logs:` rules); repeat the
+    /// flag for more files.
+    #[arg(
+        long = "rules",
+        env = "PERISCOPE_RULES",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub rules: Vec<PathBuf>,
+    /// Alertmanager to send alerts to, e.g. `http://127.0.0.1:9093`; repeat the flag for
+    /// more.
+    #[arg(
+        long = "alertmanager-url",
+        env = "PERISCOPE_ALERTMANAGER_URL",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub alertmanager_url: Vec<String>,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -68,6 +87,13 @@ struct FileConfig {
     flush_bytes: Option<String>,
     log: Option<String>,
     log_format: Option<String>,
+    /// Rule files; relative paths are relative to the config file.
+    #[serde(alias = "rules")]
+    rule_files: Option<Vec<PathBuf>>,
+    #[serde(alias = "alertmanager_urls")]
+    alertmanager_url: Option<Vec<String>>,
+    /// `[alerting]`: evaluation, webhooks, routes, delivery.
+    alerting: Option<AlertingSection>,
 }
 
 /// Fully resolved settings.
@@ -85,6 +111,7 @@ pub struct Settings {
     pub flush_bytes: u64,
     pub log: String,
     pub json_logs: bool,
+    pub alerting: AlertingConfig,
 }
 
 /// Parses a size such as `16MiB`, `2GiB` or `1048576`.
@@ -166,6 +193,42 @@ impl Settings {
         if max_request_bytes == 0 {
             bail!("max-request-bytes: must be more than 0");
         }
+        let http_addr = addr_or(
+            "http-addr",
+            pick(args.http_addr, file.http_addr),
+            "127.0.0.1:7070",
+        )?;
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("periscope-data"));
+        let base = args
+            .config
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let rule_files = if args.rules.is_empty() {
+            file.rule_files
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| if p.is_relative() { base.join(p) } else { p })
+                .collect()
+        } else {
+            args.rules
+        };
+        let alertmanager_urls = if args.alertmanager_url.is_empty() {
+            file.alertmanager_url.unwrap_or_default()
+        } else {
+            args.alertmanager_url
+        };
+        let alerting = AlertingConfig::resolve(
+            file.alerting.unwrap_or_default(),
+            rule_files,
+            alertmanager_urls,
+            format!("http://{http_addr}"),
+            data_dir.join("alerting"),
+        )?;
         Ok(Settings {
             otlp_grpc_addr: addr_or(
                 "otlp-grpc-addr",
@@ -177,15 +240,8 @@ impl Settings {
                 pick(args.otlp_http_addr, file.otlp_http_addr),
                 "127.0.0.1:4318",
             )?,
-            http_addr: addr_or(
-                "http-addr",
-                pick(args.http_addr, file.http_addr),
-                "127.0.0.1:7070",
-            )?,
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("periscope-data")),
+            http_addr,
+            data_dir,
             memory_limit,
             max_request_bytes,
             query_timeout: dur_or(
@@ -210,6 +266,7 @@ impl Settings {
             )?,
             log: pick(args.log, file.log).unwrap_or_else(|| "info".into()),
             json_logs,
+            alerting,
         })
     }
 

@@ -1,5 +1,6 @@
 //! The `periscope` binary: parses the command line and wires the crates together.
 
+mod alerts;
 mod bench;
 mod bench_logs;
 mod bench_metrics;
@@ -31,6 +32,9 @@ enum Command {
     Serve(config::ServeArgs),
     /// Run a SQL query against a running server and print the result.
     Sql(client::SqlArgs),
+    /// Work with alert rule files.
+    #[command(subcommand)]
+    Rules(alerts::RulesCommand),
     /// Measure Periscope (see README, "Performance").
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -49,5 +53,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Sql(args) => runtime.block_on(client::run(args)),
         Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),
+        Command::Rules(cmd) => {
+            if !runtime.block_on(alerts::run(cmd))? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }

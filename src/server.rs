@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use periscope_alerting::{Alerting, Sources};
 use periscope_collector::Ingest;
 use periscope_query::{QueryConfig, QueryEngine, error_response};
 use periscope_storage::{Store, StoreConfig};
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::alerts::IngestSink;
 use crate::config::Settings;
 
 /// Sets up `tracing` output on stderr (stdout carries the `listening` line).
@@ -55,6 +57,27 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// Reloads the alert rules on SIGHUP, as Prometheus does.
+fn reload_on_sighup(alerting: Alerting) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match alerting.reload().await {
+                Ok(n) => info!(rules = n, "SIGHUP: alert rules reloaded."),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: rule reload refused; the old rules keep running.")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = alerting;
 }
 
 async fn metrics_text(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
@@ -124,6 +147,23 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
+    // With port 0 the default external URL is only known now.
+    let mut alerting_config = settings.alerting.clone();
+    if alerting_config.external_url == format!("http://{}", settings.http_addr) {
+        alerting_config.external_url = format!("http://{api_addr}");
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (alerting, mut alert_tasks) = Alerting::start(
+        alerting_config,
+        Sources {
+            engine: engine.clone(),
+            store: store.clone(),
+        },
+        Some(Arc::new(IngestSink(ingest.clone()))),
+        stop_rx.clone(),
+    )
+    .await?;
+    reload_on_sighup(alerting.clone());
     {
         let mut out = std::io::stdout().lock();
         writeln!(
@@ -134,7 +174,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     info!(%grpc_addr, %http_addr, %api_addr, data_dir = %settings.data_dir.display(), "Periscope is serving.");
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -162,6 +201,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             store.clone(),
             stop_rx.clone(),
         ))
+        .merge(periscope_alerting::router(alerting))
         .merge(ops_router(registry))
         .fallback(|| async {
             error_response(
@@ -190,6 +230,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             failure.get_or_insert(e);
         }
     }
+    while alert_tasks.join_next().await.is_some() {}
     let _ = flusher.await;
     info!("Stopped.");
     match failure {

@@ -148,15 +148,17 @@ fn rule_key(g: &Group, r: &Rule) -> String {
 }
 
 /// Reads and checks the rule files, including what needs the server (SQL plans).
-async fn load(files: &[PathBuf], sources: &Sources) -> Result<Vec<Group>, Problems> {
-    let groups = rules::load_files(files)?;
-    let mut problems = Vec::new();
+///
+/// # Errors
+/// Every problem, sorted by file and line.
+pub async fn load(files: &[PathBuf], sources: &Sources) -> Result<Vec<Group>, Problems> {
+    let (groups, mut problems) = rules::read_files(files);
     for g in &groups {
         for r in &g.rules {
             if let Err(e) = sources.check(&r.expr).await {
                 problems.push(Problem {
                     file: g.file.clone(),
-                    line: r.line,
+                    line: r.expr_line,
                     col: 1,
                     message: format!("rule {:?}: invalid SQL: {e}", r.name),
                 });
@@ -166,6 +168,7 @@ async fn load(files: &[PathBuf], sources: &Sources) -> Result<Vec<Group>, Proble
     if problems.is_empty() {
         Ok(groups)
     } else {
+        problems.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
         Err(Problems(problems))
     }
 }

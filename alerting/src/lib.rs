@@ -34,6 +34,6 @@ mod yaml;
 pub use api::{router, value_text};
 pub use config::{AlertingConfig, AlertingSection};
 pub use deliver::{DELIVERY_HEADER, SIGNATURE_HEADER, signature};
-pub use engine::{Alerting, STALE_NAN, SeriesSample, SeriesSink};
+pub use engine::{Alerting, STALE_NAN, SeriesSample, SeriesSink, load};
 pub use error::AlertingError;
 pub use source::Sources;

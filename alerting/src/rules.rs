@@ -214,6 +214,8 @@ pub struct Rule {
     pub annotations: BTreeMap<String, String>,
     /// Line of the rule in its file.
     pub line: usize,
+    /// Line of its expression.
+    pub expr_line: usize,
 }
 
 /// A group of rules evaluated together, in order, at one interval.
@@ -241,14 +243,26 @@ pub struct Group {
 /// Every problem in every file (unreadable file, YAML syntax, unknown or mistyped
 /// fields, invalid expressions and templates, duplicate groups or rules).
 pub fn load_files(paths: &[PathBuf]) -> Result<Vec<Group>, Problems> {
+    let (groups, problems) = read_files(paths);
+    if problems.is_empty() {
+        Ok(groups)
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+/// Reads rule files, returning what parsed (rules with problems left out) and every
+/// problem, so further checks can run on the rest.
+pub fn read_files(paths: &[PathBuf]) -> (Vec<Group>, Vec<Problem>) {
     let mut groups = Vec::new();
     let mut problems = Vec::new();
     for path in paths {
         match std::fs::read_to_string(path) {
-            Ok(text) => match parse_file(path, &text) {
-                Ok(g) => groups.extend(g),
-                Err(Problems(p)) => problems.extend(p),
-            },
+            Ok(text) => {
+                let (g, p) = parse_lenient(path, &text);
+                groups.extend(g);
+                problems.extend(p);
+            }
             Err(e) => problems.push(Problem {
                 file: path.clone(),
                 line: 0,
@@ -257,11 +271,7 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Vec<Group>, Problems> {
             }),
         }
     }
-    if problems.is_empty() {
-        Ok(groups)
-    } else {
-        Err(Problems(problems))
-    }
+    (groups, problems)
 }
 
 /// Parses one rule file's text.
@@ -269,6 +279,15 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Vec<Group>, Problems> {
 /// # Errors
 /// Every problem found, with lines.
 pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Group>, Problems> {
+    let (groups, problems) = parse_lenient(path, text);
+    if problems.is_empty() {
+        Ok(groups)
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+fn parse_lenient(path: &Path, text: &str) -> (Vec<Group>, Vec<Problem>) {
     let mut cx = Checker {
         file: path.to_path_buf(),
         problems: Vec::new(),
@@ -285,11 +304,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Group>, Problems> {
             Vec::new()
         }
     };
-    if cx.problems.is_empty() {
-        Ok(groups)
-    } else {
-        Err(Problems(cx.problems))
-    }
+    (groups, cx.problems)
 }
 
 struct Checker {
@@ -673,6 +688,7 @@ impl Checker {
             labels,
             annotations,
             line: node.line,
+            expr_line: expr_node.line,
         })
     }
 

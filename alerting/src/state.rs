@@ -325,6 +325,7 @@ mod tests {
             )]
             .into(),
             line: 1,
+            expr_line: 1,
         }
     }
 

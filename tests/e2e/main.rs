@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `periscope` binary, driven by real clients (the
 //! OpenTelemetry Rust SDK, tonic, reqwest) and read back by SQL and the `parquet` crate.
 
+mod alerting;
 mod bad_input;
 mod crash;
 mod files;
