@@ -280,12 +280,12 @@ impl AlertingConfig {
                 continue_: r.continue_,
             });
         }
-        if let Some(d) = &section.default_receiver {
-            if !known(d) {
-                return Err(AlertingError::Config(format!(
-                    "alerting.default_receiver: no webhook is named {d:?}"
-                )));
-            }
+        if let Some(d) = &section.default_receiver
+            && !known(d)
+        {
+            return Err(AlertingError::Config(format!(
+                "alerting.default_receiver: no webhook is named {d:?}"
+            )));
         }
         let alertmanager_urls = alertmanager_urls
             .iter()
@@ -352,20 +352,20 @@ impl AlertingConfig {
         let mut out: Vec<&Webhook> = Vec::new();
         for route in &self.routes {
             if route.matchers.iter().all(|m| m.matches(labels)) {
-                if let Some(w) = by_name(&route.receiver) {
-                    if !out.iter().any(|o| o.name == w.name) {
-                        out.push(w);
-                    }
+                if let Some(w) = by_name(&route.receiver)
+                    && !out.iter().any(|o| o.name == w.name)
+                {
+                    out.push(w);
                 }
                 if !route.continue_ {
                     break;
                 }
             }
         }
-        if out.is_empty() {
-            if let Some(w) = self.default_receiver.as_deref().and_then(by_name) {
-                out.push(w);
-            }
+        if out.is_empty()
+            && let Some(w) = self.default_receiver.as_deref().and_then(by_name)
+        {
+            out.push(w);
         }
         out
     }

@@ -130,10 +130,10 @@ impl Dispatcher {
                 continue;
             };
             groups.retain(|_, g| {
-                if g.due(w).is_some_and(|t| t <= now) {
-                    if let Some(ready) = g.flush(w, config, now) {
-                        out.push(ready);
-                    }
+                if g.due(w).is_some_and(|t| t <= now)
+                    && let Some(ready) = g.flush(w, config, now)
+                {
+                    out.push(ready);
                 }
                 !g.alerts.is_empty()
             });

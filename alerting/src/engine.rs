@@ -26,6 +26,7 @@ use crate::outbox::Outbox;
 use crate::rules::{self, Group, Problem, Problems, Rule, RuleExpr, RuleType};
 use crate::source::Sources;
 use crate::state::{Alert, AlertState, Context, LabelSet, RuleAlerts};
+use crate::template::QueryFn;
 
 /// Prometheus's staleness marker: a NaN with this exact bit pattern.
 pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
@@ -236,6 +237,33 @@ fn generator_url(config: &AlertingConfig, expr: &RuleExpr) -> String {
     }
 }
 
+/// The `query` template function: PromQL at the evaluation time. Templates expand in
+/// synchronous code, so the query runs on this worker thread, which tells the runtime to
+/// move its other tasks elsewhere meanwhile.
+fn template_query(engine: periscope_query::QueryEngine) -> QueryFn {
+    Arc::new(move |query: &str, t: i64| {
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| "query is not available here".to_string())?;
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Err("query is not available here".into());
+        }
+        let engine = engine.clone();
+        let query = query.to_string();
+        tokio::task::block_in_place(|| {
+            handle.block_on(async move {
+                periscope_query::promql::instant_samples(&engine, &query, t).await
+            })
+        })
+        .map(|samples| {
+            samples
+                .into_iter()
+                .map(|(labels, v)| (labels.into_iter().collect(), v))
+                .collect()
+        })
+        .map_err(|e| e.message)
+    })
+}
+
 fn with_external(config: &AlertingConfig, labels: &LabelSet) -> LabelSet {
     let mut out = labels.clone();
     for (k, v) in &config.external_labels {
@@ -332,6 +360,7 @@ impl Alerting {
             cx: Context {
                 external_labels: config.external_labels.clone(),
                 external_url: config.external_url.clone(),
+                query: Some(template_query(sources.engine.clone())),
             },
             config: config.clone(),
             sources,
@@ -444,10 +473,10 @@ impl Engine {
             self.tick().await;
             if last_watch.elapsed() >= WATCH_EVERY {
                 last_watch = Instant::now();
-                if file_stamps(&self.config.rule_files) != self.stamps {
-                    if let Err(e) = self.reload().await {
-                        tracing::error!(error = %e, "A rule file changed but has problems; the old rules keep running.");
-                    }
+                if file_stamps(&self.config.rule_files) != self.stamps
+                    && let Err(e) = self.reload().await
+                {
+                    tracing::error!(error = %e, "A rule file changed but has problems; the old rules keep running.");
                 }
             }
             let now = now_ms();

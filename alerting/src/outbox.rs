@@ -275,10 +275,10 @@ impl Outbox {
                     .or_default()
                     .push_back(n);
             }
-            if inner.bytes > COMPACT_BYTES {
-                if let Err(e) = inner.compact() {
-                    tracing::warn!(error = %e, "Could not compact the alerting journal; it keeps growing.");
-                }
+            if inner.bytes > COMPACT_BYTES
+                && let Err(e) = inner.compact()
+            {
+                tracing::warn!(error = %e, "Could not compact the alerting journal; it keeps growing.");
             }
         }
         for t in targets {
@@ -336,15 +336,15 @@ impl Outbox {
         };
         inner.append(&encode(&record)?)?;
         let queue = inner.queues.entry(target.to_string()).or_default();
-        if let Some(pos) = queue.iter().position(|n| n.id == id) {
-            if let Some(n) = queue.remove(pos) {
-                inner.remember(Outcome {
-                    notification: n,
-                    at: now,
-                    attempts,
-                    error,
-                });
-            }
+        if let Some(pos) = queue.iter().position(|n| n.id == id)
+            && let Some(n) = queue.remove(pos)
+        {
+            inner.remember(Outcome {
+                notification: n,
+                at: now,
+                attempts,
+                error,
+            });
         }
         Ok(())
     }

@@ -480,10 +480,10 @@ impl Checker {
         let interval = fields
             .get("interval")
             .and_then(|n| self.duration(n, "interval"));
-        if interval == Some(Duration::ZERO) {
-            if let Some(n) = fields.get("interval") {
-                self.problem(n, "interval must be more than 0");
-            }
+        if interval == Some(Duration::ZERO)
+            && let Some(n) = fields.get("interval")
+        {
+            self.problem(n, "interval must be more than 0");
         }
         let query_offset = fields
             .get("query_offset")
@@ -671,10 +671,10 @@ impl Checker {
                     continue;
                 };
                 for (k, v) in entries {
-                    if let (Some(k), Some(text)) = (k.as_str(), v.as_str()) {
-                        if let Err(e) = template::check(k, text) {
-                            self.problem(v, format!("{what} {k:?}: invalid template: {e}"));
-                        }
+                    if let (Some(k), Some(text)) = (k.as_str(), v.as_str())
+                        && let Err(e) = template::check(k, text)
+                    {
+                        self.problem(v, format!("{what} {k:?}: invalid template: {e}"));
                     }
                 }
             }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::rules::Rule;
-use crate::template::{self, TemplateData};
+use crate::template::{self, QueryFn, TemplateData};
 
 /// How long a resolved alert is kept (and re-sent to Alertmanager).
 pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
@@ -130,12 +130,23 @@ pub struct Instance {
 }
 
 /// What the template functions and labels need to know about the server.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Context {
     /// `$externalLabels`.
     pub external_labels: LabelSet,
     /// `$externalURL`.
     pub external_url: String,
+    /// Runs the `query` template function.
+    pub query: Option<QueryFn>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("external_labels", &self.external_labels)
+            .field("external_url", &self.external_url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The alerts of one alerting rule, by fingerprint.
@@ -175,6 +186,8 @@ impl RuleAlerts {
                 external_labels: &cx.external_labels,
                 external_url: &cx.external_url,
                 value: r.value,
+                time_ms: ts,
+                query: cx.query.clone(),
             };
             let mut alert_labels = r.labels.clone();
             alert_labels.remove("__name__");

@@ -15,7 +15,7 @@ use regex::Regex;
 const DEFINITIONS: &str = "{{$labels := .Labels}}{{$externalLabels := .ExternalLabels}}{{$externalURL := .ExternalURL}}{{$value := .Value}}";
 
 /// The data a template sees.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TemplateData<'a> {
     /// The alert's labels.
     pub labels: &'a BTreeMap<String, String>,
@@ -25,7 +25,15 @@ pub struct TemplateData<'a> {
     pub external_url: &'a str,
     /// The alert's value.
     pub value: f64,
+    /// The evaluation time, Unix ms (what `query` evaluates at).
+    pub time_ms: i64,
+    /// Runs PromQL for the `query` function; `None` where no server is at hand.
+    pub query: Option<QueryFn>,
 }
+
+/// Runs an instant PromQL query at a time (Unix ms): labels and value of each sample.
+pub type QueryFn =
+    Arc<dyn Fn(&str, i64) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> + Send + Sync>;
 
 /// A parsed template.
 #[derive(Clone)]
@@ -42,10 +50,54 @@ impl std::fmt::Debug for Compiled {
 /// # Errors
 /// The template parser's message.
 pub fn compile(name: &str, text: &str) -> Result<Compiled, String> {
+    compile_for(name, text, None)
+}
+
+/// Parses `text` with the functions that depend on the data (`query`, `externalURL`,
+/// `pathPrefix`, `graphLink`, `tableLink`) bound to `data`.
+fn compile_for(
+    name: &str,
+    text: &str,
+    data: Option<&TemplateData<'_>>,
+) -> Result<Compiled, String> {
     let mut template = Template::new(name);
     for (fname, f) in functions() {
         template = template.func(fname, f);
     }
+    let external = data.map_or(String::new(), |d| d.external_url.to_string());
+    let prefix = reqwest::Url::parse(&external)
+        .map(|u| u.path().trim_end_matches('/').to_string())
+        .unwrap_or_default();
+    let link = |tab: &'static str, prefix: String| {
+        move |args: &[Value]| -> gotmpl::Result<Value> {
+            let expr = text_arg(args, 0, "graphLink")?;
+            let q: String = form_urlencoded::byte_serialize(expr.as_bytes()).collect();
+            Ok(string(format!("{prefix}/graph?g0.expr={q}&g0.tab={tab}")))
+        }
+    };
+    let query = data.and_then(|d| d.query.clone());
+    let time_ms = data.map_or(0, |d| d.time_ms);
+    template = template
+        .func("externalURL", {
+            let external = external.clone();
+            move |_| Ok(string(external.clone()))
+        })
+        .func("pathPrefix", {
+            let prefix = prefix.clone();
+            move |_| Ok(string(prefix.clone()))
+        })
+        .func("graphLink", link("0", prefix.clone()))
+        .func("tableLink", link("1", prefix))
+        .func("query", move |args| {
+            let q = text_arg(args, 0, "query")?;
+            let Some(run) = &query else {
+                return Err(fail("query: no server to query here".into()));
+            };
+            let samples = run(&q, time_ms).map_err(|e| fail(format!("query: {e}")))?;
+            Ok(Value::List(
+                samples.into_iter().map(|(l, v)| sample(&l, v)).collect(),
+            ))
+        });
     template
         .parse(&format!("{DEFINITIONS}{text}"))
         .map(Compiled)
@@ -87,7 +139,7 @@ pub fn expand(name: &str, text: &str, data: &TemplateData<'_>) -> Result<String,
     if !text.contains("{{") {
         return Ok(text.to_string());
     }
-    compile(name, text)?.expand(data)
+    compile_for(name, text, Some(data))?.expand(data)
 }
 
 /// Checks a template as `promtool check rules` does: it parses, and names no function
@@ -103,6 +155,8 @@ pub fn check(name: &str, text: &str) -> Result<(), String> {
         external_labels: &empty,
         external_url: "",
         value: 0.0,
+        time_ms: 0,
+        query: None,
     }) {
         Err(e) if e.contains("undefined") => Err(e),
         _ => Ok(()),
@@ -129,23 +183,164 @@ fn clean_error(e: &TemplateError) -> String {
 
 type Func = fn(&[Value]) -> gotmpl::Result<Value>;
 
-fn functions() -> [(&'static str, Func); 14] {
+fn functions() -> [(&'static str, Func); 24] {
     [
         ("humanize", humanize),
         ("humanize1024", humanize1024),
         ("humanizeDuration", humanize_duration),
         ("humanizePercentage", humanize_percentage),
         ("humanizeTimestamp", humanize_timestamp),
+        ("toTime", humanize_timestamp),
+        ("toDuration", to_duration),
+        ("now", |_| {
+            Ok(Value::Float(
+                chrono::Utc::now().timestamp_millis() as f64 / 1e3,
+            ))
+        }),
         ("toUpper", |a| string_fn(a, "toUpper", |s| s.to_uppercase())),
         ("toLower", |a| string_fn(a, "toLower", |s| s.to_lowercase())),
         ("title", |a| string_fn(a, "title", title)),
         ("stripPort", |a| string_fn(a, "stripPort", strip_port)),
         ("stripDomain", |a| string_fn(a, "stripDomain", strip_domain)),
         ("safeHtml", |a| string_fn(a, "safeHtml", str::to_string)),
+        ("urlQueryEscape", |a| {
+            string_fn(a, "urlQueryEscape", |s| {
+                form_urlencoded::byte_serialize(s.as_bytes()).collect()
+            })
+        }),
         ("match", re_match),
         ("reReplaceAll", re_replace_all),
         ("parseDuration", parse_duration),
+        ("first", first),
+        ("label", label),
+        ("value", value),
+        ("strvalue", |a| {
+            let s = sample_arg(a, 0, "strvalue")?;
+            Ok(labels_of(s)
+                .get("__value__")
+                .cloned()
+                .unwrap_or_else(|| string(String::new())))
+        }),
+        ("sortByLabel", sort_by_label),
+        ("args", |a| {
+            Ok(Value::Map(Arc::new(
+                a.iter()
+                    .enumerate()
+                    .map(|(i, v)| (Arc::from(format!("arg{i}").as_str()), v.clone()))
+                    .collect(),
+            )))
+        }),
     ]
+}
+
+/// A query result sample as templates see it: `.Labels` and `.Value`.
+fn sample(labels: &BTreeMap<String, String>, v: f64) -> Value {
+    let labels = labels
+        .iter()
+        .map(|(k, v)| (Arc::from(k.as_str()), string(v.clone())))
+        .collect();
+    let mut m = BTreeMap::new();
+    m.insert(Arc::from("Labels"), Value::Map(Arc::new(labels)));
+    m.insert(Arc::from("Value"), Value::Float(v));
+    Value::Map(Arc::new(m))
+}
+
+fn sample_arg<'a>(args: &'a [Value], i: usize, name: &str) -> gotmpl::Result<&'a Value> {
+    match arg(args, i, name)? {
+        v @ Value::Map(_) => Ok(v),
+        other => Err(fail(format!(
+            "{name}: {other} is not a query result sample"
+        ))),
+    }
+}
+
+fn labels_of(sample: &Value) -> BTreeMap<Arc<str>, Value> {
+    match sample.field("Labels") {
+        Some(Value::Map(m)) => (**m).clone(),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn first(args: &[Value]) -> gotmpl::Result<Value> {
+    match arg(args, 0, "first")? {
+        Value::List(l) => l
+            .first()
+            .cloned()
+            .ok_or_else(|| fail("first() called on vector with no elements".into())),
+        other => Err(fail(format!("first: {other} is not a query result"))),
+    }
+}
+
+fn label(args: &[Value]) -> gotmpl::Result<Value> {
+    let name = text_arg(args, 0, "label")?;
+    let s = sample_arg(args, 1, "label")?;
+    Ok(labels_of(s)
+        .get(name.as_str())
+        .cloned()
+        .unwrap_or_else(|| string(String::new())))
+}
+
+fn value(args: &[Value]) -> gotmpl::Result<Value> {
+    let s = sample_arg(args, 0, "value")?;
+    Ok(s.field("Value").cloned().unwrap_or(Value::Float(f64::NAN)))
+}
+
+fn sort_by_label(args: &[Value]) -> gotmpl::Result<Value> {
+    let name = text_arg(args, 0, "sortByLabel")?;
+    let Value::List(list) = arg(args, 1, "sortByLabel")? else {
+        return Err(fail(
+            "sortByLabel: the second argument must be a query result".into(),
+        ));
+    };
+    let mut v: Vec<Value> = list.to_vec();
+    v.sort_by_key(|s| {
+        labels_of(s)
+            .get(name.as_str())
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    });
+    Ok(Value::List(v.into()))
+}
+
+/// Go's `time.Duration.String()` of `v` seconds.
+fn to_duration(args: &[Value]) -> gotmpl::Result<Value> {
+    let v = number(args, "toDuration")?;
+    if !v.is_finite() {
+        return Err(fail(format!("toDuration: {v} is not a duration")));
+    }
+    let sign = if v < 0.0 { "-" } else { "" };
+    let ns = (v.abs() * 1e9).round() as u128;
+    if ns == 0 {
+        return Ok(string("0s".into()));
+    }
+    let text = if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{}µs", trim(ns as f64 / 1e3))
+    } else if ns < 1_000_000_000 {
+        format!("{}ms", trim(ns as f64 / 1e6))
+    } else {
+        let secs = ns as f64 / 1e9;
+        let h = (secs / 3600.0).floor();
+        let m = ((secs - h * 3600.0) / 60.0).floor();
+        let s = secs - h * 3600.0 - m * 60.0;
+        let mut out = String::new();
+        if h > 0.0 {
+            out.push_str(&format!("{h}h"));
+        }
+        if h > 0.0 || m > 0.0 {
+            out.push_str(&format!("{m}m"));
+        }
+        out.push_str(&format!("{}s", trim(s)));
+        out
+    };
+    Ok(string(format!("{sign}{text}")))
+}
+
+/// Up to 9 decimals, trailing zeros dropped.
+fn trim(v: f64) -> String {
+    let s = format!("{v:.9}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 fn fail(message: String) -> TemplateError {
@@ -172,7 +367,7 @@ fn number(args: &[Value], name: &str) -> gotmpl::Result<f64> {
     }
 }
 
-fn text(args: &[Value], i: usize, name: &str) -> gotmpl::Result<String> {
+fn text_arg(args: &[Value], i: usize, name: &str) -> gotmpl::Result<String> {
     Ok(match arg(args, i, name)? {
         Value::String(s) => s.to_string(),
         other => other.to_string(),
@@ -180,7 +375,9 @@ fn text(args: &[Value], i: usize, name: &str) -> gotmpl::Result<String> {
 }
 
 fn string_fn(args: &[Value], name: &str, f: fn(&str) -> String) -> gotmpl::Result<Value> {
-    Ok(Value::String(Arc::from(f(&text(args, 0, name)?).as_str())))
+    Ok(Value::String(Arc::from(
+        f(&text_arg(args, 0, name)?).as_str(),
+    )))
 }
 
 fn string(s: String) -> Value {
@@ -323,10 +520,10 @@ fn title(s: &str) -> String {
 }
 
 fn strip_port(s: &str) -> String {
-    if let Some(rest) = s.strip_prefix('[') {
-        if let Some((host, _)) = rest.split_once(']') {
-            return host.to_string();
-        }
+    if let Some(rest) = s.strip_prefix('[')
+        && let Some((host, _)) = rest.split_once(']')
+    {
+        return host.to_string();
     }
     match s.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => {
@@ -352,17 +549,17 @@ fn strip_domain(s: &str) -> String {
 }
 
 fn re_match(args: &[Value]) -> gotmpl::Result<Value> {
-    let pattern = text(args, 0, "match")?;
-    let subject = text(args, 1, "match")?;
+    let pattern = text_arg(args, 0, "match")?;
+    let subject = text_arg(args, 1, "match")?;
     // Go's regexp.MatchString is unanchored.
     let re = Regex::new(&pattern).map_err(|e| fail(format!("match: {e}")))?;
     Ok(Value::Bool(re.is_match(&subject)))
 }
 
 fn re_replace_all(args: &[Value]) -> gotmpl::Result<Value> {
-    let pattern = text(args, 0, "reReplaceAll")?;
-    let replacement = text(args, 1, "reReplaceAll")?;
-    let subject = text(args, 2, "reReplaceAll")?;
+    let pattern = text_arg(args, 0, "reReplaceAll")?;
+    let replacement = text_arg(args, 1, "reReplaceAll")?;
+    let subject = text_arg(args, 2, "reReplaceAll")?;
     let re = Regex::new(&pattern).map_err(|e| fail(format!("reReplaceAll: {e}")))?;
     Ok(string(
         re.replace_all(&subject, replacement.as_str()).into_owned(),
@@ -370,7 +567,7 @@ fn re_replace_all(args: &[Value]) -> gotmpl::Result<Value> {
 }
 
 fn parse_duration(args: &[Value]) -> gotmpl::Result<Value> {
-    let t = text(args, 0, "parseDuration")?;
+    let t = text_arg(args, 0, "parseDuration")?;
     promql_parser::util::parse_duration(&t)
         .map(|d| Value::Float(d.as_secs_f64()))
         .map_err(|e| fail(format!("parseDuration: {e}")))
@@ -385,14 +582,26 @@ mod tests {
             .into_iter()
             .collect();
         let external = BTreeMap::new();
+        let query: QueryFn = Arc::new(|q, t| {
+            if q == "up" {
+                Ok(vec![
+                    ([("job".to_string(), "web".to_string())].into(), 1.0),
+                    ([("job".to_string(), "api".to_string())].into(), t as f64),
+                ])
+            } else {
+                Err(format!("no {q}"))
+            }
+        });
         expand(
             "t",
             text,
             &TemplateData {
                 labels: &labels,
                 external_labels: &external,
-                external_url: "http://periscope:7070",
+                external_url: "http://periscope:7070/prefix",
                 value,
+                time_ms: 7,
+                query: Some(query),
             },
         )
         .unwrap()
@@ -405,7 +614,18 @@ mod tests {
             "web-1:9090 is 3.5"
         );
         assert_eq!(run("{{ .Labels.instance }}", 0.0), "web-1:9090");
-        assert_eq!(run("{{ $externalURL }}", 0.0), "http://periscope:7070");
+        assert_eq!(
+            run("{{ $externalURL }}", 0.0),
+            "http://periscope:7070/prefix"
+        );
+        assert_eq!(
+            run("{{ externalURL }}{{ pathPrefix }}", 0.0),
+            "http://periscope:7070/prefix/prefix"
+        );
+        assert_eq!(
+            run("{{ graphLink \"up == 0\" }}", 0.0),
+            "/prefix/graph?g0.expr=up+%3D%3D+0&g0.tab=0"
+        );
         assert_eq!(run("{{ printf \"%.2f\" $value }}", 0.12345), "0.12");
         assert_eq!(run("{{ $labels.instance | stripPort }}", 0.0), "web-1");
         assert_eq!(
@@ -441,6 +661,30 @@ mod tests {
             run("{{ if match \"^web\" $labels.instance }}yes{{ end }}", 0.0),
             "yes"
         );
+    }
+
+    #[test]
+    fn query_results_and_their_helpers() {
+        assert_eq!(
+            run(
+                "{{ with query \"up\" }}{{ . | first | value }}{{ end }}",
+                0.0
+            ),
+            "1"
+        );
+        assert_eq!(
+            run(
+                "{{ range query \"up\" | sortByLabel \"job\" }}{{ label \"job\" . }}={{ .Value }} {{ end }}",
+                0.0
+            ),
+            "api=7 web=1 "
+        );
+        assert_eq!(run("{{ (args 1 \"x\").arg1 }}", 0.0), "x");
+        assert_eq!(
+            run("{{ toDuration 90.5 }} {{ toDuration 0.25 }}", 0.0),
+            "1m30.5s 250ms"
+        );
+        assert_eq!(run("{{ urlQueryEscape \"a b&c\" }}", 0.0), "a+b%26c");
     }
 
     #[test]

@@ -167,7 +167,10 @@ async fn get_json(url: &str) -> (u16, Value) {
 async fn alerts(server: &Server) -> Vec<Value> {
     let (status, body) = get_json(&format!("{}/api/v1/alerts", server.api())).await;
     assert_eq!(status, 200, "{body}");
-    body["data"]["alerts"].as_array().cloned().unwrap_or_default()
+    body["data"]["alerts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn alert_named<'a>(list: &'a [Value], name: &str) -> Option<&'a Value> {
@@ -182,7 +185,10 @@ async fn promql(server: &Server, query: &str) -> Vec<Value> {
     );
     let (status, body) = get_json(&url).await;
     assert_eq!(status, 200, "{query}: {body}");
-    body["data"]["result"].as_array().cloned().unwrap_or_default()
+    body["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 async fn notifications(server: &Server) -> Value {
@@ -216,8 +222,7 @@ fn webhook(name: &str, url: &str, group_by: &str) -> String {
     )
 }
 
-const FAST_DELIVERY: &str =
-    "[alerting.delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"400ms\"\nretry_for = \"2m\"\ntimeout = \"2s\"\n";
+const FAST_DELIVERY: &str = "[alerting.delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"400ms\"\nretry_for = \"2m\"\ntimeout = \"2s\"\n";
 
 /// Statuses each alert (by `instance`) was notified with, in arrival order.
 fn per_instance(got: &[Got]) -> HashMap<String, Vec<String>> {
@@ -259,7 +264,10 @@ impl Alertmanager {
         let log = std::fs::File::create(dir.path().join("am.log")).unwrap();
         let child = Command::new("prometheus-alertmanager")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--cluster.listen-address=")
             .arg("--log.level=warn")
@@ -312,7 +320,13 @@ async fn alertmanager_routes_periscope_alerts_fire_repeat_resolve() {
     let data = dir.path().join("data");
     let server = start(&data, &config, &rules, &["--alertmanager-url", &am.url]);
     let before = now_ms();
-    gauge(&server, "am_backlog", &[("job", "queue"), ("instance", "q1")], 50.0).await;
+    gauge(
+        &server,
+        "am_backlog",
+        &[("job", "queue"), ("instance", "q1")],
+        50.0,
+    )
+    .await;
 
     let firing = |g: &Got| g.body["status"] == "firing";
     let got = receiver
@@ -327,7 +341,10 @@ async fn alertmanager_routes_periscope_alerts_fire_repeat_resolve() {
     assert_eq!(alert["labels"]["instance"], "q1");
     assert_eq!(alert["labels"]["job"], "queue");
     assert_eq!(alert["labels"]["severity"], "page");
-    assert_eq!(alert["labels"]["cluster"], "test", "external labels are added");
+    assert_eq!(
+        alert["labels"]["cluster"], "test",
+        "external labels are added"
+    );
     assert_eq!(alert["annotations"]["summary"], "backlog 50 on q1");
     assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
     let generator = alert["generatorURL"].as_str().unwrap();
@@ -338,7 +355,10 @@ async fn alertmanager_routes_periscope_alerts_fire_repeat_resolve() {
     let starts = chrono::DateTime::parse_from_rfc3339(alert["startsAt"].as_str().unwrap())
         .unwrap()
         .timestamp_millis();
-    assert!(starts >= before - 1000 && starts <= now_ms(), "startsAt {starts} vs {before}");
+    assert!(
+        starts >= before - 1000 && starts <= now_ms(),
+        "startsAt {starts} vs {before}"
+    );
 
     // The alert is queryable as ALERTS and ALERTS_FOR_STATE.
     let series = eventually("ALERTS", 10, || async {
@@ -351,7 +371,10 @@ async fn alertmanager_routes_periscope_alerts_fire_repeat_resolve() {
     assert_eq!(series[0]["value"][1], "1");
     let for_state = promql(&server, "ALERTS_FOR_STATE{alertname=\"QueueBacklog\"}").await;
     let active: f64 = for_state[0]["value"][1].as_str().unwrap().parse().unwrap();
-    assert!((active * 1000.0 - starts as f64).abs() < 2000.0, "{active} vs {starts}");
+    assert!(
+        (active * 1000.0 - starts as f64).abs() < 2000.0,
+        "{active} vs {starts}"
+    );
 
     // Periscope keeps re-sending; Alertmanager repeats after its repeat_interval.
     receiver
@@ -360,7 +383,13 @@ async fn alertmanager_routes_periscope_alerts_fire_repeat_resolve() {
         })
         .await;
 
-    gauge(&server, "am_backlog", &[("job", "queue"), ("instance", "q1")], 0.0).await;
+    gauge(
+        &server,
+        "am_backlog",
+        &[("job", "queue"), ("instance", "q1")],
+        0.0,
+    )
+    .await;
     let got = receiver
         .wait("a resolved notification", 30, |g| {
             g.iter().any(|g| g.body["status"] == "resolved")
@@ -372,7 +401,10 @@ async fn alertmanager_routes_periscope_alerts_fire_repeat_resolve() {
     let ends = chrono::DateTime::parse_from_rfc3339(alert["endsAt"].as_str().unwrap())
         .unwrap()
         .timestamp_millis();
-    assert!(ends > starts && ends <= now_ms(), "endsAt {ends}, startsAt {starts}");
+    assert!(
+        ends > starts && ends <= now_ms(),
+        "endsAt {ends}, startsAt {starts}"
+    );
     eventually("ALERTS to go stale", 10, || async {
         promql(&server, "ALERTS{alertname=\"QueueBacklog\"}")
             .await
@@ -444,7 +476,11 @@ async fn webhook_notifications_survive_a_receiver_outage_in_order_and_once() {
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), got_later.len(), "one delivery id per notification");
+    assert_eq!(
+        ids.len(),
+        got_later.len(),
+        "one delivery id per notification"
+    );
     for g in &got_later {
         assert_eq!(g.headers["x-team"], "payments");
         assert_eq!(
@@ -524,7 +560,12 @@ async fn restarts_neither_repeat_a_firing_alert_nor_lose_a_queued_resolve() {
     let server = start(&data, &config, &rules, &[]);
     let got = hook.wait("the queued resolve", 30, |g| g.len() >= 2).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(hook.got().len(), 2, "nothing twice: {:?}", per_instance(&got));
+    assert_eq!(
+        hook.got().len(),
+        2,
+        "nothing twice: {:?}",
+        per_instance(&got)
+    );
     assert_eq!(per_instance(&got)["r"], ["firing", "resolved"]);
     let n = notifications(&server).await;
     assert!(n["pending"].as_array().unwrap().is_empty(), "{n}");
@@ -570,6 +611,7 @@ async fn each_rule_kind_fires_and_resolves_with_for_and_keep_firing_for() {
         keep_firing_for: 1s
         annotations:
           summary: '{{ $labels.instance }} is at {{ $value | humanize }}'
+          peers: '{{ with query "count(kinds_value)" }}{{ . | first | value }}{{ end }}'
       - alert: SqlHigh
         sql: >-
           SELECT attributes['instance'] AS instance, max(value) AS value FROM metrics
@@ -621,6 +663,10 @@ async fn each_rule_kind_fires_and_resolves_with_for_and_keep_firing_for() {
         pending_seen.elapsed()
     );
     assert_eq!(firing["annotations"]["summary"], "k is at 50");
+    assert_eq!(
+        firing["annotations"]["peers"], "1",
+        "the query template function"
+    );
     assert_eq!(firing["value"], "5e+01");
 
     let sql = eventually("SqlHigh firing", 10, || async {
@@ -659,7 +705,13 @@ async fn each_rule_kind_fires_and_resolves_with_for_and_keep_firing_for() {
     assert_eq!(rules_list[0]["state"], "firing");
     assert_eq!(rules_list[3]["type"], "recording");
     let (_, only_records) = get_json(&format!("{}/api/v1/rules?type=record", server.api())).await;
-    assert_eq!(only_records["data"]["groups"][0]["rules"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        only_records["data"]["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // The data stops crossing the thresholds: keep_firing_for holds PromHigh a second.
     gauge(&server, "kinds_value", &[("instance", "k")], 0.0).await;
@@ -676,7 +728,10 @@ async fn each_rule_kind_fires_and_resolves_with_for_and_keep_firing_for() {
         a.is_empty().then_some(())
     })
     .await;
-    assert!(kept_seen.elapsed() >= Duration::from_millis(600), "keep_firing_for held");
+    assert!(
+        kept_seen.elapsed() >= Duration::from_millis(600),
+        "keep_firing_for held"
+    );
     let (_, body) = get_json(&format!("{}/api/v1/rules", server.api())).await;
     for r in body["data"]["groups"][0]["rules"].as_array().unwrap() {
         if r["type"] == "alerting" {
@@ -716,7 +771,8 @@ async fn bad_rule_files_are_refused_with_lines_and_reloads_keep_the_old_rules() 
     ] {
         let prefix = format!("{}:{line}:", bad.display());
         assert!(
-            text.lines().any(|l| l.starts_with(&prefix) && l.contains(what)),
+            text.lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(what)),
             "no {prefix} ... {what} in\n{text}"
         );
     }
@@ -724,7 +780,11 @@ async fn bad_rule_files_are_refused_with_lines_and_reloads_keep_the_old_rules() 
                      expr: vector(1)\n      - alert: Sql\n        sql: SELECT count(*) AS value FROM spans\n";
     let good = write(dir.path(), "good.yml", good_text);
     let out = periscope(&["rules", "check", good.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 2 rules found"));
 
     // The server refuses to start on a broken file, and says where.
@@ -760,8 +820,11 @@ async fn bad_rule_files_are_refused_with_lines_and_reloads_keep_the_old_rules() 
     assert_eq!(names().await, ["First", "Sql"]);
 
     // A broken edit is refused by an explicit reload, with its line; the old rules stay.
-    std::fs::write(&good, "groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: sum(\n")
-        .unwrap();
+    std::fs::write(
+        &good,
+        "groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: sum(\n",
+    )
+    .unwrap();
     let r = reqwest::Client::new()
         .post(format!("{}/api/v1/rules/reload", server.api()))
         .send()
@@ -770,11 +833,18 @@ async fn bad_rule_files_are_refused_with_lines_and_reloads_keep_the_old_rules() 
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert!(
-        body["error"].as_str().unwrap().contains(&format!("{}:5:", good.display())),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{}:5:", good.display())),
         "{body}"
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(names().await, ["First", "Sql"], "the file watch refused it too");
+    assert_eq!(
+        names().await,
+        ["First", "Sql"],
+        "the file watch refused it too"
+    );
 
     // A valid edit is picked up by the file watch.
     std::fs::write(

@@ -290,7 +290,7 @@ fn expected(lines: &[Line], expr: &Expr, start: i64, end: i64) -> Vec<u64> {
         .iter()
         .filter(|l| l.ts >= start && l.ts < end && matches(expr, l))
         .collect();
-    hits.sort_by(|a, b| (b.ts, b.id).cmp(&(a.ts, a.id)));
+    hits.sort_by_key(|h| std::cmp::Reverse((h.ts, h.id)));
     hits.iter().map(|l| l.id).collect()
 }
 
