@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 # Tools the tests use. The end-to-end tests start the real `periscope` binary and talk to
 # it with the OpenTelemetry Rust SDK, reqwest and tonic (cargo dependencies), read the
 # Parquet files it writes with the `parquet` crate and with DuckDB and pyarrow (Python),
-# and compare PromQL answers with a real Prometheus.
+# compare PromQL answers with a real Prometheus, and route alerts through a real
+# Alertmanager.
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust with rustup first (https://rustup.rs)" >&2
   exit 1
@@ -32,6 +33,17 @@ if ! command -v prometheus >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus
   else
     echo "prometheus is missing: install Prometheus 2.x (the PromQL test runs it side by side)" >&2
+    exit 1
+  fi
+fi
+
+# The alerting test sends Periscope's alerts through a real Alertmanager (Debian's
+# package, 0.25), started by the test on loopback without its cluster port.
+if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager
+  else
+    echo "prometheus-alertmanager is missing: install Alertmanager (the alerting test routes alerts through it)" >&2
     exit 1
   fi
 fi

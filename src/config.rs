@@ -304,6 +304,86 @@ mod tests {
         assert_eq!(s.max_request_bytes, 16 << 20);
     }
 
+    /// The block of `lang` after `marker` in README.md.
+    pub(crate) fn readme_block(marker: &str, lang: &str) -> String {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .unwrap();
+        let after = &readme[readme.find(marker).expect("marker in README")..];
+        let start = after.find(&format!("```{lang}\n")).unwrap() + lang.len() + 4;
+        let end = after[start..].find("```").unwrap();
+        after[start..start + end].to_string()
+    }
+
+    #[test]
+    fn the_readme_alerting_example_is_a_working_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, readme_block("Example alerting config", "toml")).unwrap();
+        let s = Settings::resolve(ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        })
+        .unwrap();
+        let a = &s.alerting;
+        assert_eq!(a.rule_files[0], dir.path().join("rules/checkout.yml"));
+        assert_eq!(a.alertmanager_urls, ["http://127.0.0.1:9093"]);
+        assert_eq!(a.evaluation_interval, Duration::from_secs(30));
+        assert_eq!(a.external_url, "https://periscope.example.com");
+        assert_eq!(a.webhooks.len(), 2);
+        assert_eq!(a.webhooks[0].repeat_interval, Duration::from_secs(4 * 3600));
+        assert!(!a.webhooks[1].send_resolved);
+        assert_eq!(a.routes.len(), 2);
+        assert_eq!(a.delivery.retry_for, Duration::from_secs(24 * 3600));
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let to = |l| {
+            a.receivers_for(&l)
+                .iter()
+                .map(|w| w.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            to(labels(&[("service_name", "payment"), ("severity", "page")])),
+            ["payments-team", "oncall"]
+        );
+        assert_eq!(to(labels(&[("severity", "ticket")])), ["oncall"], "default receiver");
+        // Flags win over the file.
+        let args = ServeArgs {
+            config: Some(dir.path().join("p.toml")),
+            rules: vec![PathBuf::from("/etc/r.yml")],
+            ..Default::default()
+        };
+        assert_eq!(
+            Settings::resolve(args).unwrap().alerting.rule_files,
+            [PathBuf::from("/etc/r.yml")]
+        );
+    }
+
+    #[test]
+    fn bad_alerting_settings_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        for (text, key) in [
+            ("[alerting]\nresend_delay = \"soon\"\n", "alerting.resend_delay"),
+            ("[[alerting.route]]\nreceiver = \"nobody\"\n", "alerting.route[0].receiver"),
+            ("[[alerting.webhook]]\nname = \"a\"\nurl = \"ftp://x\"\n", "alerting.webhook[a].url"),
+            ("[alerting]\nno_such = 1\n", "no_such"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = Settings::resolve(ServeArgs {
+                config: Some(file.clone()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
     #[test]
     fn bad_values_name_their_key() {
         let args = ServeArgs {

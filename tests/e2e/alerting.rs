@@ -776,6 +776,17 @@ async fn bad_rule_files_are_refused_with_lines_and_reloads_keep_the_old_rules() 
             "no {prefix} ... {what} in\n{text}"
         );
     }
+    // The README's example rule file passes the check.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .unwrap();
+    let after = &readme[readme.find("### Rule files").unwrap()..];
+    let from = after.find("```yaml\n").unwrap() + 8;
+    let len = after[from..].find("```").unwrap();
+    let example = write(dir.path(), "example.yml", &after[from..from + len]);
+    let out = periscope(&["rules", "check", example.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("SUCCESS: 4 rules found"), "{text}");
+
     let good_text = "groups:\n  - name: g\n    interval: 200ms\n    rules:\n      - alert: First\n        \
                      expr: vector(1)\n      - alert: Sql\n        sql: SELECT count(*) AS value FROM spans\n";
     let good = write(dir.path(), "good.yml", good_text);
