@@ -71,7 +71,7 @@ impl Sources {
                             let cell = periscope_query::value_json(batch.column(i), row);
                             let text = periscope_query::cell_text(&cell);
                             if !text.is_empty() {
-                                labels.insert(field.name().clone(), text);
+                                labels.insert(label_name(field.name()), text);
                             }
                         }
                         out.push(Instance { labels, value });
@@ -125,5 +125,29 @@ impl Sources {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// A column name as a Prometheus label name: characters outside `[a-zA-Z0-9_]` become
+/// `_`, and a leading digit gets a `_` in front (`attributes[http.route]` →
+/// `attributes_http_route_`). Alias columns to choose the names.
+fn label_name(column: &str) -> String {
+    let mut out: String = column
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn column_names_become_label_names() {
+        assert_eq!(super::label_name("service_name"), "service_name");
+        assert_eq!(super::label_name("metrics.attributes[instance]"), "metrics_attributes_instance_");
+        assert_eq!(super::label_name("1x"), "_1x");
     }
 }

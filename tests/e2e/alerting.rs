@@ -571,6 +571,40 @@ async fn restarts_neither_repeat_a_firing_alert_nor_lose_a_queued_resolve() {
     assert!(n["pending"].as_array().unwrap().is_empty(), "{n}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_retry_budget_makes_a_dead_letter() {
+    let hook = Receiver::start().await;
+    hook.set_down(true);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = write(
+        dir.path(),
+        "rules.yml",
+        "groups:\n  - name: budget\n    interval: 200ms\n    rules:\n      - alert: Budget\n        \
+         expr: vector(1)\n",
+    );
+    let config = write(
+        dir.path(),
+        "periscope.toml",
+        &format!(
+            "[alerting]\n{}[alerting.delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\nretry_for = \"1s\"\n",
+            webhook("hook", &hook.url, "[\"alertname\"]")
+        ),
+    );
+    let server = start(&dir.path().join("data"), &config, &rules, &[]);
+    let dead = eventually("the dead letter", 20, || async {
+        let n = notifications(&server).await;
+        n["dead"].as_array().and_then(|d| d.first().cloned())
+    })
+    .await;
+    assert_eq!(dead["target"], "webhook/hook");
+    let attempts = dead["attempts"].as_u64().unwrap();
+    assert!(attempts >= 3, "retried before giving up: {dead}");
+    assert!(dead["error"].as_str().unwrap().contains("503"), "{dead}");
+    assert_eq!(dead["body"]["alerts"][0]["labels"]["alertname"], "Budget");
+    assert!(hook.inbox.attempts.load(Ordering::SeqCst) >= attempts as usize);
+    assert!(hook.got().is_empty());
+}
+
 fn log_request(service: &str, count: usize) -> ExportLogsServiceRequest {
     let now = now_ms() as u64 * 1_000_000;
     ExportLogsServiceRequest {
