@@ -306,8 +306,8 @@ mod tests {
 
     /// The block of `lang` after `marker` in README.md.
     pub(crate) fn readme_block(marker: &str, lang: &str) -> String {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-            .unwrap();
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
         let after = &readme[readme.find(marker).expect("marker in README")..];
         let start = after.find(&format!("```{lang}\n")).unwrap() + lang.len() + 4;
         let end = after[start..].find("```").unwrap();
@@ -350,7 +350,11 @@ mod tests {
             to(labels(&[("service_name", "payment"), ("severity", "page")])),
             ["payments-team", "oncall"]
         );
-        assert_eq!(to(labels(&[("severity", "ticket")])), ["oncall"], "default receiver");
+        assert_eq!(
+            to(labels(&[("severity", "ticket")])),
+            ["oncall"],
+            "default receiver"
+        );
         // Flags win over the file.
         let args = ServeArgs {
             config: Some(dir.path().join("p.toml")),
@@ -368,9 +372,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.toml");
         for (text, key) in [
-            ("[alerting]\nresend_delay = \"soon\"\n", "alerting.resend_delay"),
-            ("[[alerting.route]]\nreceiver = \"nobody\"\n", "alerting.route[0].receiver"),
-            ("[[alerting.webhook]]\nname = \"a\"\nurl = \"ftp://x\"\n", "alerting.webhook[a].url"),
+            (
+                "[alerting]\nresend_delay = \"soon\"\n",
+                "alerting.resend_delay",
+            ),
+            (
+                "[[alerting.route]]\nreceiver = \"nobody\"\n",
+                "alerting.route[0].receiver",
+            ),
+            (
+                "[[alerting.webhook]]\nname = \"a\"\nurl = \"ftp://x\"\n",
+                "alerting.webhook[a].url",
+            ),
             ("[alerting]\nno_such = 1\n", "no_such"),
         ] {
             std::fs::write(&file, text).unwrap();

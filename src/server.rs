@@ -139,6 +139,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     store.metrics().register(&mut registry);
     ingest.metrics().register(&mut registry);
     engine.metrics().register(&mut registry);
+    let alerting_metrics = periscope_alerting::AlertingMetrics::default();
+    alerting_metrics.register(&mut registry);
     let registry = Arc::new(registry);
 
     let grpc_listener = bind("otlp-grpc", settings.otlp_grpc_addr).await?;
@@ -160,6 +162,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             store: store.clone(),
         },
         Some(Arc::new(IngestSink(ingest.clone()))),
+        alerting_metrics,
         stop_rx.clone(),
     )
     .await?;

@@ -12,6 +12,7 @@ use sha2::Sha256;
 use tokio::sync::watch;
 
 use crate::config::{Delivery, Webhook};
+use crate::metrics::AlertingMetrics;
 use crate::outbox::{Notification, Outbox};
 
 /// The header carrying a webhook body's HMAC-SHA256: `sha256=<hex>`.
@@ -134,6 +135,7 @@ pub async fn run(
     target: Target,
     client: reqwest::Client,
     delivery: Delivery,
+    metrics: AlertingMetrics,
     mut stop: watch::Receiver<bool>,
 ) {
     let key = target.key();
@@ -161,6 +163,7 @@ pub async fn run(
                     if first.elapsed() + delay > delivery.retry_for {
                         break Some(format!("gave up after {attempts} attempts: {e}"));
                     }
+                    metrics.notified("retried");
                     tracing::warn!(target = %key, id = n.id, attempts, error = %e, retry_in = ?delay, "Notification not delivered; retrying.");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -169,10 +172,17 @@ pub async fn run(
                 }
             }
         };
+        metrics.notified(if outcome.is_some() {
+            "dead"
+        } else {
+            "delivered"
+        });
         if let Some(e) = &outcome {
             tracing::error!(target = %key, id = n.id, error = %e, "Notification given up; it is in the dead letters.");
         }
-        if let Err(e) = outbox.finish(&key, n.id, attempts, outcome, now_ms()) {
+        let finished = outbox.finish(&key, n.id, attempts, outcome, now_ms());
+        metrics.queued.set(outbox.queued() as i64);
+        if let Err(e) = finished {
             tracing::error!(error = %e, "Cannot record a delivery in the alerting journal; it will be sent again.");
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -22,6 +22,7 @@ use crate::config::AlertingConfig;
 use crate::deliver::{self, Target};
 use crate::dispatch::{Dispatcher, NotifyAlert, millis_time};
 use crate::error::AlertingError;
+use crate::metrics::AlertingMetrics;
 use crate::outbox::Outbox;
 use crate::rules::{self, Group, Problem, Problems, Rule, RuleExpr, RuleType};
 use crate::source::Sources;
@@ -282,6 +283,7 @@ struct Engine {
     dispatcher: Dispatcher,
     stamps: Vec<Option<(SystemTime, u64)>>,
     cx: Context,
+    metrics: AlertingMetrics,
 }
 
 impl Alerting {
@@ -294,6 +296,7 @@ impl Alerting {
         config: AlertingConfig,
         sources: Sources,
         sink: Option<Arc<dyn SeriesSink>>,
+        metrics: AlertingMetrics,
         stop: watch::Receiver<bool>,
     ) -> Result<(Alerting, JoinSet<()>), AlertingError> {
         let groups = load(&config.rule_files, &sources)
@@ -347,6 +350,7 @@ impl Alerting {
                 target,
                 client.clone(),
                 config.delivery.clone(),
+                metrics.clone(),
                 stop.clone(),
             ));
         }
@@ -367,6 +371,7 @@ impl Alerting {
             sink,
             outbox: outbox.clone(),
             view: view.clone(),
+            metrics,
         };
         engine.publish();
         tasks.spawn(engine.run(rx, stop));
@@ -547,7 +552,9 @@ impl Engine {
         if !evaluated && ready.is_empty() {
             return;
         }
-        if let Err(e) = self.outbox.commit(ready, Some(self.snapshot()), now) {
+        let committed = self.outbox.commit(ready, Some(self.snapshot()), now);
+        self.metrics.queued.set(self.outbox.queued() as i64);
+        if let Err(e) = committed {
             tracing::error!(error = %e, "Cannot write the alerting journal; these notifications are lost and alert state is not saved.");
         }
         if evaluated {
@@ -609,6 +616,7 @@ impl Engine {
             }
             r.last_evaluation = Some(ts);
             r.evaluation_time = rule_started.elapsed();
+            self.metrics.evaluated(r.health == Health::Ok);
             if r.rule.rule_type == RuleType::Alerting && r.health == Health::Ok {
                 for a in r.alerts.alerts.values_mut() {
                     notify_updates(a, eval_ts, &generator, &self.config, updates);

@@ -359,6 +359,11 @@ impl Outbox {
         )
     }
 
+    /// How many notifications wait.
+    pub fn queued(&self) -> usize {
+        self.inner.lock().queues.values().map(VecDeque::len).sum()
+    }
+
     /// The wake-up signal of `target`'s worker.
     pub fn waker(&self, target: &str) -> Arc<Notify> {
         self.wake

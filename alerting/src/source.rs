@@ -134,7 +134,13 @@ impl Sources {
 fn label_name(column: &str) -> String {
     let mut out: String = column
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
@@ -147,7 +153,10 @@ mod tests {
     #[test]
     fn column_names_become_label_names() {
         assert_eq!(super::label_name("service_name"), "service_name");
-        assert_eq!(super::label_name("metrics.attributes[instance]"), "metrics_attributes_instance_");
+        assert_eq!(
+            super::label_name("metrics.attributes[instance]"),
+            "metrics_attributes_instance_"
+        );
         assert_eq!(super::label_name("1x"), "_1x");
     }
 }

@@ -507,6 +507,27 @@ async fn webhook_notifications_survive_a_receiver_outage_in_order_and_once() {
     }
     assert!(n["pending"].as_array().unwrap().is_empty(), "{n}");
     assert!(n["delivered"].as_array().unwrap().len() >= 3);
+    let metrics = reqwest::get(format!("{}/metrics", server.api()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |outcome: &str| -> f64 {
+        let key = format!("periscope_alert_notifications_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(count("delivered") >= 3.0, "{metrics}");
+    assert!(count("dead") >= 2.0, "{metrics}");
+    assert!(count("retried") >= 1.0, "{metrics}");
+    assert!(
+        metrics.contains("periscope_alert_notifications_queued 0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -811,15 +832,18 @@ async fn bad_rule_files_are_refused_with_lines_and_reloads_keep_the_old_rules() 
         );
     }
     // The README's example rule file passes the check.
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let after = &readme[readme.find("### Rule files").unwrap()..];
     let from = after.find("```yaml\n").unwrap() + 8;
     let len = after[from..].find("```").unwrap();
     let example = write(dir.path(), "example.yml", &after[from..from + len]);
     let out = periscope(&["rules", "check", example.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("SUCCESS: 4 rules found"), "{text}");
+    assert!(
+        out.status.success() && text.contains("SUCCESS: 4 rules found"),
+        "{text}"
+    );
 
     let good_text = "groups:\n  - name: g\n    interval: 200ms\n    rules:\n      - alert: First\n        \
                      expr: vector(1)\n      - alert: Sql\n        sql: SELECT count(*) AS value FROM spans\n";
