@@ -219,10 +219,16 @@ impl AlertingConfig {
                     w.name
                 )));
             }
-            for name in w.headers.keys() {
+            for (name, value) in &w.headers {
                 if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                     return Err(AlertingError::Config(format!(
                         "{}: {name:?} is not a header name",
+                        key("headers")
+                    )));
+                }
+                if http::HeaderValue::from_str(value).is_err() {
+                    return Err(AlertingError::Config(format!(
+                        "{}: the value of {name:?} is not a valid header value",
                         key("headers")
                     )));
                 }

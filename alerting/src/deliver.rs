@@ -107,7 +107,10 @@ async fn send(client: &reqwest::Client, target: &Target, n: &Notification) -> Re
     let text = response.text().await.unwrap_or_default();
     let excerpt: String = text.chars().take(200).collect();
     let message = format!("the receiver answered {status}: {excerpt}");
-    if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
+    if status.is_server_error()
+        || status == http::StatusCode::TOO_MANY_REQUESTS
+        || status == http::StatusCode::REQUEST_TIMEOUT
+    {
         Err(Failure::Retry(message))
     } else {
         Err(Failure::Permanent(message))
@@ -126,7 +129,7 @@ pub fn backoff(d: &Delivery, attempt: u32) -> Duration {
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
         .min(d.max_backoff);
     let jitter = rand::rng().random_range(0.5..=1.0);
-    exp.mul_f64(jitter)
+    Duration::from_secs_f64((exp.as_secs_f64() * jitter).min(86_400.0 * 365.0))
 }
 
 /// Delivers `target`'s queued notifications until `stop`.
@@ -180,15 +183,18 @@ pub async fn run(
         if let Some(e) = &outcome {
             tracing::error!(target = %key, id = n.id, error = %e, "Notification given up; it is in the dead letters.");
         }
-        let finished = outbox.finish(&key, n.id, attempts, outcome, now_ms());
-        metrics.queued.set(outbox.queued() as i64);
-        if let Err(e) = finished {
-            tracing::error!(error = %e, "Cannot record a delivery in the alerting journal; it will be sent again.");
+        // Retry recording the outcome, not the delivery: sending again would be a
+        // duplicate. (If the process dies meanwhile, the receiver gets it again, with the
+        // same X-Periscope-Delivery id.)
+        let at = now_ms();
+        while let Err(e) = outbox.finish(&key, n.id, attempts, outcome.clone(), at) {
+            tracing::error!(error = %e, "Cannot record a delivery in the alerting journal; retrying.");
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = stop.changed() => return,
             }
         }
+        metrics.queued.set(outbox.queued() as i64);
     }
 }
 

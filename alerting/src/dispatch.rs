@@ -25,6 +25,10 @@ pub struct NotifyAlert {
     pub starts_at: i64,
     /// When it resolved; `None` while it fires.
     pub ends_at: Option<i64>,
+    /// A firing alert not refreshed by then is taken as resolved at that time (its rule
+    /// was removed or stopped reporting it), as Alertmanager does with `endsAt`.
+    #[serde(default)]
+    pub valid_until: i64,
     /// Link to the expression.
     pub generator_url: String,
 }
@@ -96,6 +100,11 @@ impl Dispatcher {
                 ..AggGroup::default()
             });
             let firing = alert.ends_at.is_none();
+            if !firing && !w.send_resolved {
+                // Nothing to tell this receiver: forget the alert quietly.
+                group.alerts.remove(&fp);
+                continue;
+            }
             match group.alerts.get(&fp) {
                 Some(old) if (old.ends_at.is_none()) == firing => {}
                 None if !firing => continue,
@@ -123,6 +132,7 @@ impl Dispatcher {
 
     /// The notifications due at `now`; updates the groups as notified.
     pub fn flush(&mut self, config: &AlertingConfig, now: i64) -> Vec<Ready> {
+        self.expire(now);
         let mut out = Vec::new();
         for (name, groups) in &mut self.groups {
             let Some(w) = config.webhooks.iter().find(|w| &w.name == name) else {
@@ -140,6 +150,20 @@ impl Dispatcher {
         }
         self.groups.retain(|_, g| !g.is_empty());
         out
+    }
+}
+
+impl Dispatcher {
+    /// Resolves firing alerts whose `valid_until` has passed.
+    fn expire(&mut self, now: i64) {
+        for group in self.groups.values_mut().flat_map(|g| g.values_mut()) {
+            for a in group.alerts.values_mut() {
+                if a.ends_at.is_none() && a.valid_until > 0 && a.valid_until < now {
+                    a.ends_at = Some(a.valid_until);
+                    group.changed = true;
+                }
+            }
+        }
     }
 }
 
@@ -264,6 +288,7 @@ mod tests {
             annotations: [("summary".to_string(), "down".to_string())].into(),
             starts_at: 0,
             ends_at,
+            valid_until: 1_000_000,
             generator_url: "http://periscope/graph".into(),
         }
     }
@@ -316,6 +341,24 @@ mod tests {
         let last = bodies(&d.flush(&c, 71_000));
         assert_eq!(last[0]["status"], "resolved");
         assert!(d.groups.is_empty(), "an empty group is dropped");
+    }
+
+    #[test]
+    fn an_alert_no_longer_refreshed_resolves_at_its_valid_until() {
+        let c = config();
+        let mut d = Dispatcher::default();
+        let a = NotifyAlert {
+            valid_until: 50_000,
+            ..alert("a", None)
+        };
+        d.update(&c, &a, 0);
+        assert_eq!(d.flush(&c, 1000).len(), 1);
+        // Nothing refreshes it (its rule was deleted): it resolves after valid_until.
+        assert!(d.flush(&c, 49_000).is_empty());
+        let resolved = bodies(&d.flush(&c, 50_001));
+        assert_eq!(resolved[0]["status"], "resolved");
+        assert_eq!(resolved[0]["alerts"][0]["endsAt"], go_time(50_000));
+        assert!(d.groups.is_empty());
     }
 
     #[test]

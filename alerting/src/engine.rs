@@ -83,6 +83,10 @@ pub struct RuleRuntime {
     pub last_evaluation: Option<i64>,
     /// How long that took.
     pub evaluation_time: Duration,
+    /// Identifies the rule across reloads and restarts.
+    key: String,
+    /// Series it wrote last time, to mark the ones that go away stale.
+    last_series: BTreeSet<LabelSet>,
 }
 
 /// A group and its live state.
@@ -99,7 +103,6 @@ pub struct GroupRuntime {
     /// How long that took.
     pub evaluation_time: Duration,
     next_eval: i64,
-    last_series: BTreeSet<LabelSet>,
 }
 
 /// What the API shows: the groups as of the last evaluation, and the last reload error.
@@ -138,16 +141,30 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn rule_key(g: &Group, r: &Rule) -> String {
-    format!(
-        "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{:?}",
-        g.file.display(),
-        g.name,
-        r.name,
-        r.expr.text(),
-        r.labels
-    )
+/// The keys of a group's rules: file, group, name and labels, and which of the rules
+/// with those is meant (as Prometheus carries state over a reload), so editing an
+/// expression keeps the rule's alerts.
+fn rule_keys(g: &Group) -> Vec<String> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    g.rules
+        .iter()
+        .map(|r| {
+            let base = format!(
+                "{}\u{0}{}\u{0}{}\u{0}{:?}",
+                g.file.display(),
+                g.name,
+                r.name,
+                r.labels
+            );
+            let n = seen.entry(base.clone()).or_default();
+            *n += 1;
+            format!("{base}\u{0}{n}")
+        })
+        .collect()
 }
+
+/// What a rule carries over a reload.
+type Carried = BTreeMap<String, (RuleAlerts, BTreeSet<LabelSet>)>;
 
 /// Reads and checks the rule files, including what needs the server (SQL plans).
 ///
@@ -178,7 +195,7 @@ pub async fn load(files: &[PathBuf], sources: &Sources) -> Result<Vec<Group>, Pr
 fn build(
     groups: Vec<Group>,
     config: &AlertingConfig,
-    mut states: BTreeMap<String, RuleAlerts>,
+    states: &mut Carried,
     now: i64,
 ) -> Vec<GroupRuntime> {
     let mut out: Vec<GroupRuntime> = groups
@@ -188,11 +205,15 @@ fn build(
             let rules = group
                 .rules
                 .iter()
-                .map(|rule| {
+                .zip(rule_keys(&group))
+                .map(|(rule, key)| {
                     let mut labels = group.labels.clone();
                     labels.extend(rule.labels.clone());
+                    let (alerts, last_series) = states.remove(&key).unwrap_or_default();
                     RuleRuntime {
-                        alerts: states.remove(&rule_key(&group, rule)).unwrap_or_default(),
+                        alerts,
+                        last_series,
+                        key,
                         rule: rule.clone(),
                         labels,
                         health: Health::Unknown,
@@ -208,7 +229,6 @@ fn build(
                 last_evaluation: None,
                 evaluation_time: Duration::ZERO,
                 next_eval: now,
-                last_series: BTreeSet::new(),
                 group,
             }
         })
@@ -217,13 +237,17 @@ fn build(
     out
 }
 
-fn file_stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
-    files
-        .iter()
+/// The rule files (patterns expanded) with their modification time and size: a
+/// change, a new file or a removed one means reload.
+fn file_stamps(files: &[PathBuf]) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
+    rules::expand(files)
+        .0
+        .into_iter()
         .map(|f| {
-            std::fs::metadata(f)
+            let stamp = std::fs::metadata(&f)
                 .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())))
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            (f, stamp)
         })
         .collect()
 }
@@ -281,9 +305,11 @@ struct Engine {
     view: Arc<RwLock<Arc<View>>>,
     groups: Vec<GroupRuntime>,
     dispatcher: Dispatcher,
-    stamps: Vec<Option<(SystemTime, u64)>>,
+    stamps: Vec<(PathBuf, Option<(SystemTime, u64)>)>,
     cx: Context,
     metrics: AlertingMetrics,
+    /// Notifications whose commit failed, retried at the next tick.
+    unsent: Vec<(String, String, String)>,
 }
 
 impl Alerting {
@@ -308,10 +334,16 @@ impl Alerting {
                 config.state_dir.display()
             ))
         })?);
-        let snapshot: Snapshot = outbox
-            .saved_state()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default();
+        let snapshot: Snapshot = match outbox.saved_state().map(serde_json::from_value) {
+            None => Snapshot::default(),
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                return Err(AlertingError::Io(format!(
+                    "the alert state saved in {} cannot be read ({e}); move the directory away to start without it",
+                    config.state_dir.display()
+                )));
+            }
+        };
         let config = Arc::new(config);
         let mut targets: Vec<Target> = config
             .webhooks
@@ -340,6 +372,8 @@ impl Alerting {
         }
         let client = reqwest::Client::builder()
             .timeout(config.delivery.timeout)
+            // A redirect would turn the POST into a GET; receivers must give the final URL.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("Periscope/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| AlertingError::Io(format!("cannot build the HTTP client: {e}")))?;
@@ -359,7 +393,16 @@ impl Alerting {
         let (tx, rx) = mpsc::channel(8);
         let engine = Engine {
             stamps: file_stamps(&config.rule_files),
-            groups: build(groups, &config, snapshot.rules, now),
+            groups: build(
+                groups,
+                &config,
+                &mut snapshot
+                    .rules
+                    .into_iter()
+                    .map(|(k, v)| (k, (v, BTreeSet::new())))
+                    .collect(),
+                now,
+            ),
             dispatcher: snapshot.dispatcher,
             cx: Context {
                 external_labels: config.external_labels.clone(),
@@ -372,6 +415,7 @@ impl Alerting {
             outbox: outbox.clone(),
             view: view.clone(),
             metrics,
+            unsent: Vec::new(),
         };
         engine.publish();
         tasks.spawn(engine.run(rx, stop));
@@ -428,7 +472,7 @@ impl Engine {
         for g in &self.groups {
             for r in &g.rules {
                 if !r.alerts.alerts.is_empty() {
-                    rules.insert(rule_key(&g.group, &r.rule), r.alerts.clone());
+                    rules.insert(r.key.clone(), r.alerts.clone());
                 }
             }
         }
@@ -444,15 +488,16 @@ impl Engine {
         let groups = load(&self.config.rule_files, &self.sources)
             .await
             .map_err(|p| p.to_string())?;
-        let mut states = BTreeMap::new();
+        let mut carried: Carried = BTreeMap::new();
         for g in &self.groups {
             for r in &g.rules {
-                states.insert(rule_key(&g.group, &r.rule), r.alerts.clone());
+                carried.insert(r.key.clone(), (r.alerts.clone(), r.last_series.clone()));
             }
         }
         let count = groups.iter().map(|g| g.rules.len()).sum();
-        let mut fresh = build(groups, &self.config, states, now_ms());
-        // Groups that still exist keep their schedule and staleness tracking.
+        let now = now_ms();
+        let mut fresh = build(groups, &self.config, &mut carried, now);
+        // Groups that still exist keep their schedule.
         for g in &mut fresh {
             if let Some(old) = self
                 .groups
@@ -460,10 +505,19 @@ impl Engine {
                 .find(|o| o.group.file == g.group.file && o.group.name == g.group.name)
             {
                 g.next_eval = old.next_eval;
-                g.last_series = old.last_series.clone();
             }
         }
         self.groups = fresh;
+        // The series of rules that are gone go stale now; their webhook alerts resolve
+        // when their `valid_until` passes.
+        let stale: Vec<(LabelSet, f64)> = carried
+            .into_values()
+            .flat_map(|(_, series)| series)
+            .map(|l| (l, f64::from_bits(STALE_NAN)))
+            .collect();
+        if !stale.is_empty() {
+            self.write(&stale, now).await;
+        }
         self.publish();
         tracing::info!(rules = count, "Alert rules loaded.");
         Ok(count)
@@ -549,13 +603,19 @@ impl Engine {
                 ));
             }
         }
-        if !evaluated && ready.is_empty() {
+        if !evaluated && ready.is_empty() && self.unsent.is_empty() {
             return;
         }
-        let committed = self.outbox.commit(ready, Some(self.snapshot()), now);
+        // Notifications a failed commit left behind go first.
+        let mut batch = std::mem::take(&mut self.unsent);
+        batch.extend(ready);
+        let committed = self
+            .outbox
+            .commit(batch.clone(), Some(self.snapshot()), now);
         self.metrics.queued.set(self.outbox.queued() as i64);
         if let Err(e) = committed {
-            tracing::error!(error = %e, "Cannot write the alerting journal; these notifications are lost and alert state is not saved.");
+            tracing::error!(error = %e, queued = batch.len(), "Cannot write the alerting journal; retrying with the next evaluation.");
+            self.unsent = batch;
         }
         if evaluated {
             self.publish();
@@ -570,18 +630,19 @@ impl Engine {
         updates: &mut Vec<NotifyAlert>,
     ) {
         let started = Instant::now();
+        // As Prometheus: the query (and the samples written) are `query_offset` in the
+        // past; alert times are the evaluation time.
         let offset = self.groups[gi].group.query_offset.as_millis() as i64;
-        let eval_ts = ts - offset;
+        let query_ts = ts - offset;
         let limit = self.groups[gi].group.limit;
         let interval = self.groups[gi].interval;
         let resend = self.config.resend_delay;
         let valid_for = (resend.max(interval).as_millis() * 4) as i64;
-        let mut series: BTreeMap<LabelSet, f64> = BTreeMap::new();
         for ri in 0..self.groups[gi].rules.len() {
             let rule_started = Instant::now();
             let result = {
                 let r = &self.groups[gi].rules[ri];
-                self.sources.eval(&r.rule.expr, eval_ts).await
+                self.sources.eval(&r.rule.expr, query_ts).await
             };
             let generator = generator_url(&self.config, &self.groups[gi].rules[ri].rule.expr);
             let r = &mut self.groups[gi].rules[ri];
@@ -591,14 +652,25 @@ impl Engine {
                     for i in instances {
                         let mut labels = i.labels;
                         labels.extend(r.labels.clone());
+                        labels.retain(|_, v| !v.is_empty());
                         labels.insert("__name__".into(), r.rule.name.clone());
                         rule_series.push((labels, i.value));
+                    }
+                    let distinct: BTreeSet<&LabelSet> = rule_series.iter().map(|(l, _)| l).collect();
+                    if distinct.len() < rule_series.len() {
+                        return Err("vector contains metrics with the same labelset after applying rule labels".into());
+                    }
+                    if limit > 0 && rule_series.len() > limit {
+                        return Err(format!(
+                            "exceeded limit of {limit} with {} series",
+                            rule_series.len()
+                        ));
                     }
                     Ok(())
                 }
                 RuleType::Alerting => {
                     r.alerts
-                        .apply(&r.rule, &r.labels, &instances, eval_ts, limit, &self.cx)?;
+                        .apply(&r.rule, &r.labels, &instances, ts, limit, &self.cx)?;
                     rule_series = r.alerts.series();
                     Ok(())
                 }
@@ -617,32 +689,34 @@ impl Engine {
             r.last_evaluation = Some(ts);
             r.evaluation_time = rule_started.elapsed();
             self.metrics.evaluated(r.health == Health::Ok);
-            if r.rule.rule_type == RuleType::Alerting && r.health == Health::Ok {
+            // A failed evaluation sends nothing and writes nothing: its series are neither
+            // refreshed nor marked stale.
+            if r.health != Health::Ok {
+                continue;
+            }
+            if r.rule.rule_type == RuleType::Alerting {
                 for a in r.alerts.alerts.values_mut() {
-                    notify_updates(a, eval_ts, &generator, &self.config, updates);
-                    if a.needs_sending(eval_ts, resend.as_millis() as i64) {
-                        a.last_sent_at = Some(eval_ts);
-                        a.valid_until = Some(eval_ts + valid_for);
+                    notify_updates(a, ts, ts + valid_for, &generator, &self.config, updates);
+                    if a.needs_sending(ts, resend.as_millis() as i64) {
+                        a.last_sent_at = Some(ts);
+                        a.valid_until = Some(ts + valid_for);
                         to_alertmanager.push(alertmanager_alert(a, &generator, &self.config));
                     }
                 }
             }
+            let current: BTreeSet<LabelSet> = rule_series.iter().map(|(l, _)| l.clone()).collect();
+            rule_series.extend(
+                r.last_series
+                    .iter()
+                    .filter(|l| !current.contains(*l))
+                    .map(|l| (l.clone(), f64::from_bits(STALE_NAN))),
+            );
+            r.last_series = current;
             if !rule_series.is_empty() {
-                self.write(&rule_series, eval_ts).await;
+                self.write(&rule_series, query_ts).await;
             }
-            series.extend(rule_series);
-        }
-        let stale: Vec<(LabelSet, f64)> = self.groups[gi]
-            .last_series
-            .iter()
-            .filter(|l| !series.contains_key(*l))
-            .map(|l| (l.clone(), f64::from_bits(STALE_NAN)))
-            .collect();
-        if !stale.is_empty() {
-            self.write(&stale, eval_ts).await;
         }
         let g = &mut self.groups[gi];
-        g.last_series = series.into_keys().collect();
         g.last_evaluation = Some(ts);
         g.evaluation_time = started.elapsed();
     }
@@ -667,6 +741,7 @@ impl Engine {
 fn notify_updates(
     a: &Alert,
     ts: i64,
+    valid_until: i64,
     generator: &str,
     config: &AlertingConfig,
     updates: &mut Vec<NotifyAlert>,
@@ -681,6 +756,7 @@ fn notify_updates(
         annotations: a.annotations.clone(),
         starts_at: a.fired_at.unwrap_or(a.active_at),
         ends_at,
+        valid_until,
         generator_url: generator.to_string(),
     });
 }

@@ -56,6 +56,12 @@ pub struct Outcome {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 enum Record {
+    /// One evaluation: its notifications and the state they came from, in one line so
+    /// that a torn write keeps both or neither.
+    Commit {
+        ns: Vec<Notification>,
+        state: Option<serde_json::Value>,
+    },
     State {
         state: serde_json::Value,
     },
@@ -73,9 +79,24 @@ enum Record {
         attempts: u32,
         error: String,
     },
+    /// Taken off the queue unsent: a newer Alertmanager batch replaces it.
+    Dropped {
+        id: u64,
+    },
     History {
         o: Outcome,
     },
+    /// The next id to give out (written by compaction, which may drop the highest).
+    NextId {
+        id: u64,
+    },
+}
+
+/// Targets whose queued notifications a newer one replaces: Alertmanager gets every
+/// alert again each resend delay, so only the newest batch matters (as in Prometheus,
+/// which drops batches it cannot send).
+fn superseded_by_newer(target: &str) -> bool {
+    target.starts_with("alertmanager/")
 }
 
 struct Inner {
@@ -129,6 +150,7 @@ impl Outbox {
     pub fn open(dir: &Path) -> std::io::Result<Outbox> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("journal");
+        let created = !path.exists();
         let mut inner = Inner {
             file: OpenOptions::new()
                 .create(true)
@@ -146,23 +168,36 @@ impl Outbox {
         let mut pending: BTreeMap<u64, Notification> = BTreeMap::new();
         let mut good = 0u64;
         let mut reader = BufReader::new(File::open(&path)?);
-        let mut line = String::new();
+        let mut line = Vec::new();
         loop {
             line.clear();
-            let n = reader.read_line(&mut line)?;
-            if n == 0 || !line.ends_with('\n') {
+            let n = reader.read_until(b'\n', &mut line)?;
+            if n == 0 || line.last() != Some(&b'\n') {
                 break;
             }
-            let Some(record) = decode(line.trim_end_matches('\n')) else {
+            let Some(record) = std::str::from_utf8(&line[..n - 1]).ok().and_then(decode) else {
                 break;
             };
             good += n as u64;
             match record {
+                Record::Commit { ns, state } => {
+                    for n in ns {
+                        inner.next_id = inner.next_id.max(n.id + 1);
+                        pending.insert(n.id, n);
+                    }
+                    if state.is_some() {
+                        inner.state = state;
+                    }
+                }
                 Record::State { state } => inner.state = Some(state),
                 Record::Enqueue { n } => {
                     inner.next_id = inner.next_id.max(n.id + 1);
                     pending.insert(n.id, n);
                 }
+                Record::Dropped { id } => {
+                    pending.remove(&id);
+                }
+                Record::NextId { id } => inner.next_id = inner.next_id.max(id),
                 Record::Done { id, at, attempts } => {
                     if let Some(n) = pending.remove(&id) {
                         inner.remember(Outcome {
@@ -207,6 +242,9 @@ impl Outbox {
         }
         inner.file.seek(SeekFrom::End(0))?;
         inner.bytes = good;
+        if created {
+            sync_dir(dir)?;
+        }
         for n in pending.into_values() {
             inner
                 .queues
@@ -239,35 +277,50 @@ impl Outbox {
         let mut targets = Vec::new();
         {
             let mut inner = self.inner.lock();
-            let mut buf = Vec::new();
-            let mut queued = Vec::new();
-            let mut id = inner.next_id;
-            for (target, summary, body) in notifications {
-                let n = Notification {
-                    id,
-                    target,
-                    created: now,
-                    summary,
-                    body,
-                };
-                id += 1;
-                buf.extend(encode(&Record::Enqueue { n: n.clone() })?);
-                queued.push(n);
-            }
-            if let Some(state) = &state {
-                buf.extend(encode(&Record::State {
-                    state: state.clone(),
-                })?);
-            }
-            if buf.is_empty() {
+            if notifications.is_empty() && state.is_none() {
                 return Ok(());
             }
+            let mut id = inner.next_id;
+            let ns: Vec<Notification> = notifications
+                .into_iter()
+                .map(|(target, summary, body)| {
+                    id += 1;
+                    Notification {
+                        id: id - 1,
+                        target,
+                        created: now,
+                        summary,
+                        body,
+                    }
+                })
+                .collect();
+            // Older queued batches of replaceable targets (not the head: it may be in
+            // flight) are dropped in the same append.
+            let mut dropped = Vec::new();
+            for n in &ns {
+                if superseded_by_newer(&n.target)
+                    && let Some(q) = inner.queues.get(&n.target)
+                {
+                    dropped.extend(q.iter().skip(1).map(|old| old.id));
+                }
+            }
+            let mut buf = Vec::new();
+            for id in &dropped {
+                buf.extend(encode(&Record::Dropped { id: *id })?);
+            }
+            buf.extend(encode(&Record::Commit {
+                ns: ns.clone(),
+                state: state.clone(),
+            })?);
             inner.append(&buf)?;
             inner.next_id = id;
             if state.is_some() {
                 inner.state = state;
             }
-            for n in queued {
+            for q in inner.queues.values_mut() {
+                q.retain(|n| !dropped.contains(&n.id));
+            }
+            for n in ns {
                 targets.push(n.target.clone());
                 inner
                     .queues
@@ -376,8 +429,17 @@ impl Outbox {
 
 impl Inner {
     fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(buf)?;
-        self.file.sync_data()?;
+        let written = self
+            .file
+            .write_all(buf)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // Cut off whatever part of `buf` reached the file, so the next append starts
+            // on a fresh line and replay keeps everything before it.
+            let _ = self.file.set_len(self.bytes);
+            let _ = self.file.seek(SeekFrom::End(0));
+            return Err(e);
+        }
         self.bytes += buf.len() as u64;
         Ok(())
     }
@@ -410,19 +472,21 @@ impl Inner {
                 state: state.clone(),
             })?);
         }
+        buf.extend(encode(&Record::NextId { id: self.next_id })?);
         let mut file = File::create(&tmp)?;
         file.write_all(&buf)?;
         file.sync_all()?;
         drop(file);
+        // Open the new file before it replaces the old one, so appends never go to an
+        // unlinked file.
+        let mut fresh = OpenOptions::new().read(true).append(true).open(&tmp)?;
+        fresh.seek(SeekFrom::End(0))?;
         std::fs::rename(&tmp, &self.path)?;
+        self.file = fresh;
+        self.bytes = buf.len() as u64;
         if let Some(dir) = self.path.parent() {
             sync_dir(dir)?;
         }
-        self.file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&self.path)?;
-        self.bytes = buf.len() as u64;
         Ok(())
     }
 }
@@ -504,6 +568,50 @@ mod tests {
     }
 
     #[test]
+    fn a_newer_alertmanager_batch_replaces_queued_ones_but_not_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::open(dir.path()).unwrap();
+        for i in 0..3 {
+            o.commit(
+                vec![
+                    ("alertmanager/x".into(), format!("am{i}"), "[]".into()),
+                    ("webhook/a".into(), format!("w{i}"), "{}".into()),
+                ],
+                None,
+                i,
+            )
+            .unwrap();
+        }
+        let queued =
+            |o: &Outbox| -> Vec<String> { o.report().0.into_iter().map(|n| n.summary).collect() };
+        assert_eq!(queued(&o), ["am0", "am2", "w0", "w1", "w2"]);
+        drop(o);
+        let o = Outbox::open(dir.path()).unwrap();
+        assert_eq!(queued(&o), ["am0", "am2", "w0", "w1", "w2"]);
+    }
+
+    #[test]
+    fn a_torn_multibyte_character_is_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let o = Outbox::open(dir.path()).unwrap();
+            o.commit(
+                vec![("webhook/a".into(), "µs".into(), "{}".into())],
+                None,
+                1,
+            )
+            .unwrap();
+        }
+        let path = dir.path().join("journal");
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&"0000abcd {\"t\":\"µ".as_bytes()[..16])
+            .unwrap();
+        drop(f);
+        let o = Outbox::open(dir.path()).unwrap();
+        assert_eq!(o.report().0[0].summary, "µs");
+    }
+
+    #[test]
     fn compaction_keeps_what_matters() {
         let dir = tempfile::tempdir().unwrap();
         let o = Outbox::open(dir.path()).unwrap();
@@ -527,5 +635,14 @@ mod tests {
         assert_eq!(o.saved_state().unwrap()["i"], 9);
         assert_eq!(o.report().0[0].summary, "n9");
         assert_eq!(o.report().1.len(), 9);
+        // Ids keep growing after compaction.
+        o.commit(
+            vec![("webhook/a".into(), "n10".into(), "{}".into())],
+            None,
+            10,
+        )
+        .unwrap();
+        let ids: Vec<u64> = o.report().0.iter().map(|n| n.id).collect();
+        assert_eq!(ids, [10, 11]);
     }
 }

@@ -256,7 +256,9 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Vec<Group>, Problems> {
 pub fn read_files(paths: &[PathBuf]) -> (Vec<Group>, Vec<Problem>) {
     let mut groups = Vec::new();
     let mut problems = Vec::new();
-    for path in paths {
+    let (paths, bad) = expand(paths);
+    problems.extend(bad);
+    for path in &paths {
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 let (g, p) = parse_lenient(path, &text);
@@ -272,6 +274,35 @@ pub fn read_files(paths: &[PathBuf]) -> (Vec<Group>, Vec<Problem>) {
         }
     }
     (groups, problems)
+}
+
+/// The files that `paths` name: patterns with `*`, `?` or `[` expand to the files they
+/// match, sorted (a pattern matching nothing is no error, as in Prometheus); other paths
+/// are kept as they are.
+pub fn expand(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Problem>) {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        let text = path.to_string_lossy();
+        if !text.contains(['*', '?', '[']) {
+            out.push(path.clone());
+            continue;
+        }
+        match glob::glob(&text) {
+            Ok(found) => {
+                let mut files: Vec<PathBuf> = found.filter_map(Result::ok).collect();
+                files.sort();
+                out.extend(files);
+            }
+            Err(e) => problems.push(Problem {
+                file: path.clone(),
+                line: 0,
+                col: 0,
+                message: format!("invalid file pattern: {e}"),
+            }),
+        }
+    }
+    (out, problems)
 }
 
 /// Parses one rule file's text.
@@ -914,6 +945,19 @@ groups:
             "groups:\n  - name: a\n    rules:\n      - alert: X\n        expr: up > 1\n        labels: {severity: warning}\n      - alert: X\n        expr: up > 2\n        labels: {severity: critical}\n",
         );
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn patterns_expand_to_the_files_they_match() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.yml", "a.yml", "c.txt"] {
+            std::fs::write(dir.path().join(name), "groups: []\n").unwrap();
+        }
+        let (files, problems) = expand(&[dir.path().join("*.yml"), dir.path().join("none*.yml")]);
+        assert!(problems.is_empty());
+        assert_eq!(files, [dir.path().join("a.yml"), dir.path().join("b.yml")]);
+        let (groups, problems) = read_files(&[dir.path().join("*.yml")]);
+        assert!(groups.is_empty() && problems.is_empty());
     }
 
     #[test]

@@ -87,9 +87,10 @@ impl Sources {
                 let parsed = periscope_query::logql::parse(query)
                     .map_err(|e| format!("invalid log query: {}", e.message))?;
                 let end = ts.saturating_mul(1_000_000).saturating_add(1);
+                let window_ns = i64::try_from(window.as_nanos()).unwrap_or(i64::MAX);
                 let request = SearchRequest {
                     expr: parsed,
-                    start: end - window.as_nanos() as i64,
+                    start: end.saturating_sub(window_ns),
                     end,
                     limit: 1,
                     cursor: None,
