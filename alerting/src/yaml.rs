@@ -96,16 +96,33 @@ struct Open {
     pending_key: Option<Node>,
 }
 
+/// Most nodes a document may expand to (aliases count every node they copy), so a file
+/// of nested aliases cannot take all memory.
+const MAX_NODES: usize = 1_000_000;
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Open>,
     root: Option<Node>,
     anchors: HashMap<usize, Node>,
     error: Option<SyntaxError>,
+    nodes: usize,
+}
+
+fn count(node: &Node) -> usize {
+    1 + match &node.kind {
+        Kind::Scalar { .. } => 0,
+        Kind::Seq(items) => items.iter().map(count).sum(),
+        Kind::Map(entries) => entries.iter().map(|(k, v)| count(k) + count(v)).sum(),
+    }
 }
 
 impl Builder {
     fn complete(&mut self, node: Node, anchor: usize) {
+        if self.error.is_some() {
+            return;
+        }
+        self.nodes += 1;
         if anchor > 0 {
             self.anchors.insert(anchor, node.clone());
         }
@@ -154,20 +171,31 @@ impl MarkedEventReceiver for Builder {
                     self.complete(open.node, open.anchor);
                 }
             }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(mut node) => {
-                    node.line = mark.line();
-                    node.col = mark.col() + 1;
-                    self.complete(node, 0);
-                }
-                None => {
-                    self.error.get_or_insert(SyntaxError {
+            Event::Alias(id) => {
+                match self.anchors.get(&id) {
+                    Some(anchored) if self.nodes + count(anchored) > MAX_NODES => {
+                        self.error.get_or_insert(SyntaxError {
                         line: mark.line(),
                         col: mark.col() + 1,
-                        message: "alias to an unknown anchor".into(),
+                        message: format!("the document expands to more than {MAX_NODES} nodes through aliases"),
                     });
+                    }
+                    Some(anchored) => {
+                        let mut node = anchored.clone();
+                        self.nodes += count(&node);
+                        node.line = mark.line();
+                        node.col = mark.col() + 1;
+                        self.complete(node, 0);
+                    }
+                    None => {
+                        self.error.get_or_insert(SyntaxError {
+                            line: mark.line(),
+                            col: mark.col() + 1,
+                            message: "alias to an unknown anchor".into(),
+                        });
+                    }
                 }
-            },
+            }
             _ => {}
         }
     }
@@ -211,5 +239,16 @@ mod tests {
         assert_eq!(top[1].1.line, 2);
         assert!(matches!(&top[1].1.kind, Kind::Map(m) if m[0].1.as_str() == Some("v")));
         assert!(parse("").unwrap().is_null());
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let prev = format!("*a{}", i - 1);
+            doc.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
+        }
+        let err = parse(&doc).unwrap_err();
+        assert!(err.message.contains("more than"), "{err:?}");
     }
 }
