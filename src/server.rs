@@ -196,6 +196,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()));
     tasks.spawn(async move { otlp_http.await.context("OTLP/HTTP server failed") });
+    let ui_engine = engine.clone();
     let api = periscope_query::router(engine.clone())
         .merge(periscope_query::traces::router(engine.clone()))
         .merge(periscope_query::promql::router(engine))
@@ -204,7 +205,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             store.clone(),
             stop_rx.clone(),
         ))
-        .merge(periscope_alerting::router(alerting))
+        .merge(periscope_alerting::router(alerting.clone()))
+        .merge(periscope_ui::router(periscope_ui::UiState {
+            engine: ui_engine,
+            store: store.clone(),
+            alerting,
+        }))
         .merge(ops_router(registry))
         .fallback(|| async {
             error_response(

@@ -35,7 +35,11 @@ mod yaml;
 pub use api::{router, value_text};
 pub use config::{AlertingConfig, AlertingSection};
 pub use deliver::{DELIVERY_HEADER, SIGNATURE_HEADER, signature};
-pub use engine::{Alerting, STALE_NAN, SeriesSample, SeriesSink, load};
+pub use dispatch::go_time;
+pub use engine::{
+    Alerting, GroupRuntime, Health, RuleRuntime, STALE_NAN, SeriesSample, SeriesSink, View, load,
+};
 pub use error::AlertingError;
 pub use metrics::AlertingMetrics;
+pub use outbox::{Notification, Outcome};
 pub use source::Sources;

@@ -90,7 +90,8 @@ pub fn result_json(result: &QueryResult) -> Value {
     json!({ "columns": columns, "rows": rows })
 }
 
-fn csv_response(result: &QueryResult) -> Response {
+/// A query result as a CSV download (header row first).
+pub fn csv_response(result: &QueryResult) -> Response {
     let mut w = csv::Writer::from_writer(Vec::new());
     let header: Vec<&str> = result
         .schema

@@ -32,7 +32,7 @@ pub mod time;
 pub mod traces;
 mod udf;
 
-pub use api::{error_response, result_json, router};
+pub use api::{csv_response, error_response, result_json, router};
 pub use engine::{QueryConfig, QueryEngine, QueryResult};
 pub use error::QueryError;
 pub use json::{cell_text, rfc3339_text, value_json};

@@ -437,7 +437,14 @@ async fn operations(engine: &QueryEngine, service: &str, p: &Params) -> Result<V
 }
 
 async fn components_view(engine: &QueryEngine, p: &Params) -> Result<Value, TraceError> {
-    let w = window(p)?;
+    components_json(engine, window(p)?).await
+}
+
+/// The MSA inventory of `w` as `GET /api/v1/components` answers it.
+///
+/// # Errors
+/// When the tables cannot be read.
+pub async fn components_json(engine: &QueryEngine, w: Window) -> Result<Value, TraceError> {
     let inventory = components::inventory(engine, w).await?;
     let red = red::services(engine, w).await?;
     let graph = service_graph(engine, w).await?;

@@ -27,7 +27,7 @@ mod tree;
 #[cfg(test)]
 mod tests;
 
-pub use api::{DEFAULT_SPAN_LIMIT, MAX_SPAN_LIMIT, parse_trace_id};
+pub use api::{DEFAULT_SPAN_LIMIT, MAX_SPAN_LIMIT, components_json, parse_trace_id};
 pub use error::TraceError;
 pub use fetch::Window;
 pub use graph::{GraphBuilder, NodeKind, Peer};

@@ -1,0 +1,6 @@
+//! One module per page: its handler (reads the data) and its view.
+
+pub mod alerts;
+pub mod logs;
+pub mod overview;
+pub mod sql;

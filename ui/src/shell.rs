@@ -1,0 +1,95 @@
+//! The page shell: document head, the navigation bar, the main area.
+
+use axum::response::Html;
+use leptos::prelude::*;
+
+/// The pages in the navigation bar: title and path.
+pub const NAV: [(&str, &str); 4] = [
+    ("Overview", "/ui/"),
+    ("Logs", "/ui/logs"),
+    ("SQL", "/ui/sql"),
+    ("Alerts", "/ui/alerts"),
+];
+
+/// Renders `body` inside the shell, with `active` (a path of [`NAV`]) highlighted.
+pub fn page(title: &str, active: &str, body: impl IntoView + 'static) -> Html<String> {
+    let links = NAV
+        .iter()
+        .map(|(name, path)| {
+            let class = if *path == active { "active" } else { "" };
+            view! { <a href=*path class=class>{*name}</a> }
+        })
+        .collect_view();
+    let title = format!("{title} · Periscope");
+    let html = view! {
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <title>{title}</title>
+                <link rel="stylesheet" href="/ui/assets/style.css"/>
+            </head>
+            <body>
+                <header class="top">
+                    <a class="brand" href="/ui/">"Periscope"</a>
+                    <nav>{links}</nav>
+                </header>
+                <main id="main">{body}</main>
+            </body>
+        </html>
+    }
+    .to_html();
+    Html(format!("<!DOCTYPE html>{html}"))
+}
+
+/// `s` with `&`, `<`, `>`, `"` and `'` as character references, for raw HTML.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The box shown when there is no data yet: how to send some.
+pub fn no_data(what: &'static str) -> impl IntoView {
+    view! {
+        <div class="empty" id="empty">
+            <p>{format!("No {what} yet.")}" Point an OpenTelemetry exporter at Periscope:"</p>
+            <pre>"export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318   # OTLP/HTTP
+# or OTLP/gRPC:
+export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 OTEL_EXPORTER_OTLP_PROTOCOL=grpc
+export OTEL_SERVICE_NAME=checkout"</pre>
+            <p class="muted">"Prometheus can remote-write to "<code>"/api/v1/write"</code>" on this port. See README, \"Quick start\"."</p>
+        </div>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_attributes_are_escaped() {
+        let hostile = "</textarea><script>alert(1)</script>\"'&";
+        let html = page(
+            "t",
+            "/ui/",
+            view! {
+                <p title=hostile>{hostile}</p>
+                <textarea inner_html=escape(hostile)></textarea>
+            },
+        )
+        .0;
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("&lt;/textarea&gt;&lt;script&gt;"), "{html}");
+        assert_eq!(html.matches("</textarea>").count(), 1, "{html}");
+    }
+}
