@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 # Tools the tests use. The end-to-end tests start the real `periscope` binary and talk to
 # it with the OpenTelemetry Rust SDK, reqwest and tonic (cargo dependencies), read the
 # Parquet files it writes with the `parquet` crate and with DuckDB and pyarrow (Python),
-# compare PromQL answers with a real Prometheus, and route alerts through a real
-# Alertmanager.
+# compare PromQL answers with a real Prometheus, route alerts through a real
+# Alertmanager, and open the UI in a real Chromium.
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust with rustup first (https://rustup.rs)" >&2
   exit 1
@@ -44,6 +44,16 @@ if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager
   else
     echo "prometheus-alertmanager is missing: install Alertmanager (the alerting test routes alerts through it)" >&2
+    exit 1
+  fi
+fi
+
+# The UI tests drive a real headless Chromium through ChromeDriver (Debian's packages).
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+  else
+    echo "chromium and chromedriver are missing: install them (the UI tests drive a real browser)" >&2
     exit 1
   fi
 fi

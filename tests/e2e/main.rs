@@ -3,6 +3,7 @@
 
 mod alerting;
 mod bad_input;
+mod browser;
 mod crash;
 mod files;
 mod logs;
@@ -13,3 +14,4 @@ mod promql;
 mod sql_api;
 mod support;
 mod traces;
+mod ui;

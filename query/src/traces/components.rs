@@ -57,8 +57,18 @@ pub async fn inventory(
                resource_attributes['service.version'] AS version, \
                resource_attributes['host.name'] AS host, \
                max({time}) AS last_seen \
-             FROM {table} WHERE {} GROUP BY 1, 2, 3, 4, 5",
-            window.sql(time)
+             FROM {table} WHERE {}{} GROUP BY 1, 2, 3, 4, 5",
+            window.sql(time),
+            // Series remote-written without a `job` (Periscope's own ALERTS and recorded
+            // series among them) come from no component.
+            if table == "metrics" {
+                format!(
+                    " AND NOT (scope_name = '{}' AND resource_attributes['service.name'] IS NULL)",
+                    periscope_storage::otlp::PROMETHEUS_SCOPE
+                )
+            } else {
+                String::new()
+            }
         );
         for b in rows(engine, &sql).await? {
             for row in 0..b.num_rows() {

@@ -1,0 +1,282 @@
+//! The web UI in a real headless Chromium: every page opened against a server loaded
+//! with fixture data, the content a person would check asserted, hostile log text shown
+//! as text, empty states, and a screenshot of each page under target/tmp/ui-screenshots.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value as Av};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+
+use crate::browser::Browser;
+use crate::support::{Server, otlp};
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn resource(service: &str, kind: &str, instance: &str) -> Option<Resource> {
+    Some(Resource {
+        attributes: vec![
+            otlp::kv("service.name", service),
+            otlp::kv("service.version", "1.4.2"),
+            otlp::kv("service.instance.id", instance),
+            otlp::kv("periscope.component.kind", kind),
+        ],
+        ..Default::default()
+    })
+}
+
+async fn post(server: &Server, path: &str, body: Vec<u8>) {
+    let r = reqwest::Client::new()
+        .post(format!("{}{path}", server.otlp_http()))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .expect("OTLP/HTTP");
+    assert_eq!(r.status(), 200, "{path}");
+}
+
+/// A gateway calling checkout, which calls postgres; logs of checkout, one hostile.
+async fn load_fixture(server: &Server) {
+    let t = now_ns() - 5_000_000_000;
+    let trace_id = vec![0x4b; 16];
+    let mut gw = otlp::span(trace_id.clone(), vec![1; 8], "GET /checkout");
+    gw.start_time_unix_nano = t;
+    gw.end_time_unix_nano = t + 40_000_000;
+    let mut client = otlp::span(trace_id.clone(), vec![2; 8], "GET /checkout");
+    client.kind = 3;
+    client.parent_span_id = vec![1; 8];
+    client.start_time_unix_nano = t + 1_000_000;
+    client.end_time_unix_nano = t + 39_000_000;
+    client
+        .attributes
+        .push(otlp::kv("server.address", "checkout"));
+    let mut server_span = otlp::span(trace_id.clone(), vec![3; 8], "GET /checkout");
+    server_span.parent_span_id = vec![2; 8];
+    server_span.start_time_unix_nano = t + 2_000_000;
+    server_span.end_time_unix_nano = t + 38_000_000;
+    let mut db: Span = otlp::span(trace_id.clone(), vec![4; 8], "SELECT orders");
+    db.kind = 3;
+    db.parent_span_id = vec![3; 8];
+    db.start_time_unix_nano = t + 3_000_000;
+    db.end_time_unix_nano = t + 20_000_000;
+    db.attributes.push(otlp::kv("db.system", "postgresql"));
+    db.attributes.push(otlp::kv("server.address", "orders-db"));
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![
+            ResourceSpans {
+                resource: resource("edge-gateway", "gateway", "gw-1"),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![gw, client],
+                    ..Default::default()
+                }],
+                schema_url: String::new(),
+            },
+            ResourceSpans {
+                resource: resource("checkout", "service", "checkout-1"),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![server_span, db],
+                    ..Default::default()
+                }],
+                schema_url: String::new(),
+            },
+        ],
+    };
+    post(server, "/v1/traces", request.encode_to_vec()).await;
+
+    let long = "x".repeat(5000);
+    let bodies = [
+        "payment timeout after 3s".to_string(),
+        "<script>document.title='owned'</script><b>bold</b> &amp; <img src=x onerror=alert(1)>"
+            .to_string(),
+        format!("unbroken {long}"),
+    ];
+    let records = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| LogRecord {
+            time_unix_nano: t + i as u64 * 1_000_000,
+            severity_number: 17,
+            severity_text: "ERROR".into(),
+            body: Some(AnyValue {
+                value: Some(Av::StringValue(b.clone())),
+            }),
+            attributes: vec![otlp::kv("http.route", "/checkout")],
+            trace_id: trace_id.clone(),
+            span_id: vec![3; 8],
+            ..Default::default()
+        })
+        .collect();
+    let logs = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: resource("checkout", "service", "checkout-1"),
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    post(server, "/v1/logs", logs.encode_to_vec()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: ui\n    interval: 200ms\n    rules:\n      - alert: CheckoutErrors\n        \
+         logs: {query: 'severity>=error service:checkout', window: 1h, threshold: 1}\n        \
+         annotations: {summary: '{{ $value }} errors <b>now</b>'}\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--rules", rules.to_str().unwrap()],
+    );
+    load_fixture(&server).await;
+    let browser = Browser::start().await;
+    let ui = |path: &str| format!("{}{path}", server.api());
+
+    // `/` leads to the overview: components by kind, peers, the firing alert.
+    browser.goto(&ui("/")).await;
+    assert!(
+        browser.url().await.ends_with("/ui/"),
+        "{}",
+        browser.url().await
+    );
+    let gateways = browser.texts("#kind-gateway .card h3").await;
+    assert_eq!(gateways, ["edge-gateway"]);
+    let peers = browser.text_of("#peers").await;
+    assert!(
+        peers.contains("orders-db") || peers.contains("postgresql"),
+        "{peers}"
+    );
+    let mut firing = String::new();
+    for _ in 0..50 {
+        browser.goto(&ui("/ui/")).await;
+        firing = browser.text_of("#firing").await;
+        if firing.contains("CheckoutErrors") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(firing.contains("CheckoutErrors"), "{firing}");
+    // Periscope's own ALERTS series are no component.
+    let services = browser.texts("#kind-service .card h3").await;
+    assert_eq!(services, ["checkout"]);
+    browser.screenshot("overview").await;
+
+    // Logs: matches highlighted, hostile text shown as text, long lines wrapped.
+    browser.goto(&ui("/ui/logs?q=timeout&range=1h")).await;
+    assert_eq!(browser.text_of("#log-total").await, "1 matching lines");
+    assert_eq!(browser.texts("#log-hits mark").await, ["timeout"]);
+    assert!(browser.all("#log-histogram rect.bar").await.len() == 1);
+    browser.screenshot("logs-search").await;
+    browser.goto(&ui("/ui/logs?range=1h")).await;
+    let bodies = browser.texts("#log-hits .body").await;
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.contains("<script>document.title='owned'</script><b>bold</b>")),
+        "hostile text is shown as text: {bodies:?}"
+    );
+    assert_ne!(browser.eval("return document.title").await, "owned");
+    assert!(
+        browser
+            .all("#log-hits b, #log-hits img, #log-hits script")
+            .await
+            .is_empty()
+    );
+    let overflow = browser
+        .eval("return document.documentElement.scrollWidth - window.innerWidth")
+        .await;
+    assert!(
+        overflow.as_i64().unwrap_or(1) <= 0,
+        "the page scrolls sideways by {overflow}"
+    );
+    browser.screenshot("logs-hostile").await;
+
+    // SQL: type a query, run it, read the rows; a bad query says why.
+    browser.goto(&ui("/ui/sql")).await;
+    let editor = browser.one("#sql-query").await;
+    browser
+        .clear_and_type(
+            &editor,
+            "SELECT service_name, count(*) AS n FROM spans GROUP BY service_name ORDER BY service_name",
+        )
+        .await;
+    browser.click(&browser.one("#run").await).await;
+    let header = browser.texts("#sql-result th").await;
+    assert!(
+        header[0].starts_with("service_name") && header[1].starts_with('n'),
+        "{header:?}"
+    );
+    let cells = browser.texts("#sql-result tbody td").await;
+    assert_eq!(cells, ["checkout", "2", "edge-gateway", "2"]);
+    assert!(
+        browser.url().await.contains("/ui/sql?q=SELECT"),
+        "a shareable URL"
+    );
+    browser.screenshot("sql").await;
+    browser.goto(&ui("/ui/sql?q=SELECT+nope+FROM+spans")).await;
+    let error = browser.text_of("#sql-error").await;
+    assert!(error.contains("nope"), "{error}");
+    let hostile = "SELECT 1 AS x -- </textarea><script>document.title='owned'</script>";
+    browser
+        .goto(&format!(
+            "{}?q={}",
+            ui("/ui/sql"),
+            form_urlencoded::byte_serialize(hostile.as_bytes()).collect::<String>()
+        ))
+        .await;
+    let text = browser
+        .eval("return document.getElementById('sql-query').value")
+        .await;
+    assert_eq!(
+        text, hostile,
+        "the query round-trips into the editor as text"
+    );
+    assert_ne!(browser.eval("return document.title").await, "owned");
+
+    // Alerts: the rule and its firing alert, with its annotation as text.
+    browser.goto(&ui("/ui/alerts")).await;
+    let active = browser.text_of("#active-alerts").await;
+    assert!(
+        active.contains("CheckoutErrors") && active.contains("firing"),
+        "{active}"
+    );
+    assert!(active.contains("errors <b>now</b>"), "{active}");
+    assert_eq!(browser.texts("#rules .rule-name").await, ["CheckoutErrors"]);
+    browser.screenshot("alerts").await;
+    browser.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_pages_say_what_to_do_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let browser = Browser::start().await;
+    for (path, needle) in [
+        ("/ui/", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ("/ui/logs", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ("/ui/alerts", "--rules"),
+    ] {
+        browser.goto(&format!("{}{path}", server.api())).await;
+        let empty = browser.text_of("#empty").await;
+        assert!(empty.contains(needle), "{path}: {empty}");
+        let name = format!("empty{}", path.replace('/', "-").trim_end_matches('-'));
+        browser.screenshot(&name).await;
+    }
+    browser.quit().await;
+}
