@@ -207,6 +207,96 @@ async fn every_page_in_a_real_browser() {
     );
     browser.screenshot("logs-hostile").await;
 
+    // Log → trace: the waterfall nests and orders the spans, the detail shows a span.
+    browser.goto(&ui("/ui/logs?q=timeout&range=1h")).await;
+    browser.click(&browser.one("#log-hits a.trace").await).await;
+    assert!(
+        browser
+            .url()
+            .await
+            .contains(&format!("/ui/traces/{}", "4b".repeat(16))),
+        "{}",
+        browser.url().await
+    );
+    let seen = browser.texts("#waterfall .span-row").await;
+    let depths = browser
+        .eval("return [...document.querySelectorAll('#waterfall .span-row')].map(r => r.dataset.depth + ' ' + r.querySelector('.service').textContent + ' ' + r.querySelector('.op').textContent)")
+        .await;
+    assert_eq!(
+        depths,
+        serde_json::json!([
+            "0 edge-gateway GET /checkout",
+            "1 edge-gateway GET /checkout",
+            "2 checkout GET /checkout",
+            "3 checkout SELECT orders"
+        ]),
+        "{seen:?}"
+    );
+    let critical = browser.all("#waterfall .span-row.critical").await.len();
+    assert_eq!(critical, 4, "one chain: every span is on the critical path");
+    browser.screenshot("trace").await;
+    // Collapsing a subtree hides its children (native <details>, no script needed).
+    browser
+        .click(&browser.one("#waterfall details.subtree > summary").await)
+        .await;
+    let state = browser
+        .eval("return [document.querySelector('#waterfall details.subtree').open, location.href]")
+        .await;
+    let visible = browser
+        .eval("return [...document.querySelectorAll('#waterfall .span-row')].filter(r => r.checkVisibility()).length")
+        .await;
+    assert_eq!(visible, 1, "the root's subtree is collapsed: {state}");
+    browser
+        .goto(&format!(
+            "{}?span={}",
+            browser.url().await.split('?').next().unwrap_or(""),
+            "04".repeat(8)
+        ))
+        .await;
+    let detail = browser.text_of("#span-detail").await;
+    assert!(
+        detail.contains("db.system") && detail.contains("postgresql"),
+        "{detail}"
+    );
+    browser
+        .goto(&format!(
+            "{}?span={}",
+            browser.url().await.split('?').next().unwrap_or(""),
+            "03".repeat(8)
+        ))
+        .await;
+    let span_logs = browser.texts("#span-logs li").await;
+    assert_eq!(span_logs.len(), 3, "the logs of that span: {span_logs:?}");
+    let overflow = browser
+        .eval("return document.documentElement.scrollWidth - window.innerWidth")
+        .await;
+    assert!(
+        overflow.as_i64().unwrap_or(1) <= 0,
+        "the trace page scrolls sideways by {overflow}"
+    );
+    browser.screenshot("trace-span").await;
+
+    // Trace search: filter by service, one result, one dot in the scatter plot.
+    browser
+        .goto(&ui("/ui/traces?service=checkout&start=now-1h"))
+        .await;
+    assert_eq!(browser.all("#trace-results .trace-row").await.len(), 1);
+    assert_eq!(browser.all("#trace-scatter circle").await.len(), 1);
+    assert!(
+        browser
+            .text_of("#trace-results")
+            .await
+            .contains("edge-gateway: GET /checkout")
+    );
+    browser.screenshot("traces").await;
+    browser.goto(&ui("/ui/traces?service=nobody")).await;
+    assert!(
+        browser
+            .text_of("#no-traces")
+            .await
+            .contains("No trace matches")
+    );
+
     // SQL: type a query, run it, read the rows; a bad query says why.
     browser.goto(&ui("/ui/sql")).await;
     let editor = browser.one("#sql-query").await;

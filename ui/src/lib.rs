@@ -34,6 +34,8 @@ pub fn router(state: UiState) -> Router {
         .route("/", get(|| async { Redirect::to("/ui/") }))
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(pages::overview::handler))
+        .route("/ui/traces", get(pages::traces::search))
+        .route("/ui/traces/{trace_id}", get(pages::traces::trace))
         .route("/ui/logs", get(pages::logs::handler))
         .route("/ui/sql", get(pages::sql::handler))
         .route("/ui/sql.csv", get(pages::sql::csv))

@@ -373,6 +373,17 @@ fn search_filter(p: &Params) -> Result<SearchFilter, TraceError> {
     })
 }
 
+/// Trace search as `GET /api/v1/traces` answers it, from the same query parameters.
+///
+/// # Errors
+/// Bad parameters, or tables that cannot be read.
+pub async fn search_json(
+    engine: &QueryEngine,
+    params: Vec<(String, String)>,
+) -> Result<Value, TraceError> {
+    search_traces(engine, &Params(params)).await
+}
+
 async fn search_traces(engine: &QueryEngine, p: &Params) -> Result<Value, TraceError> {
     let filter = search_filter(p)?;
     let found = search(engine, &filter).await?;

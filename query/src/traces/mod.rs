@@ -27,9 +27,9 @@ mod tree;
 #[cfg(test)]
 mod tests;
 
-pub use api::{DEFAULT_SPAN_LIMIT, MAX_SPAN_LIMIT, components_json, parse_trace_id};
+pub use api::{DEFAULT_SPAN_LIMIT, MAX_SPAN_LIMIT, components_json, parse_trace_id, search_json};
 pub use error::TraceError;
-pub use fetch::Window;
+pub use fetch::{Window, trace_spans};
 pub use graph::{GraphBuilder, NodeKind, Peer};
 pub use jaeger::jaeger_trace;
 pub(crate) use span::typed_attrs;

@@ -4,3 +4,4 @@ pub mod alerts;
 pub mod logs;
 pub mod overview;
 pub mod sql;
+pub mod traces;
