@@ -275,6 +275,44 @@ async fn every_page_in_a_real_browser() {
         "the trace page scrolls sideways by {overflow}"
     );
     browser.screenshot("trace-span").await;
+    // Trace → service: the span's service opens on the service map with its RED.
+    browser.click(&browser.one("#span-service").await).await;
+    assert!(
+        browser.url().await.contains("/ui/map"),
+        "{}",
+        browser.url().await
+    );
+    let panel = browser.text_of("#service-panel").await;
+    assert!(panel.starts_with("checkout"), "{panel}");
+    let ops = browser.texts("#operations tbody td").await;
+    assert!(ops.contains(&"GET /checkout".to_string()), "{ops:?}");
+    let nodes = browser
+        .eval("return [...document.querySelectorAll('#service-map .node')].map(n => n.dataset.id).sort()")
+        .await;
+    assert_eq!(
+        nodes,
+        serde_json::json!(["checkout", "database:postgresql", "edge-gateway"]),
+        "the map's nodes"
+    );
+    let edges = browser
+        .eval("return [...document.querySelectorAll('#service-map .edge')].map(e => e.dataset.edge + ' ' + e.textContent).sort()")
+        .await;
+    let edges: Vec<String> = serde_json::from_value(edges).unwrap_or_default();
+    assert_eq!(edges.len(), 2, "{edges:?}");
+    assert!(
+        edges[0].starts_with("checkout->database:postgresql ") && edges[0].contains("/s"),
+        "{edges:?}"
+    );
+    assert!(
+        edges[1].starts_with("edge-gateway->checkout ") && edges[1].contains("p99"),
+        "{edges:?}"
+    );
+    // No two nodes overlap.
+    let overlaps = browser
+        .eval("const r=[...document.querySelectorAll('#service-map .node rect')].map(e=>e.getBoundingClientRect());let n=0;for(let i=0;i<r.length;i++)for(let j=i+1;j<r.length;j++){const a=r[i],b=r[j];if(a.left<b.right&&b.left<a.right&&a.top<b.bottom&&b.top<a.bottom)n++;}return n;")
+        .await;
+    assert_eq!(overlaps, 0);
+    browser.screenshot("service-map").await;
 
     // Trace search: filter by service, one result, one dot in the scatter plot.
     browser

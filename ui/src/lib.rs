@@ -14,6 +14,7 @@
 
 mod chart;
 mod format;
+mod layout;
 mod pages;
 mod shell;
 mod state;
@@ -34,6 +35,7 @@ pub fn router(state: UiState) -> Router {
         .route("/", get(|| async { Redirect::to("/ui/") }))
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(pages::overview::handler))
+        .route("/ui/map", get(pages::map::handler))
         .route("/ui/traces", get(pages::traces::search))
         .route("/ui/traces/{trace_id}", get(pages::traces::trace))
         .route("/ui/logs", get(pages::logs::handler))

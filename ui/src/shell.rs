@@ -4,8 +4,9 @@ use axum::response::Html;
 use leptos::prelude::*;
 
 /// The pages in the navigation bar: title and path.
-pub const NAV: [(&str, &str); 5] = [
+pub const NAV: [(&str, &str); 6] = [
     ("Overview", "/ui/"),
+    ("Service map", "/ui/map"),
     ("Traces", "/ui/traces"),
     ("Logs", "/ui/logs"),
     ("SQL", "/ui/sql"),

@@ -417,6 +417,28 @@ async fn graph(engine: &QueryEngine, p: &Params) -> Result<Value, TraceError> {
     Ok(v)
 }
 
+/// The service graph of `w` as `GET /api/v1/service-graph` answers it (without the
+/// window's bounds).
+///
+/// # Errors
+/// When the tables cannot be read.
+pub async fn service_graph_json(engine: &QueryEngine, w: Window) -> Result<Value, TraceError> {
+    Ok(service_graph(engine, w).await?.json())
+}
+
+/// RED per operation of `service` as `GET /api/v1/services/{name}/operations` answers
+/// it, from the same query parameters.
+///
+/// # Errors
+/// Bad parameters, or tables that cannot be read.
+pub async fn operations_json(
+    engine: &QueryEngine,
+    service: &str,
+    params: Vec<(String, String)>,
+) -> Result<Value, TraceError> {
+    operations(engine, service, &Params(params)).await
+}
+
 async fn services(engine: &QueryEngine, p: &Params) -> Result<Value, TraceError> {
     let w = window(p)?;
     let list = red::services(engine, w).await?;

@@ -27,7 +27,10 @@ mod tree;
 #[cfg(test)]
 mod tests;
 
-pub use api::{DEFAULT_SPAN_LIMIT, MAX_SPAN_LIMIT, components_json, parse_trace_id, search_json};
+pub use api::{
+    DEFAULT_SPAN_LIMIT, MAX_SPAN_LIMIT, components_json, operations_json, parse_trace_id,
+    search_json, service_graph_json,
+};
 pub use error::TraceError;
 pub use fetch::{Window, trace_spans};
 pub use graph::{GraphBuilder, NodeKind, Peer};

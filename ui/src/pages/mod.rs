@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod logs;
+pub mod map;
 pub mod overview;
 pub mod sql;
 pub mod traces;

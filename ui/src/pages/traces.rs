@@ -469,7 +469,10 @@ async fn span_detail(s: &UiState, span: &Span, trace_start: i64) -> impl IntoVie
         .collect_view();
     view! {
         <div class="card" id="span-detail">
-            <h3>{format!("{}: {}", span.service_name, span.name)}</h3>
+            <h3>
+                <a id="span-service" href=format!("/ui/map?range=24h&service={}", q(&span.service_name))>{span.service_name.clone()}</a>
+                {format!(": {}", span.name)}
+            </h3>
             <p class="muted">{format!("{} · {} · status {} · starts at +{} · span {}", span.kind, duration_text(span.duration), span.status_code, duration_text(span.start - trace_start), span.span_id)}
                 {span.status_message.clone().map(|m| format!(" · {m}"))}</p>
             <h4>"Attributes"</h4>
