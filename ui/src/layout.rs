@@ -79,8 +79,8 @@ pub fn layered(nodes: &[String], edges: &[(String, String)]) -> HashMap<String, 
         }
     }
     let mut layers: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for v in 0..n {
-        layers.entry(layer[v]).or_default().push(v);
+    for (v, l) in layer.iter().enumerate() {
+        layers.entry(*l).or_default().push(v);
     }
     for members in layers.values_mut() {
         members.sort_by(|a, b| nodes[*a].cmp(&nodes[*b]));
