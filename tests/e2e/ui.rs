@@ -335,6 +335,56 @@ async fn every_page_in_a_real_browser() {
             .contains("No trace matches")
     );
 
+    // Metrics: pick a metric, a line per series with its legend; bad PromQL says why.
+    let now_ms = (now_ns() / 1_000_000) as i64;
+    let request = periscope_collector::remote_write::WriteRequest {
+        timeseries: ["w1", "w2"]
+            .iter()
+            .map(|instance| periscope_collector::remote_write::TimeSeries {
+                labels: vec![
+                    crate::promql::label("__name__", "ui_queue_depth"),
+                    crate::promql::label("job", "worker"),
+                    crate::promql::label("instance", instance),
+                ],
+                samples: (0..10)
+                    .map(|i| periscope_collector::remote_write::Sample {
+                        value: f64::from(i) * if *instance == "w1" { 1.0 } else { 2.0 },
+                        timestamp: now_ms - (10 - i64::from(i)) * 30_000,
+                    })
+                    .collect(),
+                exemplars: vec![],
+                histograms: vec![],
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    assert_eq!(
+        crate::promql::remote_write(&server.api(), &request).await,
+        204
+    );
+    browser.goto(&ui("/ui/metrics?range=15m")).await;
+    let options = browser.texts("#metric-pick option").await;
+    assert!(
+        options.contains(&"ui_queue_depth".to_string()),
+        "{options:?}"
+    );
+    browser
+        .goto(&ui("/ui/metrics?query=ui_queue_depth&range=15m"))
+        .await;
+    assert_eq!(browser.all("#metric-chart polyline.series").await.len(), 2);
+    let legend = browser.texts("#metric-legend li").await;
+    assert_eq!(legend.len(), 2, "{legend:?}");
+    assert!(
+        legend[0].starts_with("ui_queue_depth{instance=\"w1\", job=\"worker\"}"),
+        "{legend:?}"
+    );
+    browser.screenshot("metrics").await;
+    browser
+        .goto(&ui("/ui/metrics?query=sum(%20&range=15m"))
+        .await;
+    let error = browser.text_of("#metrics-error").await;
+    assert!(error.contains("invalid parameter"), "{error}");
+
     // SQL: type a query, run it, read the rows; a bad query says why.
     browser.goto(&ui("/ui/sql")).await;
     let editor = browser.one("#sql-query").await;

@@ -39,6 +39,7 @@ pub fn router(state: UiState) -> Router {
         .route("/ui/traces", get(pages::traces::search))
         .route("/ui/traces/{trace_id}", get(pages::traces::trace))
         .route("/ui/logs", get(pages::logs::handler))
+        .route("/ui/metrics", get(pages::metrics::handler))
         .route("/ui/sql", get(pages::sql::handler))
         .route("/ui/sql.csv", get(pages::sql::csv))
         .route("/ui/alerts", get(pages::alerts::handler))

@@ -4,11 +4,12 @@ use axum::response::Html;
 use leptos::prelude::*;
 
 /// The pages in the navigation bar: title and path.
-pub const NAV: [(&str, &str); 6] = [
+pub const NAV: [(&str, &str); 7] = [
     ("Overview", "/ui/"),
     ("Service map", "/ui/map"),
     ("Traces", "/ui/traces"),
     ("Logs", "/ui/logs"),
+    ("Metrics", "/ui/metrics"),
     ("SQL", "/ui/sql"),
     ("Alerts", "/ui/alerts"),
 ];

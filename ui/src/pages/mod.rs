@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod logs;
 pub mod map;
+pub mod metrics;
 pub mod overview;
 pub mod sql;
 pub mod traces;
