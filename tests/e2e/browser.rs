@@ -139,6 +139,17 @@ impl Browser {
         }
     }
 
+    /// Waits (up to 10 s) until an element matches `css`: for pages a click navigates to.
+    pub async fn wait(&self, css: &str) -> String {
+        for _ in 0..100 {
+            if let Some(e) = self.all(css).await.into_iter().next() {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.one(css).await
+    }
+
     pub async fn text(&self, element: &str) -> String {
         self.call(
             reqwest::Method::GET,

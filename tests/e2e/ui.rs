@@ -210,6 +210,7 @@ async fn every_page_in_a_real_browser() {
     // Log → trace: the waterfall nests and orders the spans, the detail shows a span.
     browser.goto(&ui("/ui/logs?q=timeout&range=1h")).await;
     browser.click(&browser.one("#log-hits a.trace").await).await;
+    browser.wait("#waterfall .span-row").await;
     assert!(
         browser
             .url()
@@ -277,6 +278,7 @@ async fn every_page_in_a_real_browser() {
     browser.screenshot("trace-span").await;
     // Trace → service: the span's service opens on the service map with its RED.
     browser.click(&browser.one("#span-service").await).await;
+    browser.wait("#service-panel").await;
     assert!(
         browser.url().await.contains("/ui/map"),
         "{}",
@@ -395,6 +397,7 @@ async fn every_page_in_a_real_browser() {
         )
         .await;
     browser.click(&browser.one("#run").await).await;
+    browser.wait("#sql-result").await;
     let header = browser.texts("#sql-result th").await;
     assert!(
         header[0].starts_with("service_name") && header[1].starts_with('n'),
