@@ -210,6 +210,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             engine: ui_engine,
             store: store.clone(),
             alerting,
+            ops_metrics: Some({
+                let registry = registry.clone();
+                Arc::new(move || {
+                    let mut text = String::new();
+                    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+                    text
+                })
+            }),
         }))
         .merge(ops_router(registry))
         .fallback(|| async {

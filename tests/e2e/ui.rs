@@ -440,6 +440,24 @@ async fn every_page_in_a_real_browser() {
     assert!(active.contains("errors <b>now</b>"), "{active}");
     assert_eq!(browser.texts("#rules .rule-name").await, ["CheckoutErrors"]);
     browser.screenshot("alerts").await;
+
+    // Storage: rows per table and per service, bytes, ingest counters.
+    browser.goto(&ui("/ui/storage")).await;
+    let spans_row = browser.texts("#tables tr[data-table=spans] td").await;
+    assert_eq!(spans_row[1], "4", "{spans_row:?}");
+    let logs_row = browser.texts("#tables tr[data-table=logs] td").await;
+    assert_eq!(logs_row[1], "3", "{logs_row:?}");
+    let by_service = browser.text_of("#services-spans").await;
+    assert!(
+        by_service.contains("checkout") && by_service.contains("edge-gateway"),
+        "{by_service}"
+    );
+    let counters = browser.text_of("#ingest-counters").await;
+    assert!(
+        counters.contains("periscope_ingest_items_total"),
+        "{counters}"
+    );
+    browser.screenshot("storage").await;
     browser.quit().await;
 }
 

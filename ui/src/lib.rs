@@ -43,6 +43,7 @@ pub fn router(state: UiState) -> Router {
         .route("/ui/sql", get(pages::sql::handler))
         .route("/ui/sql.csv", get(pages::sql::csv))
         .route("/ui/alerts", get(pages::alerts::handler))
+        .route("/ui/storage", get(pages::storage::handler))
         .route(
             "/ui/assets/style.css",
             get(|| async {

@@ -4,7 +4,7 @@ use axum::response::Html;
 use leptos::prelude::*;
 
 /// The pages in the navigation bar: title and path.
-pub const NAV: [(&str, &str); 7] = [
+pub const NAV: [(&str, &str); 8] = [
     ("Overview", "/ui/"),
     ("Service map", "/ui/map"),
     ("Traces", "/ui/traces"),
@@ -12,6 +12,7 @@ pub const NAV: [(&str, &str); 7] = [
     ("Metrics", "/ui/metrics"),
     ("SQL", "/ui/sql"),
     ("Alerts", "/ui/alerts"),
+    ("Storage", "/ui/storage"),
 ];
 
 /// Renders `body` inside the shell, with `active` (a path of [`NAV`]) highlighted.

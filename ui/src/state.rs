@@ -5,7 +5,7 @@ use periscope_query::QueryEngine;
 use periscope_storage::Store;
 
 /// Handles to the query engine, the store (log index) and the alerting engine.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct UiState {
     /// SQL, PromQL, traces.
     pub engine: QueryEngine,
@@ -13,4 +13,13 @@ pub struct UiState {
     pub store: Store,
     /// Rules, alerts, notifications.
     pub alerting: Alerting,
+    /// Periscope's own metrics in Prometheus text (what `/metrics` serves), for the
+    /// storage page's ingest counters.
+    pub ops_metrics: Option<std::sync::Arc<dyn Fn() -> String + Send + Sync>>,
+}
+
+impl std::fmt::Debug for UiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UiState").finish_non_exhaustive()
+    }
 }

@@ -6,4 +6,5 @@ pub mod map;
 pub mod metrics;
 pub mod overview;
 pub mod sql;
+pub mod storage;
 pub mod traces;
