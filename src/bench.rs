@@ -33,6 +33,9 @@ pub enum BenchCommand {
     /// Remote-write ingest, bytes per sample and PromQL latency, side by side with a real
     /// Prometheus.
     Metrics(crate::bench_metrics::MetricsArgs),
+    /// Server render time of the heaviest UI pages: a 10,000-span trace, a 200-service
+    /// map, a log search with 1,000 hits.
+    Ui(crate::bench_ui::UiArgs),
 }
 
 /// Arguments of `periscope bench ingest`.
@@ -60,6 +63,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Logs(args) => crate::bench_logs::run(args).await,
         BenchCommand::Traces(args) => crate::bench_traces::run(args).await,
         BenchCommand::Metrics(args) => crate::bench_metrics::run(args).await,
+        BenchCommand::Ui(args) => crate::bench_ui::run(args).await,
     }
 }
 

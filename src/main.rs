@@ -5,6 +5,7 @@ mod bench;
 mod bench_logs;
 mod bench_metrics;
 mod bench_traces;
+mod bench_ui;
 mod client;
 mod config;
 mod server;
