@@ -207,6 +207,33 @@ async fn every_page_in_a_real_browser() {
     );
     browser.screenshot("logs-hostile").await;
 
+    // Live tail (progressive enhancement): new matching lines stream in, as text.
+    browser.goto(&ui("/ui/logs?q=tailme&range=1h")).await;
+    browser.click(&browser.one("#live-tail").await).await;
+    browser.wait("#live-tail[data-ready]").await;
+    let tail = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: resource("checkout", "service", "checkout-1"),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    time_unix_nano: now_ns(),
+                    severity_number: 9,
+                    severity_text: "INFO".into(),
+                    body: Some(AnyValue {
+                        value: Some(Av::StringValue("tailme <i>live</i>".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    post(&server, "/v1/logs", tail.encode_to_vec()).await;
+    browser.wait("#tail-hits .log").await;
+    let tailed = browser.text_of("#tail-hits .log .body").await;
+    assert_eq!(tailed, "tailme <i>live</i>");
+
     // Log → trace: the waterfall nests and orders the spans, the detail shows a span.
     browser.goto(&ui("/ui/logs?q=timeout&range=1h")).await;
     browser.click(&browser.one("#log-hits a.trace").await).await;
@@ -446,7 +473,10 @@ async fn every_page_in_a_real_browser() {
     let spans_row = browser.texts("#tables tr[data-table=spans] td").await;
     assert_eq!(spans_row[1], "4", "{spans_row:?}");
     let logs_row = browser.texts("#tables tr[data-table=logs] td").await;
-    assert_eq!(logs_row[1], "3", "{logs_row:?}");
+    assert_eq!(
+        logs_row[1], "4",
+        "three fixture lines and the tailed one: {logs_row:?}"
+    );
     let by_service = browser.text_of("#services-spans").await;
     assert!(
         by_service.contains("checkout") && by_service.contains("edge-gateway"),

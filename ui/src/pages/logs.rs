@@ -17,6 +17,39 @@ use crate::state::UiState;
 /// Hits per page.
 const LIMIT: usize = 100;
 
+/// Live tail, as progressive enhancement: with the box ticked, new matching lines stream
+/// in from `/api/v1/logs/tail` (server-sent events) above the results. Text is set with
+/// `textContent`, so log content stays text. Without JavaScript the page is unchanged.
+const TAIL_SCRIPT: &str = r#"(function () {
+  var box = document.getElementById('live-tail');
+  if (!box || !window.EventSource) return;
+  box.closest('p').hidden = false;
+  var source = null;
+  box.addEventListener('change', function () {
+    if (source) { source.close(); source = null; box.removeAttribute('data-ready'); }
+    if (!box.checked) return;
+    var q = document.getElementById('log-query').value;
+    source = new EventSource('/api/v1/logs/tail?query=' + encodeURIComponent(q));
+    source.addEventListener('ready', function () { box.setAttribute('data-ready', '1'); });
+    source.addEventListener('log', function (ev) {
+      var h = JSON.parse(ev.data);
+      var row = document.createElement('div');
+      row.className = 'log tail';
+      var meta = document.createElement('span');
+      meta.className = 'meta';
+      meta.textContent = h.timestamp + ' ' + h.service_name + ' ' + (h.severity_text || '');
+      var body = document.createElement('span');
+      body.className = 'body';
+      body.textContent = typeof h.body === 'string' ? h.body : JSON.stringify(h.body);
+      row.appendChild(meta);
+      row.appendChild(body);
+      var list = document.getElementById('tail-hits');
+      list.insertBefore(row, list.firstChild);
+      while (list.children.length > 500) list.removeChild(list.lastChild);
+    });
+  });
+})();"#;
+
 /// `?q=&range=&start=&end=`
 #[derive(Debug, Default, Deserialize)]
 pub struct Params {
@@ -120,7 +153,10 @@ pub async fn handler(State(s): State<UiState>, Query(p): Query<Params>) -> Html<
                 <button type="submit">"Apply"</button>
             </form>
         </div>
+        <p hidden><label><input type="checkbox" id="live-tail"/>" Live tail (new matching lines appear here)"</label></p>
+        <div id="tail-hits"></div>
         {results}
+        <script inner_html=TAIL_SCRIPT></script>
     };
     page("Logs", "/ui/logs", body)
 }
