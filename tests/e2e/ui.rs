@@ -509,3 +509,68 @@ async fn empty_pages_say_what_to_do_next() {
     }
     browser.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_thousand_span_trace_opens_collapsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let base = now_ns() - 60_000_000_000;
+    let trace_id = vec![0x5a; 16];
+    let id = |n: u64| (n + 1).to_be_bytes().to_vec();
+    let spans: Vec<Span> = (0..10_000u64)
+        .map(|i| {
+            let depth = u64::from(64 - (3 * i + 1).leading_zeros()) / 2;
+            Span {
+                trace_id: trace_id.clone(),
+                span_id: id(i),
+                parent_span_id: if i == 0 { Vec::new() } else { id((i - 1) / 4) },
+                name: format!("op-{}", i % 50),
+                kind: 2,
+                start_time_unix_nano: base + i * 1_000,
+                end_time_unix_nano: base + 2_000_000_000 - depth * 10_000_000,
+                ..Default::default()
+            }
+        })
+        .collect();
+    for chunk in spans.chunks(2_500) {
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: resource("deep", "service", "deep-1"),
+                scope_spans: vec![ScopeSpans {
+                    spans: chunk.to_vec(),
+                    ..Default::default()
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        post(&server, "/v1/traces", request.encode_to_vec()).await;
+    }
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/ui/traces/{}", server.api(), "5a".repeat(16)))
+        .await;
+    let summary = browser.text_of("#trace-summary").await;
+    assert!(summary.contains("10000 spans"), "{summary}");
+    let counts = browser
+        .eval("const r=[...document.querySelectorAll('#waterfall .span-row')];return [r.length, r.filter(x => x.checkVisibility()).length]")
+        .await;
+    assert_eq!(counts[0], 10_000, "every span is in the page");
+    let visible = counts[1].as_u64().unwrap_or(0);
+    assert!(
+        visible > 1 && visible <= 21,
+        "subtrees below depth 2 start collapsed: {visible} rows shown"
+    );
+    let tip = browser
+        .eval("return document.querySelector('#waterfall .span-row').title")
+        .await;
+    assert!(tip.as_str().unwrap_or("").contains("deep op-0"), "{tip}");
+    browser.screenshot("trace-10000").await;
+    // `/` focuses the search box on the logs page (keyboard shortcut, with JavaScript).
+    browser.goto(&format!("{}/ui/logs", server.api())).await;
+    browser
+        .eval("document.dispatchEvent(new KeyboardEvent('keydown', {key: '/'})); return 0")
+        .await;
+    let focused = browser.eval("return document.activeElement.id").await;
+    assert_eq!(focused, "log-query");
+    browser.quit().await;
+}

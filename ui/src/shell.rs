@@ -15,6 +15,27 @@ pub const NAV: [(&str, &str); 8] = [
     ("Storage", "/ui/storage"),
 ];
 
+/// Keyboard shortcuts, as progressive enhancement: `/` focuses the page's query box,
+/// `g` then a letter opens a page (o overview, m map, t traces, l logs, x metrics,
+/// s SQL, a alerts, d storage).
+const KEYS: &str = r#"(function () {
+  var pages = {o: '/ui/', m: '/ui/map', t: '/ui/traces', l: '/ui/logs', x: '/ui/metrics', s: '/ui/sql', a: '/ui/alerts', d: '/ui/storage'};
+  var pendingG = false;
+  document.addEventListener('keydown', function (e) {
+    var t = e.target.tagName;
+    if (t === 'INPUT' || t === 'TEXTAREA' || t === 'SELECT' || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === '/') {
+      var box = document.querySelector('#log-query, #sql-query, #promql, #trace-search input[name=operation]');
+      if (box) { e.preventDefault(); box.focus(); }
+    } else if (e.key === 'g') {
+      pendingG = true;
+      setTimeout(function () { pendingG = false; }, 1000);
+    } else if (pendingG && pages[e.key]) {
+      window.location.href = pages[e.key];
+    }
+  });
+})();"#;
+
 /// Renders `body` inside the shell, with `active` (a path of [`NAV`]) highlighted.
 pub fn page(title: &str, active: &str, body: impl IntoView + 'static) -> Html<String> {
     let links = NAV
@@ -39,6 +60,7 @@ pub fn page(title: &str, active: &str, body: impl IntoView + 'static) -> Html<St
                     <nav>{links}</nav>
                 </header>
                 <main id="main">{body}</main>
+                <script inner_html=KEYS></script>
             </body>
         </html>
     }

@@ -383,7 +383,7 @@ fn waterfall(
             class.push_str(" selected");
         }
         let row = format!(
-            "<div class=\"{class}\" data-depth=\"{depth}\" data-span-id=\"{id}\" style=\"--depth:{depth}\">\
+            "<div class=\"{class}\" data-depth=\"{depth}\" data-span-id=\"{id}\" style=\"--depth:{depth}\" title=\"{tip}\">\
              <a class=\"name\" href=\"/ui/traces/{trace}?span={id}\"><span class=\"swatch\" style=\"background:{colour}\"></span>\
              <span class=\"service\">{service}</span> <span class=\"op\">{name}</span>{err}</a>\
              <span class=\"track\"><span class=\"bar\" style=\"left:{left:.3}%;width:{width:.3}%;background:{colour}\"></span>\
@@ -401,6 +401,14 @@ fn waterfall(
             },
             after = (left + width).min(92.0),
             dur = duration_text(span.duration),
+            tip = escape(&format!(
+                "{} {} · {} · starts at +{} · {}",
+                span.service_name,
+                span.name,
+                duration_text(span.duration),
+                duration_text(span.start - tree.start),
+                span.status_code
+            )),
         );
         if place.children > 0 {
             let is_open = !(collapse && place.depth >= COLLAPSE_DEPTH);
