@@ -110,7 +110,10 @@ async fn load_fixture(server: &Server) {
             body: Some(AnyValue {
                 value: Some(Av::StringValue(b.clone())),
             }),
-            attributes: vec![otlp::kv("http.route", "/checkout")],
+            attributes: vec![
+                otlp::kv("http.route", "/checkout"),
+                otlp::kv("note", "<script>document.title='owned'</script>"),
+            ],
             trace_id: trace_id.clone(),
             span_id: vec![3; 8],
             ..Default::default()
@@ -408,6 +411,21 @@ async fn every_page_in_a_real_browser() {
         "{legend:?}"
     );
     browser.screenshot("metrics").await;
+    // Picking a label value narrows the query to that series.
+    let pick = browser.all("#label-picker a.label-value").await;
+    let mut w2 = None;
+    for a in pick {
+        if browser.text(&a).await == "w2" {
+            w2 = Some(a);
+        }
+    }
+    browser.click(&w2.expect("a link for instance w2")).await;
+    browser.wait("#metric-chart").await;
+    assert_eq!(browser.all("#metric-chart polyline.series").await.len(), 1);
+    let promql = browser
+        .eval("return document.getElementById('promql').value")
+        .await;
+    assert_eq!(promql, "ui_queue_depth{instance=\"w2\"}");
     browser
         .goto(&ui("/ui/metrics?query=sum(%20&range=15m"))
         .await;

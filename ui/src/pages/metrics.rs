@@ -5,7 +5,7 @@
 use axum::extract::{Query, State};
 use axum::response::Html;
 use leptos::prelude::*;
-use periscope_query::promql::{metric_names, range_query};
+use periscope_query::promql::{metric_names, range_query, series};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -66,6 +66,43 @@ pub async fn handler(State(s): State<UiState>, Query(p): Query<Params>) -> Html<
             view! { <option value=value selected=selected>{n.clone()}</option> }
         })
         .collect_view();
+    // Label picker: when the query is a bare metric name, its label values as links that
+    // add a matcher.
+    let labels = if names.contains(&query) {
+        match series(&s.engine, std::slice::from_ref(&query), start_ms, end_ms).await {
+            Ok(list) => {
+                let mut pairs: std::collections::BTreeMap<
+                    String,
+                    std::collections::BTreeSet<String>,
+                > = std::collections::BTreeMap::new();
+                for one in &list {
+                    for (k, v) in one.labels.pairs() {
+                        if k != "__name__" {
+                            pairs.entry(k.clone()).or_default().insert(v.clone());
+                        }
+                    }
+                }
+                let items = pairs
+                    .into_iter()
+                    .map(|(k, values)| {
+                        let links = values
+                            .into_iter()
+                            .take(30)
+                            .map(|v| {
+                                let expr = format!("{query}{{{k}=\"{}\"}}", v.replace('\\', "\\\\").replace('"', "\\\""));
+                                view! { <a class="label-value" href=format!("/ui/metrics?query={}&range={preset}", q(&expr))>{v}</a>" " }
+                            })
+                            .collect_view();
+                        view! { <li><span class="muted">{format!("{k}: ")}</span>{links}</li> }
+                    })
+                    .collect_view();
+                Some(view! { <ul id="label-picker" class="labels">{items}</ul> })
+            }
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
     let step = ((end_ms - start_ms) / POINTS).max(1000);
     let chart = if query.trim().is_empty() {
         None
@@ -109,6 +146,7 @@ pub async fn handler(State(s): State<UiState>, Query(p): Query<Params>) -> Html<
         </form>
         <div class="presets">{presets}</div>
         {example}
+        {labels}
         {chart}
     };
     page("Metrics", "/ui/metrics", body)
