@@ -266,6 +266,23 @@ async fn every_page_in_a_real_browser() {
     let critical = browser.all("#waterfall .span-row.critical").await.len();
     assert_eq!(critical, 4, "one chain: every span is on the critical path");
     browser.screenshot("trace").await;
+    // Zoom into the first quarter: the axis ends at 10 ms, the root's bar fills the row.
+    browser.click(&browser.one("#zoom a.zoom").await).await;
+    browser.wait("#zoom").await;
+    assert!(
+        browser.url().await.contains("zoom=0-25"),
+        "{}",
+        browser.url().await
+    );
+    let axis = browser.texts(".waterfall .axis span").await;
+    assert_eq!(axis.last().map(String::as_str), Some("10.0 ms"), "{axis:?}");
+    let root_width = browser
+        .eval("return document.querySelector('#waterfall .span-row .bar').style.width")
+        .await;
+    assert_eq!(root_width, "100%");
+    browser
+        .goto(&browser.url().await.replace("zoom=0-25", "zoom=0-100"))
+        .await;
     // Collapsing a subtree hides its children (native <details>, no script needed).
     browser
         .click(&browser.one("#waterfall details.subtree > summary").await)

@@ -245,10 +245,20 @@ fn scatter(points: &[(i64, i64)]) -> impl IntoView + use<> {
     }
 }
 
-/// `?span=`
+/// `?span=&zoom=`
 #[derive(Debug, Default, Deserialize)]
 pub struct TraceParams {
     span: Option<String>,
+    /// The part of the trace shown, in percent of its duration: `25-50`.
+    zoom: Option<String>,
+}
+
+/// Parses `a-b` (percent, `0 <= a < b <= 100`); anything else is the whole trace.
+pub fn zoom_range(text: Option<&str>) -> (f64, f64) {
+    text.and_then(|t| t.split_once('-'))
+        .and_then(|(a, b)| Some((a.trim().parse::<f64>().ok()?, b.trim().parse::<f64>().ok()?)))
+        .filter(|(a, b)| *a >= 0.0 && b > a && *b <= 100.0)
+        .unwrap_or((0.0, 100.0))
 }
 
 /// The spans on the critical path: from each root, the child that ends last, then its
@@ -322,7 +332,34 @@ pub async fn trace(
         Some(span) => Some(span_detail(&s, span, tree.start).await),
         None => None,
     };
-    let waterfall = waterfall(&tree, &critical, total, collapse, &id, &selected);
+    let (za, zb) = zoom_range(p.zoom.as_deref());
+    let zoom_param = if (za, zb) == (0.0, 100.0) {
+        String::new()
+    } else {
+        format!("&zoom={za}-{zb}")
+    };
+    let window = (
+        tree.start + (total as f64 * za / 100.0) as i64,
+        tree.start + (total as f64 * zb / 100.0) as i64,
+    );
+    let waterfall = waterfall(
+        &tree,
+        &critical,
+        window,
+        collapse,
+        &id,
+        &selected,
+        &zoom_param,
+    );
+    let zoom_links = (0..4)
+        .map(|i| {
+            let step = (zb - za) / 4.0;
+            let (a, b) = (za + step * f64::from(i), za + step * f64::from(i + 1));
+            let href = format!("/ui/traces/{id}?zoom={a}-{b}&span={selected}");
+            view! { <a class="zoom" href=href>{format!("{}–{}", duration_text((total as f64 * a / 100.0) as i64), duration_text((total as f64 * b / 100.0) as i64))}</a>" " }
+        })
+        .collect_view();
+    let reset = format!("/ui/traces/{id}?span={selected}");
     let root = tree.root();
     let services = tree.services();
     let legend = services
@@ -343,7 +380,12 @@ pub async fn trace(
         <div class="legend-row">{legend}</div>
         {detail}
         <div class="waterfall">
-            <div class="axis"><span>"0"</span><span>{duration_text(total / 2)}</span><span>{duration_text(total)}</span></div>
+            <div class="zoom-row" id="zoom">"Zoom: "{zoom_links}<a href=reset>"whole trace"</a></div>
+            <div class="axis">
+                <span>{duration_text(window.0 - tree.start)}</span>
+                <span>{duration_text((window.0 + window.1) / 2 - tree.start)}</span>
+                <span>{duration_text(window.1 - tree.start)}</span>
+            </div>
             <div id="waterfall" inner_html=waterfall></div>
         </div>
     };
@@ -355,11 +397,13 @@ pub async fn trace(
 fn waterfall(
     tree: &Tree,
     critical: &std::collections::HashSet<String>,
-    total: i64,
+    (from, to): (i64, i64),
     collapse: bool,
     trace_id: &str,
     selected: &str,
+    zoom_param: &str,
 ) -> String {
+    let shown = (to - from).max(1) as f64;
     // Built as a string: nesting depth follows the trace, which Leptos's typed views
     // cannot express without boxing every level; every text goes through `escape`.
     use crate::shell::escape;
@@ -370,9 +414,14 @@ fn waterfall(
             open.pop();
             html.push_str("</div></details>");
         }
-        let left = (span.start - tree.start) as f64 / total as f64 * 100.0;
-        let width = (span.duration as f64 / total as f64 * 100.0).max(0.15);
+        // Position in the shown window, clipped to it.
+        let left = ((span.start - from) as f64 / shown * 100.0).clamp(0.0, 100.0);
+        let right = ((span.end - from) as f64 / shown * 100.0).clamp(0.0, 100.0);
+        let width = (right - left).max(0.15);
         let mut class = String::from("span-row");
+        if span.end < from || span.start > to {
+            class.push_str(" outside");
+        }
         if span.status_code == "error" {
             class.push_str(" error");
         }
@@ -384,11 +433,12 @@ fn waterfall(
         }
         let row = format!(
             "<div class=\"{class}\" data-depth=\"{depth}\" data-span-id=\"{id}\" style=\"--depth:{depth}\" title=\"{tip}\">\
-             <a class=\"name\" href=\"/ui/traces/{trace}?span={id}\"><span class=\"swatch\" style=\"background:{colour}\"></span>\
+             <a class=\"name\" href=\"/ui/traces/{trace}?span={id}{zoom}\"><span class=\"swatch\" style=\"background:{colour}\"></span>\
              <span class=\"service\">{service}</span> <span class=\"op\">{name}</span>{err}</a>\
              <span class=\"track\"><span class=\"bar\" style=\"left:{left:.3}%;width:{width:.3}%;background:{colour}\"></span>\
              <span class=\"dur\" style=\"left:{after:.3}%\">{dur}</span></span></div>",
             depth = place.depth,
+            zoom = escape(zoom_param),
             id = escape(&span.span_id),
             trace = escape(trace_id),
             colour = service_colour(&span.service_name),
@@ -513,5 +563,8 @@ mod tests {
         assert_eq!(decode("%zz%4"), "%zz%4");
         assert_eq!(duration_text(1_500_000), "1.5 ms");
         assert_eq!(service_colour("a"), service_colour("a"));
+        assert_eq!(zoom_range(Some("25-50")), (25.0, 50.0));
+        assert_eq!(zoom_range(Some("50-25")), (0.0, 100.0));
+        assert_eq!(zoom_range(Some("x")), (0.0, 100.0));
     }
 }
