@@ -197,6 +197,38 @@ async fn notifications(server: &Server) -> Value {
     body["data"].clone()
 }
 
+/// Waits until nothing is queued for delivery and the first rule group has been
+/// evaluated `rounds` more times: by then anything an evaluation or a retry would send
+/// has been sent.
+async fn settled(server: &Server, rounds: usize) {
+    let last = || async {
+        let (_, body) = get_json(&format!("{}/api/v1/rules", server.api())).await;
+        body["data"]["groups"][0]["lastEvaluation"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut seen = last().await;
+    for _ in 0..rounds {
+        seen = eventually("another evaluation", 10, || {
+            let before = seen.clone();
+            async move {
+                let now = last().await;
+                (now != before).then_some(now)
+            }
+        })
+        .await;
+    }
+    eventually("an empty outbox", 20, || async {
+        let n = notifications(server).await;
+        n["pending"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(())
+    })
+    .await;
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write file");
@@ -464,7 +496,7 @@ async fn webhook_notifications_survive_a_receiver_outage_in_order_and_once() {
     let got = hook
         .wait("three notifications after the outage", 30, |g| g.len() >= 3)
         .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    settled(&server, 3).await;
     let got_later = hook.got();
     assert_eq!(got_later.len(), got.len(), "nothing arrives twice");
     let order = per_instance(&got_later);
@@ -564,7 +596,7 @@ async fn restarts_neither_repeat_a_firing_alert_nor_lose_a_queued_resolve() {
             .then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    settled(&server, 5).await;
     assert_eq!(hook.got().len(), 1, "no duplicate firing after the restart");
 
     // A resolve queued while the receiver is down survives kill -9.
@@ -580,7 +612,7 @@ async fn restarts_neither_repeat_a_firing_alert_nor_lose_a_queued_resolve() {
     hook.set_down(false);
     let server = start(&data, &config, &rules, &[]);
     let got = hook.wait("the queued resolve", 30, |g| g.len() >= 2).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    settled(&server, 3).await;
     assert_eq!(
         hook.got().len(),
         2,
@@ -908,6 +940,8 @@ async fn bad_rule_files_are_refused_with_lines_and_reloads_keep_the_old_rules() 
             .contains(&format!("{}:5:", good.display())),
         "{body}"
     );
+    // Nothing observable says the watch looked and refused; give it more than its 1 s
+    // period before checking that the old rules still run.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         names().await,
@@ -939,6 +973,7 @@ async fn bad_rule_files_are_refused_with_lines_and_reloads_keep_the_old_rules() 
         .unwrap()
         .set_modified(mtime)
         .unwrap();
+    // As above: more than one watch period, then the edit must still be unseen.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(names().await, ["Alpha"], "the watch saw no change");
     let ok = Command::new("kill")

@@ -34,24 +34,16 @@ pub fn preset_window(range: Option<&str>) -> (i64, i64, &'static str) {
     (end - secs * 1_000_000_000, end, name)
 }
 
-/// Percent-encodes `s` for a query string.
+/// Percent-encodes `s` for a query string (spaces as `+`).
 pub fn q(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            b' ' => "+".to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn helpers() {
-        assert_eq!(super::q("a b&c=é"), "a+b%26c%3D%C3%A9");
+        assert_eq!(super::q("a b&c=é~"), "a+b%26c%3D%C3%A9%7E");
         assert_eq!(super::time_ns(1_500_000_000), "1970-01-01 00:00:01.500");
         let (start, end, name) = super::preset_window(Some("15m"));
         assert_eq!((end - start, name), (900_000_000_000, "15m"));

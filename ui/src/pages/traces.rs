@@ -133,38 +133,9 @@ pub async fn search(State(s): State<UiState>, RawQuery(raw): RawQuery) -> Html<S
 
 /// Splits a query string into decoded pairs (a key may repeat).
 fn form_pairs(raw: &str) -> Vec<(String, String)> {
-    raw.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
+    form_urlencoded::parse(raw.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = || {
-            let pair = bytes.get(i + 1..i + 3)?;
-            u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()
-        };
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => match hex() {
-                Some(b) => {
-                    out.push(b);
-                    i += 2;
-                }
-                None => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn results_view(v: &Value) -> impl IntoView + use<> {
@@ -560,7 +531,10 @@ mod tests {
                 ("x".to_string(), String::new()),
             ]
         );
-        assert_eq!(decode("%zz%4"), "%zz%4");
+        assert_eq!(
+            form_pairs("q=%zz%4"),
+            [("q".to_string(), "%zz%4".to_string())]
+        );
         assert_eq!(duration_text(1_500_000), "1.5 ms");
         assert_eq!(service_colour("a"), service_colour("a"));
         assert_eq!(zoom_range(Some("25-50")), (25.0, 50.0));
