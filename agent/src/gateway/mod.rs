@@ -1,0 +1,170 @@
+//! `periscope gateway`: a reverse proxy on hyper with the agent embedded, as an API
+//! gateway (routes by host and path prefix to upstream pools) or a mesh proxy (a sidecar
+//! in front of one service). Load balancing (round robin, least outstanding requests),
+//! active health checks, per-route timeouts and retries of idempotent requests.
+
+pub mod balance;
+pub mod config;
+mod health;
+pub mod proxy;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::{Layer, ServiceBuilder};
+
+pub use config::{GatewayConfig, Mode};
+pub use proxy::UpstreamError;
+
+use crate::error::AgentError;
+use crate::layer::{PeerAddr, ServerLayer};
+use crate::resource::ResourceInfo;
+use crate::telemetry::Telemetry;
+use proxy::{ProxyService, ProxyState};
+
+/// A running gateway or mesh proxy.
+pub struct Gateway {
+    addr: SocketAddr,
+    telemetry: Telemetry,
+    state: Arc<ProxyState>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// The telemetry a config asks for: the agent's exporter, or nothing when
+    /// `[telemetry] enabled = false` or `no_telemetry`. Call inside a tokio runtime.
+    pub fn telemetry_for(
+        config: &GatewayConfig,
+        no_telemetry: bool,
+    ) -> Result<Telemetry, AgentError> {
+        if no_telemetry || !config.telemetry.enabled {
+            return Ok(Telemetry::disabled());
+        }
+        let mut resource = ResourceInfo::new(config.service_name(), config.mode.kind());
+        resource.service_version = config.service_version.clone();
+        Telemetry::start(resource, config.telemetry.exporter())
+    }
+
+    /// Binds the listener, starts health checks and serves until [`Gateway::shutdown`].
+    pub async fn start(
+        config: &GatewayConfig,
+        telemetry: Telemetry,
+    ) -> Result<Gateway, AgentError> {
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| AgentError::Bind {
+                    addr: config.listen.clone(),
+                    source,
+                })?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(ProxyState::new(config, telemetry.clone()));
+        let mut tasks = Vec::new();
+        for (pool, upstream) in state.pools.iter().zip(&config.upstream) {
+            if let Some(hc) = &upstream.health_check {
+                tasks.push(health::spawn(pool.clone(), hc.clone()));
+            }
+        }
+        let (stop, stopped) = watch::channel(false);
+        let server_layer =
+            ServerLayer::new(telemetry.clone()).access_log(config.telemetry.access_log);
+        let header_timeout = config.header_read_timeout;
+        let proxy = ProxyService {
+            state: state.clone(),
+        };
+        tasks.push(tokio::spawn(accept_loop(
+            listener,
+            proxy,
+            server_layer,
+            header_timeout,
+            stopped,
+        )));
+        Ok(Gateway {
+            addr,
+            telemetry,
+            state,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The embedded agent's telemetry handle.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Whether target `target` of upstream `upstream` is in rotation.
+    pub fn target_healthy(&self, upstream: &str, target: usize) -> Option<bool> {
+        let pool = self.state.pools.iter().find(|p| p.name == upstream)?;
+        pool.targets
+            .get(target)
+            .map(|t| t.healthy.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Stops accepting connections and health checks, and flushes telemetry (waiting at
+    /// most `flush_timeout`).
+    pub async fn shutdown(self, flush_timeout: Duration) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.telemetry.shutdown(flush_timeout).await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    proxy: ProxyService,
+    server_layer: ServerLayer,
+    header_timeout: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = ServiceBuilder::new()
+            .map_request(move |mut r: http::Request<hyper::body::Incoming>| {
+                r.extensions_mut().insert(PeerAddr(peer));
+                r
+            })
+            .service(server_layer.layer(proxy.clone()));
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let io = TokioIo::new(stream);
+            if let Err(e) = builder
+                .serve_connection(io, TowerToHyperService::new(service))
+                .await
+            {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
