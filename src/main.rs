@@ -8,6 +8,7 @@ mod bench_traces;
 mod bench_ui;
 mod client;
 mod config;
+mod gateway;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,8 @@ struct Cli {
 enum Command {
     /// Run the server: OTLP receivers, storage, query APIs.
     Serve(config::ServeArgs),
+    /// Run the reverse proxy with the agent embedded (API gateway or mesh proxy).
+    Gateway(gateway::GatewayArgs),
     /// Run a SQL query against a running server and print the result.
     Sql(client::SqlArgs),
     /// Work with alert rule files.
@@ -51,6 +54,10 @@ fn main() -> anyhow::Result<()> {
             let settings = config::Settings::resolve(args)?;
             server::init_logging(&settings);
             runtime.block_on(server::serve(settings))
+        }
+        Command::Gateway(args) => {
+            gateway::init_logging(&args.log);
+            runtime.block_on(gateway::run(args))
         }
         Command::Sql(args) => runtime.block_on(client::run(args)),
         Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),

@@ -26,6 +26,7 @@
 //! # let _ = layer; Ok(()) }
 //! ```
 
+pub mod client;
 pub mod context;
 mod error;
 pub mod export;
@@ -37,6 +38,7 @@ pub mod semconv;
 mod telemetry;
 mod tracing_layer;
 
+pub use client::HttpClient;
 pub use context::TraceContext;
 pub use error::AgentError;
 pub use export::{Compression, ExporterConfig, Protocol};

@@ -6,6 +6,7 @@ mod bad_input;
 mod browser;
 mod crash;
 mod files;
+mod gateway;
 mod logs;
 mod metrics;
 mod otel_sdk;

@@ -19,11 +19,16 @@ impl Server {
     /// Starts the server on free loopback ports with `data_dir` and extra flags, and waits
     /// for its `listening` line.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_at(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// As [`Server::start`], with OTLP/gRPC on `grpc_addr`.
+    pub fn start_at(data_dir: &Path, grpc_addr: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_periscope"))
             .args([
                 "serve",
                 "--otlp-grpc-addr",
-                "127.0.0.1:0",
+                grpc_addr,
                 "--otlp-http-addr",
                 "127.0.0.1:0",
             ])

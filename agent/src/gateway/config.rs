@@ -111,6 +111,9 @@ pub struct TelemetryConfig {
     /// How long a failed batch is retried before it is dropped.
     #[serde(default = "default_retry_time", deserialize_with = "duration")]
     pub max_retry_time: Duration,
+    /// Deadline of one export call.
+    #[serde(default = "default_export_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
     /// One access log record per request.
     #[serde(default = "yes")]
     pub access_log: bool,
@@ -129,6 +132,7 @@ impl Default for TelemetryConfig {
             batch_delay: default_batch_delay(),
             metrics_interval: default_metrics_interval(),
             max_retry_time: default_retry_time(),
+            timeout: default_export_timeout(),
             access_log: true,
         }
     }
@@ -149,7 +153,7 @@ impl TelemetryConfig {
             queue_size: self.queue_size,
             max_batch: self.max_batch,
             batch_delay: self.batch_delay,
-            timeout: Duration::from_secs(10),
+            timeout: self.timeout,
             max_retry_time: self.max_retry_time,
             metrics_interval: self.metrics_interval,
         }
@@ -178,6 +182,9 @@ fn default_batch_delay() -> Duration {
     Duration::from_secs(1)
 }
 fn default_metrics_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_export_timeout() -> Duration {
     Duration::from_secs(10)
 }
 fn default_retry_time() -> Duration {

@@ -113,6 +113,14 @@ impl Gateway {
             .map(|t| t.healthy.load(std::sync::atomic::Ordering::Relaxed))
     }
 
+    /// Requests in flight on target `target` of upstream `upstream`.
+    pub fn target_outstanding(&self, upstream: &str, target: usize) -> Option<usize> {
+        let pool = self.state.pools.iter().find(|p| p.name == upstream)?;
+        pool.targets
+            .get(target)
+            .map(|t| t.outstanding.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// Stops accepting connections and health checks, and flushes telemetry (waiting at
     /// most `flush_timeout`).
     pub async fn shutdown(self, flush_timeout: Duration) {
