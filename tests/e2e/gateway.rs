@@ -94,7 +94,7 @@ fn gateway_binary(config: &std::path::Path) -> (std::process::Child, String) {
     (child, addr)
 }
 
-fn col<'a>(row: &'a [Value], i: usize) -> &'a str {
+fn col(row: &[Value], i: usize) -> &str {
     row[i].as_str().unwrap_or_default()
 }
 
