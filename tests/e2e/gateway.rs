@@ -18,6 +18,8 @@ use periscope_agent::{
     ComponentKind, ExporterConfig, HttpClient, ResourceInfo, ServerLayer, Telemetry,
 };
 use serde_json::Value;
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
 
 use crate::support::Server;
 
@@ -98,8 +100,19 @@ fn col(row: &[Value], i: usize) -> &str {
     row[i].as_str().unwrap_or_default()
 }
 
+/// Installs the agent's `tracing` layer as this test process's subscriber (once). With no
+/// default telemetry it exports only what happens inside instrumented requests.
+fn install_tracing_layer() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let subscriber = tracing_subscriber::registry().with(periscope_agent::TracingLayer::new());
+        tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_trace_across_gateway_mesh_proxies_and_services() {
+    install_tracing_layer();
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path(), &[]);
     let endpoint = server.grpc();
@@ -134,6 +147,20 @@ async fn one_trace_across_gateway_mesh_proxies_and_services() {
                     let client = client.clone();
                     let url = stock_url.clone();
                     async move {
+                        // A `tracing` span and event inside the request: exported by the
+                        // tracing layer into the same trace.
+                        let db = tracing::info_span!(
+                            "SELECT shop.orders",
+                            otel.kind = "client",
+                            db.system.name = "postgresql",
+                            db.namespace = "shop"
+                        );
+                        async {
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                            tracing::info!(order_id = 7, "order stored");
+                        }
+                        .instrument(db)
+                        .await;
                         match client.get(&url).await {
                             Ok((s, body)) if s.is_success() => (
                                 StatusCode::OK,
@@ -181,12 +208,16 @@ async fn one_trace_across_gateway_mesh_proxies_and_services() {
          resource_attributes['periscope.component.kind'], attributes['http.route'] \
          FROM spans WHERE trace_id = '{trace}' ORDER BY start_time"
     );
-    let spans = poll(30, "nine spans", || async {
+    let all = poll(30, "ten spans", || async {
         let rows = server.rows(&q).await;
-        (rows.len() >= 9).then_some(rows)
+        (rows.len() >= 10).then_some(rows)
     })
     .await;
-    assert_eq!(spans.len(), 9, "{spans:#?}");
+    assert_eq!(all.len(), 10, "{all:#?}");
+    let (db, spans): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|r| col(r, 2) == "SELECT shop.orders");
+    assert_eq!(db.len(), 1, "the tracing span: {db:?}");
     let expected = [
         ("edge", "server", "gateway"),
         ("edge", "client", "gateway"),
@@ -241,17 +272,25 @@ async fn one_trace_across_gateway_mesh_proxies_and_services() {
     assert_eq!(col(edge_server, 10), "/api/orders");
 
     // One access log per server span, carrying its trace and span ids.
-    let logs = poll(30, "five access logs", || async {
+    let logs = poll(30, "five access logs and one event", || async {
         let rows = server
             .rows(&format!(
                 "SELECT service_name, span_id, body, attributes['http.response.status_code'], \
                  attributes['user_agent.original'] FROM logs WHERE trace_id = '{trace}'"
             ))
             .await;
-        (rows.len() >= 5).then_some(rows)
+        (rows.len() >= 6).then_some(rows)
     })
     .await;
-    assert_eq!(logs.len(), 5, "{logs:#?}");
+    assert_eq!(logs.len(), 6, "{logs:#?}");
+    let (event, logs): (Vec<_>, Vec<_>) =
+        logs.into_iter().partition(|l| col(l, 2) == "order stored");
+    assert_eq!(event.len(), 1, "the tracing event: {event:?}");
+    assert_eq!(
+        col(&event[0], 1),
+        col(&db[0], 3),
+        "the event belongs to the span it was made in"
+    );
     for s in spans.iter().filter(|r| col(r, 1) == "server") {
         let log = logs
             .iter()
