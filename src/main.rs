@@ -8,6 +8,7 @@ mod bench_traces;
 mod bench_ui;
 mod client;
 mod config;
+mod demo;
 mod gateway;
 mod server;
 
@@ -32,6 +33,8 @@ struct Cli {
 enum Command {
     /// Run the server: OTLP receivers, storage, query APIs.
     Serve(config::ServeArgs),
+    /// Run the server with a simulated shop sending it live telemetry (start here).
+    Demo(demo::DemoArgs),
     /// Run the reverse proxy with the agent embedded (API gateway or mesh proxy).
     Gateway(gateway::GatewayArgs),
     /// Run a SQL query against a running server and print the result.
@@ -55,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             server::init_logging(&settings);
             runtime.block_on(server::serve(settings))
         }
+        Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Gateway(args) => {
             gateway::init_logging(&args.log);
             runtime.block_on(gateway::run(args))

@@ -113,8 +113,27 @@ async fn bind(what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListe
         .with_context(|| format!("cannot listen for {what} on {addr}; is another server using it? choose another with --{what}-addr"))
 }
 
+/// The addresses a server bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// OTLP/gRPC.
+    pub grpc: std::net::SocketAddr,
+    /// UI and query APIs.
+    pub http: std::net::SocketAddr,
+}
+
 /// Runs the server until a shutdown signal, then drains and flushes.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    serve_until(settings, shutdown_signal(), None).await
+}
+
+/// Runs the server until `shutdown` completes; sends the bound addresses to `ready` once
+/// listening.
+pub async fn serve_until(
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()>,
+    ready: Option<tokio::sync::oneshot::Sender<Bound>>,
+) -> anyhow::Result<()> {
     let store = Store::open(StoreConfig {
         data_dir: settings.data_dir.clone(),
         flush_bytes: settings.flush_bytes,
@@ -175,6 +194,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         )?;
         out.flush()?;
     }
+    if let Some(ready) = ready {
+        let _ = ready.send(Bound {
+            grpc: grpc_addr,
+            http: api_addr,
+        });
+    }
     info!(%grpc_addr, %http_addr, %api_addr, data_dir = %settings.data_dir.display(), "Periscope is serving.");
 
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -232,7 +257,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let mut failure = None;
     tokio::select! {
-        _ = shutdown_signal() => info!("Shutting down: draining requests, then flushing."),
+        _ = shutdown => info!("Shutting down: draining requests, then flushing."),
         Some(result) = tasks.join_next() => {
             failure = Some(match result {
                 Ok(Ok(())) => anyhow::anyhow!("a server stopped unexpectedly"),

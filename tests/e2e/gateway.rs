@@ -683,3 +683,206 @@ strip_prefix = true
 
     gw.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_shows_the_shop_and_fires_its_alert_then_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_periscope"))
+        .args([
+            "demo",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+            "--memory-limit",
+            "2GiB",
+            "--rate",
+            "30",
+            "--spike-after",
+            "1s",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the demo");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut api = None;
+    let mut gateway = None;
+    let mut line = String::new();
+    while api.is_none() || gateway.is_none() {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).expect("read") > 0,
+            "demo exited early"
+        );
+        for w in line.split_whitespace() {
+            if let Some(a) = w.strip_prefix("http=") {
+                api = Some(format!("http://{a}"));
+            }
+            if let Some(g) = w.strip_prefix("gateway=") {
+                gateway = Some(g.to_string());
+            }
+        }
+    }
+    let api = api.expect("api");
+    // Keep draining stdout so the demo never blocks on it.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while out.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    let http = reqwest::Client::new();
+    let sql = |q: String| {
+        let http = http.clone();
+        let api = api.clone();
+        async move {
+            let v: Value = http
+                .post(format!("{api}/api/v1/sql"))
+                .json(&serde_json::json!({ "query": q }))
+                .send()
+                .await
+                .expect("sql")
+                .json()
+                .await
+                .expect("json");
+            v["rows"].as_array().cloned().unwrap_or_default()
+        }
+    };
+
+    // Every component of the shop reports, with its kind.
+    let components = poll(60, "all nine components", || async {
+        let rows = sql(
+            "SELECT DISTINCT service_name, resource_attributes['periscope.component.kind'] FROM spans"
+                .into(),
+        )
+        .await;
+        (rows.len() >= 9).then_some(rows)
+    })
+    .await;
+    for (service, kind) in [
+        ("shop-gateway", "gateway"),
+        ("frontend", "service"),
+        ("catalog", "service"),
+        ("cart-sidecar", "mesh-proxy"),
+        ("cart", "service"),
+        ("checkout", "service"),
+        ("payment-sidecar", "mesh-proxy"),
+        ("payment", "service"),
+        ("order-worker", "service"),
+    ] {
+        assert!(
+            components.iter().any(|r| r[0] == service && r[1] == kind),
+            "{service} ({kind}) missing from {components:?}"
+        );
+    }
+
+    // The service map has the shop's topology, databases and queue included.
+    let graph: Value = poll(60, "the service map", || async {
+        let g: Value = http
+            .get(format!("{api}/api/v1/service-graph"))
+            .send()
+            .await
+            .expect("graph")
+            .json()
+            .await
+            .expect("json");
+        let edges = g["edges"].as_array().map_or(0, Vec::len);
+        (edges >= 10).then_some(g)
+    })
+    .await;
+    let edges: Vec<(String, String)> = graph["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| {
+            (
+                e["source"].as_str().unwrap_or_default().to_string(),
+                e["target"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for (from, to) in [
+        ("shop-gateway", "frontend"),
+        ("shop-gateway", "checkout"),
+        ("checkout", "payment-sidecar"),
+        ("payment-sidecar", "payment"),
+        ("frontend", "cart-sidecar"),
+        ("cart-sidecar", "cart"),
+    ] {
+        assert!(
+            edges.iter().any(|(s, t)| s == from && t == to),
+            "edge {from} → {to} missing from {edges:?}"
+        );
+    }
+    assert!(
+        edges
+            .iter()
+            .any(|(s, t)| s == "payment" && t.starts_with("database:")),
+        "payment → its database: {edges:?}"
+    );
+    assert!(
+        edges
+            .iter()
+            .any(|(s, t)| s == "checkout" && t.starts_with("messaging:"))
+            && edges
+                .iter()
+                .any(|(s, t)| s.starts_with("messaging:") && t == "order-worker"),
+        "checkout → queue → worker: {edges:?}"
+    );
+
+    // Logs carry trace ids; metrics arrive.
+    let logged = poll(30, "logs in traces", || async {
+        let rows = sql("SELECT count(*) FROM logs WHERE trace_id IS NOT NULL".into()).await;
+        rows.first().and_then(|r| r[0].as_i64()).filter(|n| *n > 0)
+    })
+    .await;
+    assert!(logged > 0);
+
+    // The spike starts after 1 s: the alert goes pending (then firing after 20 s).
+    let state = poll(90, "CheckoutSlow pending or firing", || async {
+        let v: Value = http
+            .get(format!("{api}/api/v1/alerts"))
+            .send()
+            .await
+            .expect("alerts")
+            .json()
+            .await
+            .expect("json");
+        v["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["labels"]["alertname"] == "CheckoutSlow")
+            .and_then(|a| a["state"].as_str().map(str::to_owned))
+    })
+    .await;
+    assert!(state == "pending" || state == "firing", "{state}");
+
+    // The shop answers through the gateway.
+    let r = http
+        .get(format!(
+            "http://{}/api/catalog/products",
+            gateway.expect("gateway")
+        ))
+        .send()
+        .await
+        .expect("shop");
+    assert_eq!(r.status(), 200);
+
+    // Ctrl-C stops everything cleanly.
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    let status = poll(60, "the demo to exit", || {
+        let s = child.try_wait().expect("try_wait");
+        async move { s }
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
+}
