@@ -36,6 +36,9 @@ pub enum BenchCommand {
     /// Server render time of the heaviest UI pages: a 10,000-span trace, a 200-service
     /// map, a log search with 1,000 hits.
     Ui(crate::bench_ui::UiArgs),
+    /// The agent's cost in a gateway: CPU per request and throughput with the agent on
+    /// and off, side by side.
+    Agent(crate::bench_agent::AgentArgs),
 }
 
 /// Arguments of `periscope bench ingest`.
@@ -64,6 +67,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Traces(args) => crate::bench_traces::run(args).await,
         BenchCommand::Metrics(args) => crate::bench_metrics::run(args).await,
         BenchCommand::Ui(args) => crate::bench_ui::run(args).await,
+        BenchCommand::Agent(args) => crate::bench_agent::run(args).await,
     }
 }
 

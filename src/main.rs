@@ -2,6 +2,7 @@
 
 mod alerts;
 mod bench;
+mod bench_agent;
 mod bench_logs;
 mod bench_metrics;
 mod bench_traces;
