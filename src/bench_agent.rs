@@ -115,7 +115,8 @@ impl Drop for GatewayProcess {
 
 fn spawn_gateway(config: &std::path::Path, no_telemetry: bool) -> anyhow::Result<GatewayProcess> {
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["gateway", "--log", "warn", "--config"]).arg(config);
+    cmd.args(["gateway", "--log", "warn", "--config"])
+        .arg(config);
     if no_telemetry {
         cmd.arg("--no-telemetry");
     }

@@ -10,15 +10,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, SeverityNumber};
-use opentelemetry_proto::tonic::trace::v1::{Span, Status, span::SpanKind, status::StatusCode};
+use opentelemetry_proto::tonic::logs::v1::SeverityNumber;
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
 use tower::{Layer, Service};
 
 use crate::context::{self, Current, TRACEPARENT, TRACESTATE, TraceContext};
+use crate::encode::{self, Writer};
 use crate::export::{Scope, now_ns};
 use crate::metrics::HttpSeries;
-use crate::semconv::{self, kv, kv_f64, kv_i64};
+use crate::semconv;
 use crate::telemetry::Telemetry;
 
 /// Boxed error of the client layer (tower's convention).
@@ -216,49 +216,48 @@ fn finish_server(
         elapsed.as_secs_f64(),
     );
     let path = &inbound.target[..inbound.path_len];
-    let query = inbound.target.get(inbound.path_len + 1..);
-    let mut attributes = Vec::with_capacity(12);
-    attributes.push(kv(semconv::HTTP_REQUEST_METHOD, method));
-    if method == "_OTHER" {
-        attributes.push(kv(
-            semconv::HTTP_REQUEST_METHOD_ORIGINAL,
-            inbound.method.as_str(),
-        ));
-    }
-    attributes.push(kv(semconv::URL_PATH, path));
-    if let Some(q) = query.filter(|q| !q.is_empty()) {
-        attributes.push(kv(semconv::URL_QUERY, q));
-    }
-    attributes.push(kv(semconv::URL_SCHEME, "http"));
-    attributes.push(kv(semconv::NETWORK_PROTOCOL_VERSION, protocol));
-    if status != 0 {
-        attributes.push(kv_i64(
-            semconv::HTTP_RESPONSE_STATUS_CODE,
-            i64::from(status),
-        ));
-    }
-    if let Some(r) = &route {
-        attributes.push(kv(semconv::HTTP_ROUTE, &**r));
-    }
-    if let Some(host) = &inbound.host {
-        let (name, port) = split_host(host);
-        attributes.push(kv(semconv::SERVER_ADDRESS, name));
-        if let Some(p) = port {
-            attributes.push(kv_i64(semconv::SERVER_PORT, i64::from(p)));
+    let query = inbound
+        .target
+        .get(inbound.path_len + 1..)
+        .filter(|q| !q.is_empty());
+    let host = inbound.host.as_deref().map(split_host);
+    let client_ip = inbound.peer.map(|p| p.ip().to_string());
+    let write_attributes = |w: &mut Writer<'_>, field: u32| {
+        w.kv_str(field, semconv::HTTP_REQUEST_METHOD, method);
+        if method == "_OTHER" {
+            w.kv_str(
+                field,
+                semconv::HTTP_REQUEST_METHOD_ORIGINAL,
+                inbound.method.as_str(),
+            );
         }
-    }
-    if let Some(peer) = inbound.peer {
-        attributes.push(kv(semconv::CLIENT_ADDRESS, peer.ip().to_string()));
-    }
-    if let Some(ua) = &inbound.user_agent {
-        attributes.push(kv(semconv::USER_AGENT_ORIGINAL, ua.as_str()));
-    }
-    if let Some(e) = &error_type {
-        attributes.push(kv(semconv::ERROR_TYPE, e.as_ref()));
-    }
-    let name = match &route {
-        Some(r) if method != "_OTHER" => format!("{method} {r}"),
-        _ => method_span_name(method),
+        w.kv_str(field, semconv::URL_PATH, path);
+        if let Some(q) = query {
+            w.kv_str(field, semconv::URL_QUERY, q);
+        }
+        w.kv_str(field, semconv::URL_SCHEME, "http");
+        w.kv_str(field, semconv::NETWORK_PROTOCOL_VERSION, protocol);
+        if status != 0 {
+            w.kv_i64(field, semconv::HTTP_RESPONSE_STATUS_CODE, i64::from(status));
+        }
+        if let Some(r) = &route {
+            w.kv_str(field, semconv::HTTP_ROUTE, r);
+        }
+        if let Some((name, port)) = host {
+            w.kv_str(field, semconv::SERVER_ADDRESS, name);
+            if let Some(p) = port {
+                w.kv_i64(field, semconv::SERVER_PORT, i64::from(p));
+            }
+        }
+        if let Some(ip) = &client_ip {
+            w.kv_str(field, semconv::CLIENT_ADDRESS, ip);
+        }
+        if let Some(ua) = &inbound.user_agent {
+            w.kv_str(field, semconv::USER_AGENT_ORIGINAL, ua);
+        }
+        if let Some(e) = &error_type {
+            w.kv_str(field, semconv::ERROR_TYPE, e);
+        }
     };
     let ctx = &inbound.context;
     if access_log {
@@ -275,69 +274,72 @@ fn finish_server(
             status,
             elapsed.as_secs_f64() * 1e3
         );
-        let mut log_attributes = attributes.clone();
-        log_attributes.push(kv("event.name", "http.server.access"));
-        log_attributes.push(kv_f64(
+        let mut buf = Vec::with_capacity(512);
+        let mut w = Writer(&mut buf);
+        w.fixed64(encode::log::TIME, end_ns);
+        w.fixed64(encode::log::OBSERVED_TIME, end_ns);
+        w.uint(encode::log::SEVERITY_NUMBER, severity as u64);
+        w.string(encode::log::SEVERITY_TEXT, severity_text);
+        w.any_str(encode::log::BODY, &body);
+        write_attributes(&mut w, encode::log::ATTRIBUTES);
+        w.kv_str(encode::log::ATTRIBUTES, "event.name", "http.server.access");
+        w.kv_f64(
+            encode::log::ATTRIBUTES,
             "http.server.request.duration",
             elapsed.as_secs_f64(),
-        ));
-        if let Some(size) = body_size {
-            log_attributes.push(kv_i64(semconv::HTTP_RESPONSE_BODY_SIZE, size));
-        }
-        telemetry.record_log(
-            Scope::Http,
-            LogRecord {
-                time_unix_nano: end_ns,
-                observed_time_unix_nano: end_ns,
-                severity_number: severity as i32,
-                severity_text: severity_text.into(),
-                body: Some(AnyValue {
-                    value: Some(any_value::Value::StringValue(body)),
-                }),
-                attributes: log_attributes,
-                flags: u32::from(ctx.flags),
-                trace_id: ctx.trace_id.to_vec(),
-                span_id: ctx.span_id.to_vec(),
-                ..Default::default()
-            },
         );
+        if let Some(size) = body_size {
+            w.kv_i64(
+                encode::log::ATTRIBUTES,
+                semconv::HTTP_RESPONSE_BODY_SIZE,
+                size,
+            );
+        }
+        w.fixed32(encode::log::FLAGS, u32::from(ctx.flags));
+        w.bytes(encode::log::TRACE_ID, &ctx.trace_id);
+        w.bytes(encode::log::SPAN_ID, &ctx.span_id);
+        telemetry.record_encoded_log(Scope::Http, buf);
     }
-    telemetry.record_span(
-        Scope::Http,
-        Span {
-            trace_id: ctx.trace_id.to_vec(),
-            span_id: ctx.span_id.to_vec(),
-            trace_state: ctx.trace_state.as_deref().unwrap_or_default().to_owned(),
-            parent_span_id: inbound
-                .parent
-                .as_ref()
-                .map(|p| p.span_id.to_vec())
-                .unwrap_or_default(),
-            flags: 0x100 | u32::from(ctx.flags) | if inbound.parent.is_some() { 0x200 } else { 0 },
-            name,
-            kind: SpanKind::Server as i32,
-            start_time_unix_nano: inbound.start_ns,
-            end_time_unix_nano: end_ns,
-            attributes,
-            status: Some(Status {
-                code: if status == 0 || status >= 500 {
-                    StatusCode::Error as i32
-                } else {
-                    StatusCode::Unset as i32
-                },
-                message: String::new(),
-            }),
-            ..Default::default()
-        },
-    );
+    let mut buf = Vec::with_capacity(512);
+    let mut w = Writer(&mut buf);
+    w.bytes(encode::span::TRACE_ID, &ctx.trace_id);
+    w.bytes(encode::span::SPAN_ID, &ctx.span_id);
+    if let Some(ts) = &ctx.trace_state {
+        w.string(encode::span::TRACE_STATE, ts);
+    }
+    if let Some(p) = &inbound.parent {
+        w.bytes(encode::span::PARENT_SPAN_ID, &p.span_id);
+    }
+    // Bit 8: the parent-is-remote flag is known; bit 9: the parent is remote.
+    let remote = if inbound.parent.is_some() { 0x200 } else { 0 };
+    w.fixed32(encode::span::FLAGS, 0x100 | remote | u32::from(ctx.flags));
+    match &route {
+        Some(r) if method != "_OTHER" => w.string_parts(encode::span::NAME, &[method, " ", r]),
+        _ => w.string(encode::span::NAME, span_name(method)),
+    }
+    w.uint(encode::span::KIND, SpanKind::Server as u64);
+    w.fixed64(encode::span::START, inbound.start_ns);
+    w.fixed64(encode::span::END, end_ns);
+    write_attributes(&mut w, encode::span::ATTRIBUTES);
+    write_status(&mut w, status == 0 || status >= 500);
+    telemetry.record_encoded_span(Scope::Http, buf);
 }
 
-fn method_span_name(method: &'static str) -> String {
-    if method == "_OTHER" {
-        "HTTP".to_owned()
-    } else {
-        method.to_owned()
+/// `Span.status` with code Error, or nothing (Unset).
+fn write_status(w: &mut Writer<'_>, error: bool) {
+    if error {
+        // Status { code (field 3, varint) = ERROR }
+        let status = [
+            (encode::span::STATUS_CODE << 3) as u8,
+            StatusCode::Error as u8,
+        ];
+        w.bytes(encode::span::STATUS, &status);
     }
+}
+
+/// The span name when there is no route: the method, or `HTTP` for unknown methods.
+fn span_name(method: &'static str) -> &'static str {
+    if method == "_OTHER" { "HTTP" } else { method }
 }
 
 /// Splits `host[:port]` (IPv6 literals in brackets).
@@ -509,63 +511,46 @@ fn finish_client(telemetry: &Telemetry, out: Outbound, status: u16, error: Optio
         },
         elapsed.as_secs_f64(),
     );
-    let mut attributes = Vec::with_capacity(10);
-    attributes.push(kv(semconv::HTTP_REQUEST_METHOD, method));
+    let ctx = &out.context;
+    let mut buf = Vec::with_capacity(384);
+    let mut w = Writer(&mut buf);
+    w.bytes(encode::span::TRACE_ID, &ctx.trace_id);
+    w.bytes(encode::span::SPAN_ID, &ctx.span_id);
+    if let Some(ts) = &ctx.trace_state {
+        w.string(encode::span::TRACE_STATE, ts);
+    }
+    if let Some(p) = &out.parent {
+        w.bytes(encode::span::PARENT_SPAN_ID, &p.span_id);
+    }
+    w.fixed32(encode::span::FLAGS, 0x100 | u32::from(ctx.flags));
+    w.string(encode::span::NAME, span_name(method));
+    w.uint(encode::span::KIND, SpanKind::Client as u64);
+    w.fixed64(encode::span::START, out.start_ns);
+    w.fixed64(encode::span::END, out.start_ns + elapsed.as_nanos() as u64);
+    let a = encode::span::ATTRIBUTES;
+    w.kv_str(a, semconv::HTTP_REQUEST_METHOD, method);
     if method == "_OTHER" {
-        attributes.push(kv(
+        w.kv_str(
+            a,
             semconv::HTTP_REQUEST_METHOD_ORIGINAL,
             out.method.as_str(),
-        ));
+        );
     }
-    attributes.push(kv(semconv::SERVER_ADDRESS, out.address));
-    attributes.push(kv_i64(semconv::SERVER_PORT, i64::from(out.port)));
-    attributes.push(kv(semconv::URL_FULL, out.url));
-    attributes.push(kv(semconv::NETWORK_PROTOCOL_VERSION, protocol));
+    w.kv_str(a, semconv::SERVER_ADDRESS, &out.address);
+    w.kv_i64(a, semconv::SERVER_PORT, i64::from(out.port));
+    w.kv_str(a, semconv::URL_FULL, &out.url);
+    w.kv_str(a, semconv::NETWORK_PROTOCOL_VERSION, protocol);
     if status != 0 {
-        attributes.push(kv_i64(
-            semconv::HTTP_RESPONSE_STATUS_CODE,
-            i64::from(status),
-        ));
+        w.kv_i64(a, semconv::HTTP_RESPONSE_STATUS_CODE, i64::from(status));
     }
     if out.resend > 0 {
-        attributes.push(kv_i64(
-            semconv::HTTP_REQUEST_RESEND_COUNT,
-            i64::from(out.resend),
-        ));
+        w.kv_i64(a, semconv::HTTP_REQUEST_RESEND_COUNT, i64::from(out.resend));
     }
-    let failed = error.is_some();
-    if let Some(e) = error {
-        attributes.push(kv(semconv::ERROR_TYPE, e));
+    if let Some(e) = &error {
+        w.kv_str(a, semconv::ERROR_TYPE, e);
     }
-    let ctx = &out.context;
-    telemetry.record_span(
-        Scope::Http,
-        Span {
-            trace_id: ctx.trace_id.to_vec(),
-            span_id: ctx.span_id.to_vec(),
-            trace_state: ctx.trace_state.as_deref().unwrap_or_default().to_owned(),
-            parent_span_id: out
-                .parent
-                .as_ref()
-                .map(|p| p.span_id.to_vec())
-                .unwrap_or_default(),
-            flags: 0x100 | u32::from(ctx.flags),
-            name: method_span_name(method),
-            kind: SpanKind::Client as i32,
-            start_time_unix_nano: out.start_ns,
-            end_time_unix_nano: out.start_ns + elapsed.as_nanos() as u64,
-            attributes,
-            status: Some(Status {
-                code: if failed {
-                    StatusCode::Error as i32
-                } else {
-                    StatusCode::Unset as i32
-                },
-                message: String::new(),
-            }),
-            ..Default::default()
-        },
-    );
+    write_status(&mut w, error.is_some());
+    telemetry.record_encoded_span(Scope::Http, buf);
 }
 
 /// A low-cardinality `error.type` for a failed call: `timeout`, `connection_refused`,

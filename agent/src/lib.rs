@@ -28,6 +28,7 @@
 
 pub mod client;
 pub mod context;
+mod encode;
 mod error;
 pub mod export;
 pub mod gateway;

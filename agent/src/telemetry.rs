@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::AgentError;
@@ -44,8 +45,14 @@ impl Telemetry {
             ));
         }
         let transport = export::transport::Transport::new(&config)?;
+        let resource = resource.to_proto();
         let shared = Arc::new(Shared {
-            resource: resource.to_proto(),
+            resource_bytes: resource.encode_to_vec(),
+            scope_bytes: [
+                Scope::Http.proto().encode_to_vec(),
+                Scope::Tracing.proto().encode_to_vec(),
+            ],
+            resource,
             spans: SignalStats::default(),
             logs: SignalStats::default(),
             http: HttpMetrics::default(),
@@ -81,20 +88,34 @@ impl Telemetry {
 
     /// Queues a finished span; dropped (and counted) when the queue is full.
     pub fn record_span(&self, scope: Scope, span: Span) {
+        if self.inner.is_some() {
+            self.record_encoded_span(scope, span.encode_to_vec());
+        }
+    }
+
+    /// Queues a log record; dropped (and counted) when the queue is full.
+    pub fn record_log(&self, scope: Scope, log: LogRecord) {
+        if self.inner.is_some() {
+            self.record_encoded_log(scope, log.encode_to_vec());
+        }
+    }
+
+    /// Queues an encoded OTLP `Span`.
+    pub(crate) fn record_encoded_span(&self, scope: Scope, span: Vec<u8>) {
         if let Some(inner) = &self.inner {
             let stats = &inner.shared.spans;
-            match inner.queue.try_send(Item::Span(scope, Box::new(span))) {
+            match inner.queue.try_send(Item::Span(scope, span)) {
                 Ok(()) => stats.queued.fetch_add(1, Ordering::Relaxed),
                 Err(_) => stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed),
             };
         }
     }
 
-    /// Queues a log record; dropped (and counted) when the queue is full.
-    pub fn record_log(&self, scope: Scope, log: LogRecord) {
+    /// Queues an encoded OTLP `LogRecord`.
+    pub(crate) fn record_encoded_log(&self, scope: Scope, log: Vec<u8>) {
         if let Some(inner) = &self.inner {
             let stats = &inner.shared.logs;
-            match inner.queue.try_send(Item::Log(scope, Box::new(log))) {
+            match inner.queue.try_send(Item::Log(scope, log)) {
                 Ok(()) => stats.queued.fetch_add(1, Ordering::Relaxed),
                 Err(_) => stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed),
             };

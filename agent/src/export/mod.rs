@@ -11,14 +11,11 @@ pub mod transport;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -90,6 +87,7 @@ impl Default for ExporterConfig {
 
 /// Which instrumentation produced an item (its OTLP scope).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
 pub enum Scope {
     /// The HTTP tower layers.
     Http,
@@ -98,7 +96,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn proto(self) -> InstrumentationScope {
+    pub(crate) fn proto(self) -> InstrumentationScope {
         InstrumentationScope {
             name: match self {
                 Scope::Http => "periscope-agent/http".into(),
@@ -110,15 +108,19 @@ impl Scope {
     }
 }
 
-/// One item on the queue.
+/// One item on the queue: an encoded OTLP `Span` or `LogRecord`.
 pub(crate) enum Item {
-    Span(Scope, Box<Span>),
-    Log(Scope, Box<LogRecord>),
+    Span(Scope, Vec<u8>),
+    Log(Scope, Vec<u8>),
 }
 
 /// Shared between the request path and the exporter task.
 pub(crate) struct Shared {
     pub resource: Resource,
+    /// `resource`, encoded once.
+    pub resource_bytes: Vec<u8>,
+    /// The scopes, encoded once, in [`Scope`] order.
+    pub scope_bytes: [Vec<u8>; 2],
     pub spans: SignalStats,
     pub logs: SignalStats,
     pub http: HttpMetrics,
@@ -201,15 +203,15 @@ pub(crate) async fn run(
 /// Spans and logs waiting to be sent, by scope.
 #[derive(Default)]
 struct Batch {
-    spans: Vec<(Scope, Span)>,
-    logs: Vec<(Scope, LogRecord)>,
+    spans: Vec<(Scope, Vec<u8>)>,
+    logs: Vec<(Scope, Vec<u8>)>,
 }
 
 impl Batch {
     fn push(&mut self, item: Item) {
         match item {
-            Item::Span(scope, s) => self.spans.push((scope, *s)),
-            Item::Log(scope, l) => self.logs.push((scope, *l)),
+            Item::Span(scope, s) => self.spans.push((scope, s)),
+            Item::Log(scope, l) => self.logs.push((scope, l)),
         }
     }
 
@@ -218,15 +220,21 @@ impl Batch {
     }
 }
 
-fn by_scope<T>(items: Vec<(Scope, T)>) -> Vec<(Scope, Vec<T>)> {
-    let mut out: Vec<(Scope, Vec<T>)> = Vec::new();
-    for (scope, item) in items {
-        match out.iter_mut().find(|(s, _)| *s == scope) {
-            Some((_, v)) => v.push(item),
-            None => out.push((scope, vec![item])),
+/// The export request framing `items` (encoded spans or log records) under the resource,
+/// grouped by scope.
+fn request_bytes(shared: &Shared, items: &[(Scope, Vec<u8>)]) -> Vec<u8> {
+    let mut groups: Vec<(&[u8], Vec<&[u8]>)> = Vec::new();
+    for scope in [Scope::Http, Scope::Tracing] {
+        let of_scope: Vec<&[u8]> = items
+            .iter()
+            .filter(|(s, _)| *s == scope)
+            .map(|(_, b)| b.as_slice())
+            .collect();
+        if !of_scope.is_empty() {
+            groups.push((&shared.scope_bytes[scope as usize], of_scope));
         }
     }
-    out
+    crate::encode::export_request(&shared.resource_bytes, &groups)
 }
 
 async fn export_batch(
@@ -238,42 +246,14 @@ async fn export_batch(
     let spans = std::mem::take(&mut batch.spans);
     let logs = std::mem::take(&mut batch.logs);
     if !spans.is_empty() {
-        let n = spans.len() as u64;
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(shared.resource.clone()),
-                scope_spans: by_scope(spans)
-                    .into_iter()
-                    .map(|(scope, spans)| ScopeSpans {
-                        scope: Some(scope.proto()),
-                        spans,
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-        };
-        let ok = send_with_retries(config, transport, || Request::Traces(request.clone())).await;
-        record_outcome(&shared.spans, n, ok);
+        let body = bytes::Bytes::from(request_bytes(shared, &spans));
+        let ok = send_with_retries(config, transport, || Request::Traces(body.clone())).await;
+        record_outcome(&shared.spans, spans.len() as u64, ok);
     }
     if !logs.is_empty() {
-        let n = logs.len() as u64;
-        let request = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: Some(shared.resource.clone()),
-                scope_logs: by_scope(logs)
-                    .into_iter()
-                    .map(|(scope, log_records)| ScopeLogs {
-                        scope: Some(scope.proto()),
-                        log_records,
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-        };
-        let ok = send_with_retries(config, transport, || Request::Logs(request.clone())).await;
-        record_outcome(&shared.logs, n, ok);
+        let body = bytes::Bytes::from(request_bytes(shared, &logs));
+        let ok = send_with_retries(config, transport, || Request::Logs(body.clone())).await;
+        record_outcome(&shared.logs, logs.len() as u64, ok);
     }
 }
 
@@ -343,7 +323,10 @@ async fn export_metrics(config: &ExporterConfig, transport: &Transport, shared: 
         }],
     };
     if let Err(f) = transport
-        .send(Request::Metrics(request), config.timeout)
+        .send(
+            Request::Metrics(bytes::Bytes::from(request.encode_to_vec())),
+            config.timeout,
+        )
         .await
     {
         tracing::debug!(error = %f.message, "metrics export failed; the next carries the totals");

@@ -11,12 +11,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
@@ -35,14 +29,86 @@ pub struct ExportFailure {
     pub message: String,
 }
 
-/// One request to send.
+/// One encoded export request to send.
 pub enum Request {
-    /// Spans.
-    Traces(ExportTraceServiceRequest),
-    /// Logs.
-    Logs(ExportLogsServiceRequest),
-    /// Metrics.
-    Metrics(ExportMetricsServiceRequest),
+    /// An `ExportTraceServiceRequest`.
+    Traces(Bytes),
+    /// An `ExportLogsServiceRequest`.
+    Logs(Bytes),
+    /// An `ExportMetricsServiceRequest`.
+    Metrics(Bytes),
+}
+
+impl Request {
+    fn parts(self) -> (&'static str, &'static str, Bytes) {
+        match self {
+            Request::Traces(b) => (
+                "/v1/traces",
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                b,
+            ),
+            Request::Logs(b) => (
+                "/v1/logs",
+                "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+                b,
+            ),
+            Request::Metrics(b) => (
+                "/v1/metrics",
+                "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+                b,
+            ),
+        }
+    }
+}
+
+/// A gRPC codec that sends already-encoded protobuf and ignores the (empty or
+/// partial-success) answer.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = ();
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<()>, tonic::Status> {
+        use bytes::Buf;
+        let n = src.remaining();
+        src.advance(n);
+        Ok(Some(()))
+    }
 }
 
 /// A connection to the collector.
@@ -147,36 +213,30 @@ impl Transport {
     }
 
     async fn send_inner(&self, request: Request) -> Result<(), ExportFailure> {
+        let (http_path, grpc_path, body) = request.parts();
         match self {
             Transport::Grpc {
                 channel,
                 headers,
                 gzip,
             } => {
-                let result = match request {
-                    Request::Traces(r) => {
-                        let mut c = TraceServiceClient::new(channel.clone());
-                        if *gzip {
-                            c = c.send_compressed(CompressionEncoding::Gzip);
-                        }
-                        c.export(grpc_request(r, headers)).await.map(|_| ())
-                    }
-                    Request::Logs(r) => {
-                        let mut c = LogsServiceClient::new(channel.clone());
-                        if *gzip {
-                            c = c.send_compressed(CompressionEncoding::Gzip);
-                        }
-                        c.export(grpc_request(r, headers)).await.map(|_| ())
-                    }
-                    Request::Metrics(r) => {
-                        let mut c = MetricsServiceClient::new(channel.clone());
-                        if *gzip {
-                            c = c.send_compressed(CompressionEncoding::Gzip);
-                        }
-                        c.export(grpc_request(r, headers)).await.map(|_| ())
-                    }
-                };
-                result.map_err(|s| grpc_failure(&s))
+                let mut grpc = tonic::client::Grpc::new(channel.clone());
+                if *gzip {
+                    grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+                }
+                grpc.ready().await.map_err(|e| ExportFailure {
+                    retryable: true,
+                    retry_after: None,
+                    message: format!("connecting: {e}"),
+                })?;
+                grpc.unary(
+                    grpc_request(body, headers),
+                    http::uri::PathAndQuery::from_static(grpc_path),
+                    RawCodec,
+                )
+                .await
+                .map(|_| ())
+                .map_err(|s| grpc_failure(&s))
             }
             Transport::Http {
                 client,
@@ -184,30 +244,22 @@ impl Transport {
                 headers,
                 gzip,
             } => {
-                let (path, body) = match request {
-                    Request::Traces(r) => ("/v1/traces", r.encode_to_vec()),
-                    Request::Logs(r) => ("/v1/logs", r.encode_to_vec()),
-                    Request::Metrics(r) => ("/v1/metrics", r.encode_to_vec()),
-                };
-                let mut builder = http::Request::post(format!("{endpoint}{path}"))
+                let mut builder = http::Request::post(format!("{endpoint}{http_path}"))
                     .header(http::header::CONTENT_TYPE, "application/x-protobuf");
                 for (k, v) in headers {
                     builder = builder.header(k, v);
                 }
                 let body = if *gzip {
                     builder = builder.header(http::header::CONTENT_ENCODING, "gzip");
-                    gzip_bytes(&body)
+                    Bytes::from(gzip_bytes(&body))
                 } else {
                     body
                 };
-                let req =
-                    builder
-                        .body(Full::new(Bytes::from(body)))
-                        .map_err(|e| ExportFailure {
-                            retryable: false,
-                            retry_after: None,
-                            message: format!("building the request: {e}"),
-                        })?;
+                let req = builder.body(Full::new(body)).map_err(|e| ExportFailure {
+                    retryable: false,
+                    retry_after: None,
+                    message: format!("building the request: {e}"),
+                })?;
                 let resp = client.request(req).await.map_err(|e| ExportFailure {
                     retryable: true,
                     retry_after: None,
