@@ -171,7 +171,7 @@ async fn load(
                 };
                 if ok {
                     n += 1;
-                    if n % 8 == 0 {
+                    if n.is_multiple_of(8) {
                         lat.push(t.elapsed());
                     }
                 }
