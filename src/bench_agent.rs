@@ -13,24 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
+use prost::Message;
 
 use crate::bench::cpu_seconds;
 
@@ -48,57 +37,55 @@ pub struct AgentArgs {
     pub connections: usize,
 }
 
-/// An OTLP/gRPC receiver that counts and discards.
+/// An OTLP/HTTP receiver that accepts and discards spans and logs without decoding them
+/// (the sink must not starve the gateway of CPU), and reads the agent's own counters from
+/// its metrics exports.
 #[derive(Default, Clone)]
 struct Sink {
-    spans: Arc<AtomicU64>,
-    logs: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    /// Latest cumulative counters: spans and logs processed, dropped at the queue,
+    /// exported, failed.
+    counters: Arc<std::sync::Mutex<std::collections::BTreeMap<String, i64>>>,
 }
 
-#[tonic::async_trait]
-impl TraceService for Sink {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let n: usize = request
-            .get_ref()
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum();
-        self.spans.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
+async fn sink_items(State(sink): State<Sink>, body: Bytes) -> StatusCode {
+    sink.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    StatusCode::OK
 }
 
-#[tonic::async_trait]
-impl LogsService for Sink {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let n: usize = request
-            .get_ref()
-            .resource_logs
-            .iter()
-            .flat_map(|r| &r.scope_logs)
-            .map(|s| s.log_records.len())
-            .sum();
-        self.logs.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+async fn sink_metrics(State(sink): State<Sink>, body: Bytes) -> StatusCode {
+    let Ok(req) = ExportMetricsServiceRequest::decode(body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let Ok(mut counters) = sink.counters.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    };
+    for m in req
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .filter(|m| m.name.starts_with("otel.sdk."))
+    {
+        if let Some(Data::Sum(sum)) = &m.data {
+            for p in &sum.data_points {
+                let error = p
+                    .attributes
+                    .iter()
+                    .find(|a| a.key == "error.type")
+                    .and_then(|a| a.value.as_ref())
+                    .and_then(|v| match &v.value {
+                        Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+                        _ => None,
+                    });
+                let key = format!("{}{}", m.name, error.map(|e| format!("{{{e}}}")).unwrap_or_default());
+                if let Some(number_data_point::Value::AsInt(v)) = p.value {
+                    counters.insert(key, v);
+                }
+            }
+        }
     }
-}
-
-#[tonic::async_trait]
-impl MetricsService for Sink {
-    async fn export(
-        &self,
-        _request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
-    }
+    StatusCode::OK
 }
 
 struct GatewayProcess {
@@ -233,14 +220,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let sink = Sink::default();
     let sink_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let sink_addr = sink_listener.local_addr()?;
-    let grpc = tonic::transport::Server::builder()
-        .add_service(TraceServiceServer::new(sink.clone()))
-        .add_service(LogsServiceServer::new(sink.clone()))
-        .add_service(MetricsServiceServer::new(sink.clone()))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
-            sink_listener,
-        ));
-    tokio::spawn(grpc);
+    let sink_app = axum::Router::new()
+        .route("/v1/traces", axum::routing::post(sink_items))
+        .route("/v1/logs", axum::routing::post(sink_items))
+        .route("/v1/metrics", axum::routing::post(sink_metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(256 << 20))
+        .with_state(sink.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(sink_listener, sink_app).await;
+    });
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let upstream_addr: SocketAddr = upstream.local_addr()?;
     tokio::spawn(async move {
@@ -253,7 +241,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\nservice_name = \"bench-gateway\"\n\n[telemetry]\nendpoint = \"http://{sink_addr}\"\n\n[[upstream]]\nname = \"app\"\ntargets = [\"{upstream_addr}\"]\n\n[[route]]\nupstream = \"app\"\n"
+            "listen = \"127.0.0.1:0\"\nservice_name = \"bench-gateway\"\n\n[telemetry]\nendpoint = \"http://{sink_addr}\"\nprotocol = \"http/protobuf\"\nmetrics_interval = \"1s\"\n\n[[upstream]]\nname = \"app\"\ntargets = [\"{upstream_addr}\"]\n\n[[route]]\nupstream = \"app\"\n"
         ),
     )?;
     let off = spawn_gateway(&config, true)?;
@@ -286,8 +274,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }
         }
     }
-    // Let the last batches arrive.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let the last batches and the final counters arrive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let loss = (1.0 - with.rps() / without.rps()) * 100.0;
     let added = with.cpu_us() - without.cpu_us();
     println!();
@@ -311,11 +299,22 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     println!(
         "added CPU per request: {added:.2} µs (target ≤ 2 µs); throughput loss: {loss:.1}% (target ≤ 5%)"
     );
+    let counters = sink.counters.lock().map(|c| c.clone()).unwrap_or_default();
+    let get = |k: &str| counters.get(k).copied().unwrap_or(0);
     println!(
-        "telemetry received by the sink: {} spans, {} access logs for {} requests with the agent on",
-        sink.spans.load(Ordering::Relaxed),
-        sink.logs.load(Ordering::Relaxed),
-        with.requests
+        "agent counters: spans queued {}, dropped (queue full) {}, exported {}, failed {}; logs queued {}, dropped {}, exported {}",
+        get("otel.sdk.processor.span.processed"),
+        get("otel.sdk.processor.span.processed{queue_full}"),
+        get("otel.sdk.exporter.span.exported"),
+        get("otel.sdk.exporter.span.exported{export_failed}"),
+        get("otel.sdk.processor.log.processed"),
+        get("otel.sdk.processor.log.processed{queue_full}"),
+        get("otel.sdk.exporter.log.exported"),
+    );
+    println!(
+        "OTLP bytes received: {:.1} MiB ({:.0} bytes per request)",
+        sink.bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
+        sink.bytes.load(Ordering::Relaxed) as f64 / with.requests.max(1) as f64
     );
     Ok(())
 }
