@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Args;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
+use clap::Args;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
@@ -78,7 +78,11 @@ async fn sink_metrics(State(sink): State<Sink>, body: Bytes) -> StatusCode {
                         Some(any_value::Value::StringValue(s)) => Some(s.clone()),
                         _ => None,
                     });
-                let key = format!("{}{}", m.name, error.map(|e| format!("{{{e}}}")).unwrap_or_default());
+                let key = format!(
+                    "{}{}",
+                    m.name,
+                    error.map(|e| format!("{{{e}}}")).unwrap_or_default()
+                );
                 if let Some(number_data_point::Value::AsInt(v)) = p.value {
                     counters.insert(key, v);
                 }

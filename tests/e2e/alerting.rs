@@ -22,7 +22,7 @@ use prost::Message;
 use serde_json::Value;
 
 use crate::promql::{label, remote_write};
-use crate::support::{Server, otlp};
+use crate::support::{Server, eventually, otlp};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -120,22 +120,6 @@ impl Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// Polls `f` every 100 ms until it returns `Some`, for at most `secs`.
-async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -21,7 +21,7 @@ use serde_json::Value;
 use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::support::Server;
+use crate::support::{Server, eventually};
 
 /// Serves `router` on a free loopback port.
 async fn serve(router: Router) -> SocketAddr {
@@ -33,22 +33,6 @@ async fn serve(router: Router) -> SocketAddr {
         let _ = axum::serve(listener, router).await;
     });
     addr
-}
-
-/// Polls `f` every 100 ms until it returns `Some`, for at most `secs` seconds.
-async fn poll<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn fast_export(endpoint: &str) -> ExporterConfig {
@@ -208,7 +192,7 @@ async fn one_trace_across_gateway_mesh_proxies_and_services() {
          resource_attributes['periscope.component.kind'], attributes['http.route'] \
          FROM spans WHERE trace_id = '{trace}' ORDER BY start_time"
     );
-    let all = poll(30, "ten spans", || async {
+    let all = eventually("ten spans", 30, || async {
         let rows = server.rows(&q).await;
         (rows.len() >= 10).then_some(rows)
     })
@@ -272,7 +256,7 @@ async fn one_trace_across_gateway_mesh_proxies_and_services() {
     assert_eq!(col(edge_server, 10), "/api/orders");
 
     // One access log per server span, carrying its trace and span ids.
-    let logs = poll(30, "five access logs and one event", || async {
+    let logs = eventually("five access logs and one event", 30, || async {
         let rows = server
             .rows(&format!(
                 "SELECT service_name, span_id, body, attributes['http.response.status_code'], \
@@ -304,7 +288,7 @@ async fn one_trace_across_gateway_mesh_proxies_and_services() {
     assert_eq!(col(edge_log, 4), "e2e-test");
 
     // The duration histograms arrive as metrics, queryable with PromQL names.
-    let buckets = poll(30, "http.server.request.duration of orders", || async {
+    let buckets = eventually("http.server.request.duration of orders", 30, || async {
         let n = server
             .scalar(
                 "SELECT count(*) FROM metrics WHERE metric_name = 'http.server.request.duration' \
@@ -315,7 +299,7 @@ async fn one_trace_across_gateway_mesh_proxies_and_services() {
     })
     .await;
     assert!(buckets > 0);
-    let client_hist = poll(30, "http.client.request.duration of edge", || async {
+    let client_hist = eventually("http.client.request.duration of edge", 30, || async {
         let n = server
             .scalar(
                 "SELECT count(*) FROM metrics WHERE metric_name = 'http.client.request.duration' \
@@ -452,7 +436,7 @@ async fn collector_down_costs_requests_nothing_and_drops_are_counted() {
             .expect("request");
         assert_eq!(r.status(), 200);
     }
-    let stored = poll(60, "spans after the collector returned", || async {
+    let stored = eventually("spans after the collector returned", 60, || async {
         let n = server
             .scalar("SELECT count(*) FROM spans WHERE service_name = 'edge-down'")
             .await;
@@ -460,7 +444,7 @@ async fn collector_down_costs_requests_nothing_and_drops_are_counted() {
     })
     .await;
     assert!(stored > 0);
-    let dropped_metric = poll(60, "the drop counter in Periscope", || async {
+    let dropped_metric = eventually("the drop counter in Periscope", 60, || async {
         let rows = server
             .rows(
                 "SELECT max(value) FROM metrics WHERE service_name = 'edge-down' \
@@ -615,7 +599,7 @@ strip_prefix = true
 
     // Health checks take b out, then bring it back.
     b_health.store(false, Ordering::Relaxed);
-    poll(10, "b taken out", || async {
+    eventually("b taken out", 10, || async {
         (gw.target_healthy("main", 1) == Some(false)).then_some(())
     })
     .await;
@@ -626,7 +610,7 @@ strip_prefix = true
         );
     }
     b_health.store(true, Ordering::Relaxed);
-    poll(10, "b back", || async {
+    eventually("b back", 10, || async {
         (gw.target_healthy("main", 1) == Some(true)).then_some(())
     })
     .await;
@@ -663,7 +647,7 @@ strip_prefix = true
 
     // Least outstanding: while one target is busy, requests go to the other.
     let slow = tokio::spawn(fetch(reqwest::Method::GET, "/lo/slow", None));
-    poll(10, "the slow request in flight", || async {
+    eventually("the slow request in flight", 10, || async {
         let busy = (0..2)
             .filter(|i| gw.target_outstanding("lo", *i) == Some(1))
             .count();
@@ -754,7 +738,7 @@ async fn demo_shows_the_shop_and_fires_its_alert_then_stops_on_ctrl_c() {
     };
 
     // Every component of the shop reports, with its kind.
-    let components = poll(60, "all nine components", || async {
+    let components = eventually("all nine components", 60, || async {
         let rows = sql(
             "SELECT DISTINCT service_name, resource_attributes['periscope.component.kind'] FROM spans"
                 .into(),
@@ -781,7 +765,7 @@ async fn demo_shows_the_shop_and_fires_its_alert_then_stops_on_ctrl_c() {
     }
 
     // The service map has the shop's topology, databases and queue included.
-    let graph: Value = poll(60, "the service map", || async {
+    let graph: Value = eventually("the service map", 60, || async {
         let g: Value = http
             .get(format!("{api}/api/v1/service-graph"))
             .send()
@@ -835,7 +819,7 @@ async fn demo_shows_the_shop_and_fires_its_alert_then_stops_on_ctrl_c() {
     );
 
     // Logs carry trace ids; metrics arrive.
-    let logged = poll(30, "logs in traces", || async {
+    let logged = eventually("logs in traces", 30, || async {
         let rows = sql("SELECT count(*) FROM logs WHERE trace_id IS NOT NULL".into()).await;
         rows.first().and_then(|r| r[0].as_i64()).filter(|n| *n > 0)
     })
@@ -843,7 +827,7 @@ async fn demo_shows_the_shop_and_fires_its_alert_then_stops_on_ctrl_c() {
     assert!(logged > 0);
 
     // The spike starts after 1 s: the alert goes pending (then firing after 20 s).
-    let state = poll(90, "CheckoutSlow pending or firing", || async {
+    let state = eventually("CheckoutSlow pending or firing", 90, || async {
         let v: Value = http
             .get(format!("{api}/api/v1/alerts"))
             .send()
@@ -879,7 +863,7 @@ async fn demo_shows_the_shop_and_fires_its_alert_then_stops_on_ctrl_c() {
         .status()
         .expect("kill");
     assert!(ok.success());
-    let status = poll(60, "the demo to exit", || {
+    let status = eventually("the demo to exit", 60, || {
         let s = child.try_wait().expect("try_wait");
         async move { s }
     })
