@@ -30,6 +30,9 @@ pub struct SqlArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+    /// Token with the `read` role, when the server requires one.
+    #[arg(long, env = "PERISCOPE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Runs the query and prints the result to stdout.
@@ -39,8 +42,11 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
         Format::Csv => format!("{base}/api/v1/sql?format=csv"),
         _ => format!("{base}/api/v1/sql"),
     };
-    let response = reqwest::Client::new()
-        .post(&url)
+    let mut request = reqwest::Client::new().post(&url);
+    if let Some(t) = &args.token {
+        request = request.bearer_auth(t);
+    }
+    let response = request
         .json(&serde_json::json!({ "query": args.query }))
         .send()
         .await

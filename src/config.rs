@@ -69,6 +69,13 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub alertmanager_url: Vec<String>,
+    /// Tokens file (`NAME ROLE sha256:HEX [EXPIRES]` per line; see `periscope token
+    /// create`). With tokens, every request needs one.
+    #[arg(long, env = "PERISCOPE_TOKENS_FILE", value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Serve without authentication even on a non-loopback address.
+    #[arg(long, env = "PERISCOPE_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -94,6 +101,12 @@ struct FileConfig {
     alertmanager_url: Option<Vec<String>>,
     /// `[alerting]`: evaluation, webhooks, routes, delivery.
     alerting: Option<AlertingSection>,
+    /// Tokens file; relative to the config file.
+    tokens_file: Option<PathBuf>,
+    insecure_no_auth: Option<bool>,
+    /// `[[token]]` tables: name, role, hash, expires.
+    #[serde(default)]
+    token: Vec<crate::auth::TokenEntry>,
 }
 
 /// Fully resolved settings.
@@ -112,6 +125,8 @@ pub struct Settings {
     pub log: String,
     pub json_logs: bool,
     pub alerting: AlertingConfig,
+    /// The tokens requests must present; `None` when authentication is off.
+    pub auth: Option<std::sync::Arc<crate::auth::Tokens>>,
 }
 
 /// Parses a size such as `16MiB`, `2GiB` or `1048576`.
@@ -132,6 +147,29 @@ fn parse_addr(key: &str, text: &str) -> anyhow::Result<SocketAddr> {
     text.trim()
         .parse()
         .map_err(|e| anyhow::anyhow!("{key}: {text:?} is not an address like 127.0.0.1:4317 ({e})"))
+}
+
+/// Whether requests need tokens: yes when tokens are configured; refused when a
+/// non-loopback address is bound without tokens, unless `insecure` (which turns
+/// authentication off).
+fn auth_decision(
+    addrs: &[SocketAddr],
+    tokens: crate::auth::Tokens,
+    insecure: bool,
+) -> anyhow::Result<Option<std::sync::Arc<crate::auth::Tokens>>> {
+    if insecure {
+        return Ok(None);
+    }
+    if !tokens.is_empty() {
+        return Ok(Some(std::sync::Arc::new(tokens)));
+    }
+    if let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+        bail!(
+            "refusing to listen on {open} without authentication: add tokens (--tokens-file; \
+             `periscope token create --role ingest` makes one) or pass --insecure-no-auth"
+        );
+    }
+    Ok(None)
 }
 
 /// Total memory of the machine, from /proc/meminfo; 4 GiB when it cannot be read.
@@ -229,17 +267,30 @@ impl Settings {
             format!("http://{http_addr}"),
             data_dir.join("alerting"),
         )?;
+        let otlp_grpc_addr = addr_or(
+            "otlp-grpc-addr",
+            pick(args.otlp_grpc_addr, file.otlp_grpc_addr),
+            "127.0.0.1:4317",
+        )?;
+        let otlp_http_addr = addr_or(
+            "otlp-http-addr",
+            pick(args.otlp_http_addr, file.otlp_http_addr),
+            "127.0.0.1:4318",
+        )?;
+        let tokens_file = args.tokens_file.or_else(|| {
+            file.tokens_file
+                .map(|p| if p.is_relative() { base.join(p) } else { p })
+        });
+        let tokens = crate::auth::Tokens::load(&file.token, tokens_file.as_deref())?;
+        let insecure = args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false);
+        let auth = auth_decision(
+            &[otlp_grpc_addr, otlp_http_addr, http_addr],
+            tokens,
+            insecure,
+        )?;
         Ok(Settings {
-            otlp_grpc_addr: addr_or(
-                "otlp-grpc-addr",
-                pick(args.otlp_grpc_addr, file.otlp_grpc_addr),
-                "127.0.0.1:4317",
-            )?,
-            otlp_http_addr: addr_or(
-                "otlp-http-addr",
-                pick(args.otlp_http_addr, file.otlp_http_addr),
-                "127.0.0.1:4318",
-            )?,
+            otlp_grpc_addr,
+            otlp_http_addr,
             http_addr,
             data_dir,
             memory_limit,
@@ -267,6 +318,7 @@ impl Settings {
             log: pick(args.log, file.log).unwrap_or_else(|| "info".into()),
             json_logs,
             alerting,
+            auth,
         })
     }
 

@@ -1,6 +1,7 @@
 //! The `periscope` binary: parses the command line and wires the crates together.
 
 mod alerts;
+mod auth;
 mod bench;
 mod bench_agent;
 mod bench_logs;
@@ -38,6 +39,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the reverse proxy with the agent embedded (API gateway or mesh proxy).
     Gateway(gateway::GatewayArgs),
+    /// Make access tokens.
+    #[command(subcommand)]
+    Token(auth::TokenCommand),
     /// Run a SQL query against a running server and print the result.
     Sql(client::SqlArgs),
     /// Work with alert rule files.
@@ -64,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             gateway::init_logging(&args.log);
             runtime.block_on(gateway::run(args))
         }
+        Command::Token(cmd) => auth::run(cmd),
         Command::Sql(args) => runtime.block_on(client::run(args)),
         Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),
         Command::Rules(cmd) => {

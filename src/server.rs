@@ -208,18 +208,29 @@ pub async fn serve_until(
     let max = settings.max_request_bytes as usize;
 
     let mut tasks = tokio::task::JoinSet::new();
+    let grpc_tokens = settings.auth.clone();
     let grpc = tonic::transport::Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(
+            move |req: tonic::Request<()>| match &grpc_tokens {
+                Some(tokens) => crate::auth::middleware::grpc(tokens, req),
+                None => Ok(req),
+            },
+        ))
         .add_routes(periscope_collector::grpc::services(ingest.clone(), max))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
             stopped(stop_rx.clone()),
         );
     tasks.spawn(async move { grpc.await.context("OTLP/gRPC server failed") });
-    let otlp_http = axum::serve(
-        http_listener,
-        periscope_collector::http::router(ingest.clone(), max),
-    )
-    .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let mut otlp_router = periscope_collector::http::router(ingest.clone(), max);
+    if let Some(tokens) = &settings.auth {
+        otlp_router = otlp_router.layer(axum::middleware::from_fn_with_state(
+            tokens.clone(),
+            crate::auth::middleware::ingest,
+        ));
+    }
+    let otlp_http =
+        axum::serve(http_listener, otlp_router).with_graceful_shutdown(stopped(stop_rx.clone()));
     tasks.spawn(async move { otlp_http.await.context("OTLP/HTTP server failed") });
     let ui_engine = engine.clone();
     let api = periscope_query::router(engine.clone())
@@ -251,6 +262,12 @@ pub async fn serve_until(
                 "no such endpoint; see README for the API",
             )
         });
+    let api = match &settings.auth {
+        Some(tokens) => api.merge(crate::auth::login::router(tokens.clone())).layer(
+            axum::middleware::from_fn_with_state(tokens.clone(), crate::auth::middleware::api),
+        ),
+        None => api,
+    };
     let api = axum::serve(api_listener, api).with_graceful_shutdown(stopped(stop_rx.clone()));
     tasks.spawn(async move { api.await.context("HTTP API server failed") });
     let flusher = tokio::spawn(store.clone().run_flusher(stop_rx));

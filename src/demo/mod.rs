@@ -114,6 +114,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     serve.rules.push(rules);
     serve.log.get_or_insert_with(|| "warn".into());
     let settings = Settings::resolve(serve)?;
+    if settings.auth.is_some() {
+        anyhow::bail!(
+            "the demo's services send telemetry without tokens: run it without --tokens-file or [[token]]"
+        );
+    }
     init_logging(&settings.log);
 
     let (stop_tx, stop_rx) = watch::channel(false);

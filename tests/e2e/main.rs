@@ -2,6 +2,7 @@
 //! OpenTelemetry Rust SDK, tonic, reqwest) and read back by SQL and the `parquet` crate.
 
 mod alerting;
+mod auth;
 mod bad_input;
 mod browser;
 mod crash;

@@ -126,6 +126,21 @@ impl Server {
         (status, v)
     }
 
+    /// Runs SQL with a bearer token and returns the HTTP status and JSON answer.
+    pub async fn sql_status_with_token(&self, query: &str, token: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v1/sql", self.api()))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "query": query }))
+            .send()
+            .await
+            .expect("POST /api/v1/sql");
+        let status = r.status().as_u16();
+        let body = r.text().await.expect("body");
+        let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+        (status, v)
+    }
+
     /// Runs SQL that must succeed and returns its rows.
     pub async fn rows(&self, query: &str) -> Vec<Vec<Value>> {
         let (status, v) = self.sql_status(query).await;
