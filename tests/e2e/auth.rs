@@ -235,6 +235,19 @@ async fn each_role_does_exactly_what_it_may_on_every_endpoint() {
         .collect();
     assert_eq!(unauth.len(), 1, "one 401 body for every cause: {unauth:?}");
 
+    // SQL stays read-only under every role, admin included.
+    for statement in [
+        "DROP TABLE spans",
+        "COPY (SELECT 1) TO '/tmp/periscope-auth-copy.parquet'",
+        "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc/'",
+        "SELECT * FROM '/etc/passwd'",
+    ] {
+        let (status, v) = server.sql_status_with_token(statement, &t.admin).await;
+        assert!(status == 403 || status == 400, "{statement}: {status} {v}");
+        assert!(!v.to_string().contains("missing, invalid"), "{statement}: {v}");
+    }
+    assert!(!std::path::Path::new("/tmp/periscope-auth-copy.parquet").exists());
+
     // OTLP/HTTP: only ingest and admin.
     for (token, want) in [
         (None, 401),
