@@ -43,3 +43,6 @@ pub use error::AlertingError;
 pub use metrics::AlertingMetrics;
 pub use outbox::{Notification, Outcome};
 pub use source::Sources;
+
+#[cfg(test)]
+mod fuzz_tests;

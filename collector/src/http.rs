@@ -28,7 +28,7 @@ struct HttpState {
 
 /// The body encodings OTLP/HTTP allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Encoding {
+pub(crate) enum Encoding {
     Protobuf,
     Json,
 }
@@ -185,8 +185,13 @@ pub(crate) async fn read_body(body: Body, gzip: bool, limit: usize) -> Result<Ve
     if !gzip {
         return Ok(raw);
     }
+    gunzip(&raw, limit)
+}
+
+/// Decompresses a gzip body, refusing more than `limit` bytes of output.
+pub(crate) fn gunzip(raw: &[u8], limit: usize) -> Result<Vec<u8>, Refusal> {
     let mut out = Vec::with_capacity((raw.len() * 4).min(limit));
-    let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64 + 1);
+    let mut decoder = flate2::read::GzDecoder::new(raw).take(limit as u64 + 1);
     decoder.read_to_end(&mut out).map_err(|e| {
         Refusal::new(
             StatusCode::BAD_REQUEST,
@@ -199,7 +204,7 @@ pub(crate) async fn read_body(body: Body, gzip: bool, limit: usize) -> Result<Ve
     Ok(out)
 }
 
-fn decode<E: Export>(bytes: &[u8], encoding: Encoding) -> Result<E, Refusal> {
+pub(crate) fn decode<E: Export>(bytes: &[u8], encoding: Encoding) -> Result<E, Refusal> {
     match encoding {
         Encoding::Protobuf => E::decode(bytes).map_err(|e| {
             Refusal::new(

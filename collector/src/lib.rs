@@ -20,6 +20,7 @@
 
 mod error;
 mod export;
+pub mod fuzz;
 pub mod grpc;
 pub mod http;
 mod ingest;

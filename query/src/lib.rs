@@ -38,3 +38,6 @@ pub use error::QueryError;
 pub use json::{cell_text, rfc3339_text, value_json};
 pub use metrics::QueryMetrics;
 pub use udf::{HistogramQuantile, bucket_quantile};
+
+#[cfg(test)]
+mod fuzz_tests;

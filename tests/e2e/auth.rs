@@ -244,7 +244,10 @@ async fn each_role_does_exactly_what_it_may_on_every_endpoint() {
     ] {
         let (status, v) = server.sql_status_with_token(statement, &t.admin).await;
         assert!(status == 403 || status == 400, "{statement}: {status} {v}");
-        assert!(!v.to_string().contains("missing, invalid"), "{statement}: {v}");
+        assert!(
+            !v.to_string().contains("missing, invalid"),
+            "{statement}: {v}"
+        );
     }
     assert!(!std::path::Path::new("/tmp/periscope-auth-copy.parquet").exists());
 

@@ -1,0 +1,7 @@
+//! The log search query language.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = periscope_query::logql::parse(text);
+    }
+});
