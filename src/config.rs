@@ -69,6 +69,22 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub alertmanager_url: Vec<String>,
+    /// Keep spans this long, e.g. `7d` [default: forever]; TOML `[retention] traces`.
+    #[arg(long, env = "PERISCOPE_RETENTION_TRACES", value_name = "DURATION")]
+    pub retention_traces: Option<String>,
+    /// Keep logs this long [default: forever]; TOML `[retention] logs`.
+    #[arg(long, env = "PERISCOPE_RETENTION_LOGS", value_name = "DURATION")]
+    pub retention_logs: Option<String>,
+    /// Keep metric points this long [default: forever]; TOML `[retention] metrics`.
+    #[arg(long, env = "PERISCOPE_RETENTION_METRICS", value_name = "DURATION")]
+    pub retention_metrics: Option<String>,
+    /// How often retention runs [default: 1m]; TOML `[retention] check_interval`.
+    #[arg(
+        long,
+        env = "PERISCOPE_RETENTION_CHECK_INTERVAL",
+        value_name = "DURATION"
+    )]
+    pub retention_check_interval: Option<String>,
     /// Tokens file (`NAME ROLE sha256:HEX [EXPIRES]` per line; see `periscope token
     /// create`). With tokens, every request needs one.
     #[arg(long, env = "PERISCOPE_TOKENS_FILE", value_name = "FILE")]
@@ -101,12 +117,28 @@ struct FileConfig {
     alertmanager_url: Option<Vec<String>>,
     /// `[alerting]`: evaluation, webhooks, routes, delivery.
     alerting: Option<AlertingSection>,
+    /// `[retention]`: traces, logs, metrics, check_interval.
+    retention: Option<RetentionSection>,
+    retention_traces: Option<String>,
+    retention_logs: Option<String>,
+    retention_metrics: Option<String>,
+    retention_check_interval: Option<String>,
     /// Tokens file; relative to the config file.
     tokens_file: Option<PathBuf>,
     insecure_no_auth: Option<bool>,
     /// `[[token]]` tables: name, role, hash, expires.
     #[serde(default)]
     token: Vec<crate::auth::TokenEntry>,
+}
+
+/// `[retention]` in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionSection {
+    traces: Option<String>,
+    logs: Option<String>,
+    metrics: Option<String>,
+    check_interval: Option<String>,
 }
 
 /// Fully resolved settings.
@@ -127,6 +159,10 @@ pub struct Settings {
     pub alerting: AlertingConfig,
     /// The tokens requests must present; `None` when authentication is off.
     pub auth: Option<std::sync::Arc<crate::auth::Tokens>>,
+    /// How long each table keeps its rows.
+    pub retention: periscope_storage::Retention,
+    /// How often retention runs.
+    pub retention_interval: Duration,
 }
 
 /// Parses a size such as `16MiB`, `2GiB` or `1048576`.
@@ -283,6 +319,41 @@ impl Settings {
         });
         let tokens = crate::auth::Tokens::load(&file.token, tokens_file.as_deref())?;
         let insecure = args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false);
+        let section = file.retention.unwrap_or_default();
+        let keep =
+            |key: &str, flag: Option<String>, flat: Option<String>, sectioned: Option<String>| {
+                flag.or(flat)
+                    .or(sectioned)
+                    .map(|t| parse_duration(key, &t))
+                    .transpose()
+            };
+        let retention = periscope_storage::Retention {
+            spans: keep(
+                "retention-traces",
+                args.retention_traces,
+                file.retention_traces,
+                section.traces,
+            )?,
+            logs: keep(
+                "retention-logs",
+                args.retention_logs,
+                file.retention_logs,
+                section.logs,
+            )?,
+            metrics: keep(
+                "retention-metrics",
+                args.retention_metrics,
+                file.retention_metrics,
+                section.metrics,
+            )?,
+        };
+        let retention_interval = keep(
+            "retention-check-interval",
+            args.retention_check_interval,
+            file.retention_check_interval,
+            section.check_interval,
+        )?
+        .unwrap_or(Duration::from_secs(60));
         let auth = auth_decision(
             &[otlp_grpc_addr, otlp_http_addr, http_addr],
             tokens,
@@ -319,6 +390,8 @@ impl Settings {
             json_logs,
             alerting,
             auth,
+            retention,
+            retention_interval,
         })
     }
 

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -139,6 +140,10 @@ pub async fn serve_until(
         flush_bytes: settings.flush_bytes,
         flush_interval: settings.flush_interval,
         max_buffered_bytes: settings.max_buffered_bytes(),
+        retention: settings.retention,
+        retention_interval: settings.retention_interval,
+        // Longer than any query may run: a file a query has listed stays readable.
+        retention_grace: settings.query_timeout + Duration::from_secs(5),
     })
     .with_context(|| {
         format!(

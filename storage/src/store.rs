@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::head::Head;
 use crate::logindex::{self, FileIndexes, HeadIndex, LogFields, LogView};
 use crate::metrics::StorageMetrics;
+use crate::retention::{self, Retention};
 use crate::schema::Signal;
 use crate::segment;
 use crate::wal::{self, Segment};
@@ -38,6 +39,13 @@ pub struct StoreConfig {
     pub flush_interval: Duration,
     /// Refuse new rows (retryably) while this many bytes are buffered in memory.
     pub max_buffered_bytes: u64,
+    /// How long each table keeps its rows.
+    pub retention: Retention,
+    /// How often retention is applied.
+    pub retention_interval: Duration,
+    /// How long a file dropped by retention stays on disk for queries that may still be
+    /// reading it (at least the query timeout).
+    pub retention_grace: Duration,
 }
 
 impl StoreConfig {
@@ -48,6 +56,9 @@ impl StoreConfig {
             flush_bytes: 128 * 1024 * 1024,
             flush_interval: Duration::from_secs(60),
             max_buffered_bytes: 1024 * 1024 * 1024,
+            retention: Retention::default(),
+            retention_interval: Duration::from_secs(60),
+            retention_grace: Duration::from_secs(60),
         }
     }
 }
@@ -93,6 +104,8 @@ struct Inner {
     log_fields: LogFields,
     head_index: HeadIndex,
     file_indexes: FileIndexes,
+    /// Files dropped from the catalog by retention, deleted once their time comes.
+    doomed: parking_lot::Mutex<Vec<(Instant, FileEntry)>>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -173,6 +186,7 @@ impl Store {
             log_fields,
             head_index,
             file_indexes: FileIndexes::default(),
+            doomed: parking_lot::Mutex::new(Vec::new()),
         });
         let writer = Arc::clone(&inner);
         std::thread::Builder::new()
@@ -185,6 +199,11 @@ impl Store {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.inner.config.data_dir
+    }
+
+    /// How long each table keeps its rows.
+    pub fn retention(&self) -> Retention {
+        self.inner.config.retention
     }
 
     /// The store's metrics, for registration on `/metrics`.
@@ -379,10 +398,75 @@ impl Store {
         }
     }
 
-    /// Runs flushes by size and age until `shutdown` resolves, then flushes once more.
+    /// Drops every file whose rows are all older than its table's retention from the
+    /// catalog (one atomic catalog write), and schedules the files and their log indexes
+    /// for deletion after the grace period. Returns the files and bytes dropped.
+    ///
+    /// # Errors
+    /// When the catalog cannot be written; nothing is dropped then.
+    pub async fn apply_retention(&self) -> Result<(usize, u64)> {
+        let retention = self.inner.config.retention;
+        if retention.is_off() {
+            return Ok((0, 0));
+        }
+        // No flush may commit a catalog between our read and our write.
+        let _guard = self.inner.flush_lock.lock().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        let mut catalog = self.inner.state.read().catalog.clone();
+        let (expired, kept): (Vec<FileEntry>, Vec<FileEntry>) = catalog
+            .files
+            .into_iter()
+            .partition(|f| retention.expired(f, now));
+        if expired.is_empty() {
+            return Ok((0, 0));
+        }
+        catalog.files = kept;
+        let inner = Arc::clone(&self.inner);
+        let stored = catalog.clone();
+        tokio::task::spawn_blocking(move || stored.store(&inner.config.data_dir))
+            .await
+            .map_err(|_| Error::Closed)??;
+        self.inner.state.write().catalog = catalog;
+        let bytes: u64 = expired.iter().map(|f| f.bytes + f.index_bytes).sum();
+        let files = expired.len();
+        let due = Instant::now() + self.inner.config.retention_grace;
+        self.inner
+            .doomed
+            .lock()
+            .extend(expired.into_iter().map(|f| (due, f)));
+        info!(
+            files,
+            bytes, "Retention dropped files older than their table's retention."
+        );
+        Ok((files, bytes))
+    }
+
+    /// Deletes the files dropped by retention whose grace period has passed.
+    fn delete_doomed(&self) {
+        let now = Instant::now();
+        let due: Vec<FileEntry> = {
+            let mut doomed = self.inner.doomed.lock();
+            let (due, later): (Vec<_>, Vec<_>) = doomed.drain(..).partition(|(t, _)| *t <= now);
+            *doomed = later;
+            due.into_iter().map(|(_, f)| f).collect()
+        };
+        for f in due {
+            if let Err(error) = retention::delete(&self.inner.config.data_dir, &f) {
+                // Not in the catalog any more: the next start removes it as an orphan.
+                warn!(%error, path = %f.path, "Could not delete a file dropped by retention.");
+            }
+        }
+    }
+
+    /// Runs flushes by size and age, and retention, until `shutdown` resolves, then
+    /// flushes once more.
     pub async fn run_flusher(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_retention: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -393,6 +477,13 @@ impl Store {
             {
                 warn!(%error, "Flush failed, will retry.");
             }
+            if last_retention.is_none_or(|t| t.elapsed() >= self.inner.config.retention_interval) {
+                last_retention = Some(Instant::now());
+                if let Err(error) = self.apply_retention().await {
+                    warn!(%error, "Applying retention failed, will retry.");
+                }
+            }
+            self.delete_doomed();
         }
         if let Err(error) = self.flush().await {
             warn!(%error, "Final flush at shutdown failed; the WAL keeps the rows for the next start.");

@@ -13,6 +13,7 @@ mod metrics;
 mod otel_sdk;
 mod overload;
 mod promql;
+mod retention;
 mod sql_api;
 mod support;
 mod traces;

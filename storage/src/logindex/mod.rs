@@ -9,7 +9,7 @@
 //! [`LogView`] is a consistent picture for one search, taken under the store's lock.
 
 mod fields;
-mod file;
+pub(crate) mod file;
 mod head;
 mod search;
 mod tokenizer;

@@ -76,6 +76,31 @@ async fn rows_by_service(
 }
 
 /// `GET /ui/storage`
+/// "Retention: spans 7d, logs 7d, metrics kept forever" (see `--retention-*`).
+fn retention_text(r: &periscope_storage::Retention) -> String {
+    let one = |name: &str, d: Option<std::time::Duration>| match d {
+        Some(d) => format!("{name} {}", humantime_short(d)),
+        None => format!("{name} kept forever"),
+    };
+    format!(
+        "Retention: {}, {}, {} (--retention-traces, --retention-logs, --retention-metrics).",
+        one("spans", r.spans),
+        one("logs", r.logs),
+        one("metrics", r.metrics)
+    )
+}
+
+/// `7d`, `36h`, `90m`, `45s`.
+fn humantime_short(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        _ if s >= 86_400 && s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s >= 3_600 && s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
+        _ if s >= 60 && s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
 pub async fn handler(State(s): State<UiState>) -> Html<String> {
     let mut totals: BTreeMap<&str, Totals> = BTreeMap::new();
     for f in s.store.files() {
@@ -156,7 +181,7 @@ pub async fn handler(State(s): State<UiState>) -> Html<String> {
     let body = view! {
         <h1>"Storage"</h1>
         <p id="disk-total">{format!("{} on disk in {} ({} not yet flushed to Parquet)", bytes_text(disk), s.store.data_dir().display(), bytes_text(s.store.buffered_bytes()))}</p>
-        <p class="muted">"Retention: everything is kept (per-signal retention is not configurable yet)."</p>
+        <p class="muted" id="retention">{retention_text(&s.store.retention())}</p>
         <table id="tables">
             <thead><tr><th>"table"</th><th>"rows"</th><th>"not yet in files"</th><th>"files"</th><th>"bytes on disk"</th><th>"bytes/row"</th><th>"oldest"</th><th>"newest"</th><th>"rows/s (5 min)"</th></tr></thead>
             <tbody>{table_rows}</tbody>
