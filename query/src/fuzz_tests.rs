@@ -209,30 +209,25 @@ proptest! {
     }
 }
 
+thread_local! {
+    /// One runtime and engine (over an empty store) per test thread, for all cases.
+    static ENV: (tokio::runtime::Runtime, tempfile::TempDir, QueryEngine) = {
+        let rt = runtime();
+        let (dir, engine) = rt.block_on(async { engine() });
+        (rt, dir, engine)
+    };
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn promql_never_panics(q in prop_oneof![soup(PROMQL_TOKENS), spliced(PROMQL_SEEDS, PROMQL_TOKENS), "[a-z_(){}\\[\\]=~!\"0-9.,+*/^<> :@-]{0,80}"]) {
-        thread_local! {
-            static ENV: (tokio::runtime::Runtime, tempfile::TempDir, QueryEngine) = {
-                let rt = runtime();
-                let (dir, engine) = rt.block_on(async { engine() });
-                (rt, dir, engine)
-            };
-        }
         ENV.with(|(rt, _, engine)| run_promql(rt, engine, &q));
     }
 
     #[test]
     fn sql_never_panics(q in prop_oneof![soup(SQL_TOKENS), spliced(SQL_SEEDS, SQL_TOKENS), "\\PC{0,80}"]) {
-        thread_local! {
-            static ENV: (tokio::runtime::Runtime, tempfile::TempDir, QueryEngine) = {
-                let rt = runtime();
-                let (dir, engine) = rt.block_on(async { engine() });
-                (rt, dir, engine)
-            };
-        }
         ENV.with(|(rt, _, engine)| run_sql(rt, engine, &q));
     }
 }

@@ -114,27 +114,22 @@ impl Server {
 
     /// Runs SQL and returns the HTTP status and JSON answer.
     pub async fn sql_status(&self, query: &str) -> (u16, Value) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/api/v1/sql", self.api()))
-            .json(&serde_json::json!({ "query": query }))
-            .send()
-            .await
-            .expect("POST /api/v1/sql");
-        let status = r.status().as_u16();
-        let body = r.text().await.expect("body");
-        let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
-        (status, v)
+        self.sql_request(query, None).await
     }
 
     /// Runs SQL with a bearer token and returns the HTTP status and JSON answer.
     pub async fn sql_status_with_token(&self, query: &str, token: &str) -> (u16, Value) {
-        let r = reqwest::Client::new()
+        self.sql_request(query, Some(token)).await
+    }
+
+    async fn sql_request(&self, query: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = reqwest::Client::new()
             .post(format!("{}/api/v1/sql", self.api()))
-            .bearer_auth(token)
-            .json(&serde_json::json!({ "query": query }))
-            .send()
-            .await
-            .expect("POST /api/v1/sql");
+            .json(&serde_json::json!({ "query": query }));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let r = request.send().await.expect("POST /api/v1/sql");
         let status = r.status().as_u16();
         let body = r.text().await.expect("body");
         let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
