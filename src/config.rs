@@ -69,6 +69,12 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub alertmanager_url: Vec<String>,
+    /// Time a client has to send a request's headers on the HTTP ports [default: 10s].
+    #[arg(long, env = "PERISCOPE_HEADER_READ_TIMEOUT", value_name = "DURATION")]
+    pub header_read_timeout: Option<String>,
+    /// Largest request header block on the HTTP ports; larger gets 431 [default: 64KiB].
+    #[arg(long, env = "PERISCOPE_MAX_HEADER_BYTES", value_name = "SIZE")]
+    pub max_header_bytes: Option<String>,
     /// Keep spans this long, e.g. `7d` [default: forever]; TOML `[retention] traces`.
     #[arg(long, env = "PERISCOPE_RETENTION_TRACES", value_name = "DURATION")]
     pub retention_traces: Option<String>,
@@ -117,6 +123,8 @@ struct FileConfig {
     alertmanager_url: Option<Vec<String>>,
     /// `[alerting]`: evaluation, webhooks, routes, delivery.
     alerting: Option<AlertingSection>,
+    header_read_timeout: Option<String>,
+    max_header_bytes: Option<String>,
     /// `[retention]`: traces, logs, metrics, check_interval.
     retention: Option<RetentionSection>,
     retention_traces: Option<String>,
@@ -163,6 +171,10 @@ pub struct Settings {
     pub retention: periscope_storage::Retention,
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// Time a client has to send a request's headers on the HTTP ports.
+    pub header_read_timeout: Duration,
+    /// Largest request header block on the HTTP ports.
+    pub max_header_bytes: u64,
 }
 
 /// Parses a size such as `16MiB`, `2GiB` or `1048576`.
@@ -392,6 +404,16 @@ impl Settings {
             auth,
             retention,
             retention_interval,
+            header_read_timeout: dur_or(
+                "header-read-timeout",
+                pick(args.header_read_timeout, file.header_read_timeout),
+                Duration::from_secs(10),
+            )?,
+            max_header_bytes: size_or(
+                "max-header-bytes",
+                pick(args.max_header_bytes, file.max_header_bytes),
+                64 << 10,
+            )?,
         })
     }
 

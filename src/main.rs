@@ -12,6 +12,7 @@ mod client;
 mod config;
 mod demo;
 mod gateway;
+mod http_serve;
 mod server;
 
 use clap::{Parser, Subcommand};

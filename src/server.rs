@@ -234,8 +234,12 @@ pub async fn serve_until(
             crate::auth::middleware::ingest,
         ));
     }
+    let limits = crate::http_serve::Limits {
+        header_read_timeout: settings.header_read_timeout,
+        max_header_bytes: settings.max_header_bytes as usize,
+    };
     let otlp_http =
-        axum::serve(http_listener, otlp_router).with_graceful_shutdown(stopped(stop_rx.clone()));
+        crate::http_serve::serve(http_listener, otlp_router, limits, stopped(stop_rx.clone()));
     tasks.spawn(async move { otlp_http.await.context("OTLP/HTTP server failed") });
     let ui_engine = engine.clone();
     let api = periscope_query::router(engine.clone())
@@ -273,7 +277,7 @@ pub async fn serve_until(
         ),
         None => api,
     };
-    let api = axum::serve(api_listener, api).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let api = crate::http_serve::serve(api_listener, api, limits, stopped(stop_rx.clone()));
     tasks.spawn(async move { api.await.context("HTTP API server failed") });
     let flusher = tokio::spawn(store.clone().run_flusher(stop_rx));
 

@@ -2,6 +2,7 @@
 //! growing, and keeps every export it did acknowledge.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
@@ -85,4 +86,64 @@ async fn over_its_memory_budget_the_server_answers_retry_later_and_loses_nothing
             .await,
         expected
     );
+}
+
+/// Slow clients (slowloris) are cut off after the header timeout while health checks keep
+/// answering, and an oversized header block gets 431.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_oversized_requests_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(
+        dir.path(),
+        &["--header-read-timeout", "1s", "--max-header-bytes", "16KiB"],
+    );
+    for addr in [server.api_addr.clone(), server.otlp_http_addr.clone()] {
+        // Fifty connections that start a request and never finish its headers.
+        let mut slow = Vec::new();
+        for _ in 0..50 {
+            let mut s = tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect");
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .await
+                .expect("write");
+            slow.push(s);
+        }
+        // Meanwhile the server answers others.
+        let health = reqwest::get(format!("http://{}/healthz", server.api_addr))
+            .await
+            .expect("healthz");
+        assert_eq!(health.status(), 200);
+        // Every slow connection is closed by the server (EOF or a 408), well before the
+        // test's own deadline.
+        for mut s in slow {
+            let mut buf = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+            assert!(read.is_ok(), "{addr}: a slow client was never cut off");
+            let text = String::from_utf8_lossy(&buf);
+            assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+        }
+        // A header block over the limit: 431, and the server goes on.
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let big = format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(64 << 10)
+        );
+        let _ = s.write_all(big.as_bytes()).await;
+        let mut buf = vec![0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 431"), "{addr}: {text:?}");
+    }
+    let health = reqwest::get(format!("http://{}/healthz", server.api_addr))
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
 }
