@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod browser;
 mod crash;
+mod disk_full;
 mod files;
 mod gateway;
 mod logs;
