@@ -278,8 +278,22 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }
         }
     }
-    // Let the last batches and the final counters arrive.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Wait (at most 10 s) until the agent reports every queued span and log as exported
+    // or failed: its counters arrive with each 1 s metrics export.
+    let settled = |c: &std::collections::BTreeMap<String, i64>| {
+        let get = |k: &str| c.get(k).copied().unwrap_or(0);
+        ["span", "log"].iter().all(|s| {
+            let queued = get(&format!("otel.sdk.processor.{s}.processed"));
+            queued > 0
+                && queued
+                    == get(&format!("otel.sdk.exporter.{s}.exported"))
+                        + get(&format!("otel.sdk.exporter.{s}.exported{{export_failed}}"))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !sink.counters.lock().map(|c| settled(&c)).unwrap_or(false) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let loss = (1.0 - with.rps() / without.rps()) * 100.0;
     let added = with.cpu_us() - without.cpu_us();
     println!();

@@ -15,14 +15,19 @@ use super::{Denied, Role, Tokens};
 /// The cookie the UI keeps the token in.
 pub const COOKIE: &str = "periscope_token";
 
+/// The token of an `Authorization: Bearer …` value.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// The token of a request: `Authorization: Bearer …`, else the UI cookie.
 pub fn presented(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        let (scheme, token) = v.trim().split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+        return bearer(v);
     }
     headers
         .get_all(header::COOKIE)
@@ -103,16 +108,12 @@ pub async fn ingest(State(tokens): State<Arc<Tokens>>, req: Request<Body>, next:
 
 /// The OTLP/gRPC check: `authorization` metadata with an `ingest` (or `admin`) token.
 pub fn grpc(tokens: &Tokens, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    let mut headers = HeaderMap::new();
-    if let Some(v) = req
+    let token = req
         .metadata()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| HeaderValue::from_str(v).ok())
-    {
-        headers.insert(header::AUTHORIZATION, v);
-    }
-    match tokens.check(presented(&headers), Role::Ingest, Utc::now()) {
+        .and_then(bearer);
+    match tokens.check(token, Role::Ingest, Utc::now()) {
         Ok(_) => Ok(req),
         Err(Denied::Unauthenticated) => Err(tonic::Status::unauthenticated(
             "missing, invalid or expired token",
