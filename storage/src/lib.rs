@@ -6,6 +6,7 @@
 //! OTLP request ─► otlp::{spans,logs,metrics} ─► RecordBatch (schema::Signal::schema)
 //!      ─► Store::append ─► wal (checksummed record, group fsync) ─► head (memory) ─► ack
 //!      ─► flush: segment (sorted, hour-partitioned Parquet, zstd) ─► catalog.json
+//!      ─► compaction: small files of a partition merged into one ─► catalog.json
 //!      ─► Store::snapshot: head batches + catalog files, read by the query crate
 //! ```
 //!
@@ -27,7 +28,9 @@
 //! ```
 
 mod catalog;
+mod compaction;
 mod error;
+mod filewriter;
 mod head;
 pub mod logindex;
 mod metrics;
@@ -39,6 +42,7 @@ mod store;
 mod wal;
 
 pub use catalog::{Catalog, FileEntry};
+pub use compaction::CompactionConfig;
 pub use error::{Error, Result};
 pub use metrics::StorageMetrics;
 pub use retention::Retention;

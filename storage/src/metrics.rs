@@ -20,6 +20,8 @@ pub struct StorageMetrics {
     pub(crate) flushes: Counter,
     pub(crate) flush_errors: Counter,
     pub(crate) parquet_bytes: Counter,
+    pub(crate) compactions: Counter,
+    pub(crate) compaction_errors: Counter,
 }
 
 impl Default for StorageMetrics {
@@ -33,6 +35,8 @@ impl Default for StorageMetrics {
             flushes: Counter::default(),
             flush_errors: Counter::default(),
             parquet_bytes: Counter::default(),
+            compactions: Counter::default(),
+            compaction_errors: Counter::default(),
         }
     }
 }
@@ -79,6 +83,16 @@ impl StorageMetrics {
             "periscope_parquet_bytes",
             "Bytes of Parquet files written",
             self.parquet_bytes.clone(),
+        );
+        registry.register(
+            "periscope_compactions",
+            "Merges of small Parquet files into one",
+            self.compactions.clone(),
+        );
+        registry.register(
+            "periscope_compaction_errors",
+            "Compactions that failed and will be retried",
+            self.compaction_errors.clone(),
         );
     }
 }

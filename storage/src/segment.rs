@@ -9,17 +9,15 @@
 //! file is written under a temporary name, fsynced and renamed into place.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
 use std::hash::{Hash, Hasher};
 
-use arrow::array::{Array, AsArray, MapArray, UInt32Array, UInt64Array};
+use arrow::array::{Array, ArrayRef, AsArray, MapArray, UInt32Array, UInt64Array};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -27,15 +25,15 @@ use parquet::schema::types::ColumnPath;
 
 use crate::catalog::FileEntry;
 use crate::error::{Error, Result};
-use crate::logindex::{self, LogFields};
+use crate::filewriter::{FileWriter, WriteLimits};
+use crate::logindex::LogFields;
 use crate::schema::Signal;
-use crate::wal::sync_dir;
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Writer settings; `rows` sizes the bloom filter (one per row group) so it stays small.
-fn writer_properties(signal: Signal, rows: usize) -> Result<WriterProperties> {
+pub(crate) fn writer_properties(signal: Signal, rows: usize) -> Result<WriterProperties> {
     let schema = signal.schema();
     // Metric points are ordered by series inside a service, so only the prefix of their
     // key before the time is sorted across the file.
@@ -140,31 +138,39 @@ fn series_hashes(batch: &RecordBatch) -> UInt64Array {
         .collect()
 }
 
-/// Sorts `batch` by the table's sort key.
-fn sort(signal: Signal, batch: &RecordBatch) -> Result<RecordBatch> {
+/// The columns `batch` is sorted by, in order: the table's sort columns, with metric
+/// points' series hash before the time.
+///
+/// # Errors
+/// When `batch` lacks a sort column.
+pub(crate) fn sort_key(signal: Signal, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
     let mut columns = signal
         .sort_columns()
         .iter()
         .map(|name| {
-            let values = batch.column_by_name(name).cloned().ok_or_else(|| {
-                arrow::error::ArrowError::SchemaError(format!("no column {name}"))
-            })?;
-            Ok(SortColumn {
-                values,
-                options: None,
+            batch.column_by_name(name).cloned().ok_or_else(|| {
+                Error::from(arrow::error::ArrowError::SchemaError(format!(
+                    "no column {name}"
+                )))
             })
         })
         .collect::<Result<Vec<_>>>()?;
     if signal == Signal::Metrics {
         let time = columns.len() - 1;
-        columns.insert(
-            time,
-            SortColumn {
-                values: Arc::new(series_hashes(batch)),
-                options: None,
-            },
-        );
+        columns.insert(time, Arc::new(series_hashes(batch)));
     }
+    Ok(columns)
+}
+
+/// Sorts `batch` by the table's sort key.
+pub(crate) fn sort(signal: Signal, batch: &RecordBatch) -> Result<RecordBatch> {
+    let columns: Vec<SortColumn> = sort_key(signal, batch)?
+        .into_iter()
+        .map(|values| SortColumn {
+            values,
+            options: None,
+        })
+        .collect();
     let indices = lexsort_to_indices(&columns, None)?;
     Ok(take_record_batch(batch, &indices)?)
 }
@@ -186,88 +192,103 @@ fn by_hour(signal: Signal, batch: &RecordBatch) -> Result<BTreeMap<i64, Vec<u32>
     Ok(groups)
 }
 
-fn time_range(signal: Signal, batch: &RecordBatch) -> (i64, i64) {
-    let times = batch
-        .column_by_name(signal.time_column())
-        .map(|c| c.as_primitive::<TimestampNanosecondType>().clone());
-    let Some(times) = times else { return (0, 0) };
-    let min = arrow::compute::min(&times).unwrap_or(0);
-    let max = arrow::compute::max(&times).unwrap_or(0);
-    (min, max)
-}
-
 /// Directory of an hour partition, relative to the data directory.
-fn partition_dir(signal: Signal, hour: i64) -> String {
+pub(crate) fn partition_dir(signal: Signal, hour: i64) -> String {
     let secs = hour * 3600;
     let dt = chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default();
     format!("{}/{}", signal.name(), dt.format("%Y-%m-%d/%H"))
 }
 
+/// How much memory a flush may use besides the rows it writes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FlushLimits {
+    /// Rows are sorted and written this many (Arrow) bytes at a time; each chunk becomes
+    /// its own files, which compaction later merges.
+    pub chunk_bytes: u64,
+    /// Limits of each file written.
+    pub write: WriteLimits,
+}
+
+/// Splits `batches` into runs of about `chunk_bytes` each (a batch is never split).
+fn chunks(batches: &[RecordBatch], chunk_bytes: u64) -> Vec<&[RecordBatch]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0u64);
+    for (i, b) in batches.iter().enumerate() {
+        let bytes = b.get_array_memory_size() as u64;
+        if i > start && size + bytes > chunk_bytes {
+            out.push(&batches[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += bytes;
+    }
+    if start < batches.len() {
+        out.push(&batches[start..]);
+    }
+    out
+}
+
 /// Writes `batches` of one table as sorted, hour-partitioned Parquet files named after
-/// `flush_id`, and returns their catalog entries. Nothing is written for no rows.
+/// `flush_id`, and returns their catalog entries. Nothing is written for no rows. The
+/// rows are taken a chunk at a time, so the memory a flush needs besides its input is
+/// bounded by `limits`, whatever the size of the head.
 ///
 /// # Errors
 /// When sorting, encoding or any file operation fails; files already written by this
 /// call are then orphans that the next start-up removes.
-pub fn write_files(
+pub(crate) fn write_files(
     data_dir: &Path,
     signal: Signal,
     batches: &[RecordBatch],
     flush_id: u64,
     log_fields: &LogFields,
+    limits: FlushLimits,
 ) -> Result<Vec<FileEntry>> {
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    if rows == 0 {
-        return Ok(Vec::new());
-    }
-    let all = concat_batches(&signal.schema(), batches)?;
-    let sorted = sort(signal, &all)?;
-    drop(all);
-    let groups = by_hour(signal, &sorted)?;
     let mut entries = Vec::new();
-    for (hour, indices) in groups {
-        let part = if indices.len() == sorted.num_rows() {
-            sorted.clone()
-        } else {
-            take_record_batch(&sorted, &UInt32Array::from(indices))?
-        };
-        let props = writer_properties(signal, part.num_rows())?;
-        let rel_dir = partition_dir(signal, hour);
-        let dir = data_dir.join(&rel_dir);
-        fs::create_dir_all(&dir).map_err(Error::io("create partition directory", &dir))?;
-        let name = format!("{flush_id:012}.parquet");
-        let rel = format!("{rel_dir}/{name}");
-        let path = data_dir.join(&rel);
-        let tmp = dir.join(format!("{name}.tmp"));
-        let file = fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
-        let mut writer = ArrowWriter::try_new(file, Arc::clone(&part.schema()), Some(props))?;
-        writer.write(&part)?;
-        let file = writer.into_inner()?;
-        file.sync_all().map_err(Error::io("fsync", &tmp))?;
-        let bytes = file.metadata().map_err(Error::io("stat", &tmp))?.len();
-        fs::rename(&tmp, &path).map_err(Error::io("rename", &path))?;
-        let index_bytes = if signal == Signal::Logs {
-            let dir = logindex::index_path(&path);
-            let size = logindex::build_file_index(&dir, log_fields, &part)?;
-            sync_dir(&dir)?;
-            size
-        } else {
-            0
-        };
-        sync_dir(&dir)?;
-        let (min_time, max_time) = time_range(signal, &part);
-        entries.push(FileEntry {
-            signal: signal.name().to_string(),
-            path: rel,
-            rows: part.num_rows() as u64,
-            bytes,
-            min_time,
-            max_time,
-            index_bytes,
-        });
+    for (n, chunk) in chunks(batches, limits.chunk_bytes).into_iter().enumerate() {
+        let rows: usize = chunk.iter().map(|b| b.num_rows()).sum();
+        if rows == 0 {
+            continue;
+        }
+        let all = concat_batches(&signal.schema(), chunk)?;
+        let sorted = sort(signal, &all)?;
+        drop(all);
+        let groups = by_hour(signal, &sorted)?;
+        for (hour, indices) in groups {
+            let part = if indices.len() == sorted.num_rows() {
+                sorted.clone()
+            } else {
+                take_record_batch(&sorted, &UInt32Array::from(indices))?
+            };
+            let name = if n == 0 {
+                format!("{flush_id:012}.parquet")
+            } else {
+                format!("{flush_id:012}-{n:03}.parquet")
+            };
+            let mut file = FileWriter::create(
+                data_dir,
+                signal,
+                &partition_dir(signal, hour),
+                &name,
+                part.num_rows(),
+                log_fields,
+                limits.write,
+            )?;
+            file.write(&part)?;
+            entries.push(file.finish()?);
+        }
     }
     Ok(entries)
 }
+
+/// Limits large enough not to matter in unit tests.
+#[cfg(test)]
+pub(crate) const TEST_LIMITS: FlushLimits = FlushLimits {
+    chunk_bytes: 1 << 30,
+    write: WriteLimits {
+        row_group_bytes: 1 << 30,
+        index_bytes: 16 << 20,
+    },
+};
 
 #[cfg(test)]
 mod tests {
@@ -276,6 +297,7 @@ mod tests {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use std::fs;
 
     #[test]
     fn rows_are_split_by_hour_sorted_and_readable() {
@@ -304,8 +326,15 @@ mod tests {
         };
         let batch = otlp::spans(&req).unwrap().batch.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let entries =
-            write_files(dir.path(), Signal::Spans, &[batch], 9, &LogFields::new()).unwrap();
+        let entries = write_files(
+            dir.path(),
+            Signal::Spans,
+            &[batch],
+            9,
+            &LogFields::new(),
+            TEST_LIMITS,
+        )
+        .unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].rows, 2);
         assert_eq!(entries[0].min_time, (base + 1) as i64);

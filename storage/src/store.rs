@@ -19,13 +19,15 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::catalog::{Catalog, FileEntry};
+use crate::compaction::{self, CompactionConfig, MergeTarget};
 use crate::error::{Error, Result};
+use crate::filewriter::WriteLimits;
 use crate::head::Head;
 use crate::logindex::{self, FileIndexes, HeadIndex, LogFields, LogView};
 use crate::metrics::StorageMetrics;
 use crate::retention::{self, Retention};
 use crate::schema::Signal;
-use crate::segment;
+use crate::segment::{self, FlushLimits};
 use crate::wal::{self, Segment};
 
 /// How the store is set up.
@@ -43,9 +45,15 @@ pub struct StoreConfig {
     pub retention: Retention,
     /// How often retention is applied.
     pub retention_interval: Duration,
-    /// How long a file dropped by retention stays on disk for queries that may still be
-    /// reading it (at least the query timeout).
+    /// How long a file dropped by retention or merged by compaction stays on disk for
+    /// queries that may still be reading it (at least the query timeout).
     pub retention_grace: Duration,
+    /// Memory a flush or a compaction may use at work, besides the rows it writes: rows
+    /// are sorted half of it at a time, row groups are closed at a quarter of it, and the
+    /// log index writer gets half of it (at least 15 MB).
+    pub work_bytes: u64,
+    /// When and what to compact.
+    pub compaction: CompactionConfig,
 }
 
 impl StoreConfig {
@@ -59,6 +67,24 @@ impl StoreConfig {
             retention: Retention::default(),
             retention_interval: Duration::from_secs(60),
             retention_grace: Duration::from_secs(60),
+            work_bytes: 64 * 1024 * 1024,
+            compaction: CompactionConfig::default(),
+        }
+    }
+
+    /// The write limits that follow from [`StoreConfig::work_bytes`].
+    fn write_limits(&self) -> WriteLimits {
+        WriteLimits {
+            row_group_bytes: (self.work_bytes / 4).clamp(64 << 10, 64 << 20) as usize,
+            index_bytes: (self.work_bytes / 2) as usize,
+        }
+    }
+
+    /// The flush limits that follow from [`StoreConfig::work_bytes`].
+    fn flush_limits(&self) -> FlushLimits {
+        FlushLimits {
+            chunk_bytes: (self.work_bytes / 2).max(64 << 10),
+            write: self.write_limits(),
         }
     }
 }
@@ -104,8 +130,11 @@ struct Inner {
     log_fields: LogFields,
     head_index: HeadIndex,
     file_indexes: FileIndexes,
-    /// Files dropped from the catalog by retention, deleted once their time comes.
+    /// Files dropped from the catalog by retention or compaction, deleted once their
+    /// time comes.
     doomed: parking_lot::Mutex<Vec<(Instant, FileEntry)>>,
+    /// Set when the flusher stops: a running merge gives up.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Handle to the store; cheap to clone.
@@ -187,6 +216,7 @@ impl Store {
             head_index,
             file_indexes: FileIndexes::default(),
             doomed: parking_lot::Mutex::new(Vec::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         let writer = Arc::clone(&inner);
         std::thread::Builder::new()
@@ -444,6 +474,133 @@ impl Store {
         Ok((files, bytes))
     }
 
+    /// Runs one round of compaction: merges the small files of every partition that
+    /// has enough of them (see [`CompactionConfig`]), one partition at a time. Returns
+    /// the number of files merged away.
+    ///
+    /// # Errors
+    /// When a merge or the catalog write fails; the catalog is then unchanged.
+    pub async fn compact(&self) -> Result<usize> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        let plans = {
+            let state = self.inner.state.read();
+            compaction::plan(&state.catalog.files, &self.inner.config.compaction, now)
+        };
+        let mut merged = 0;
+        for inputs in plans {
+            if self.inner.stopping.load(Ordering::Relaxed) {
+                break;
+            }
+            merged += self.compact_one(inputs).await?;
+        }
+        Ok(merged)
+    }
+
+    /// Merges `inputs` (files of one partition) and swaps the result in.
+    async fn compact_one(&self, inputs: Vec<FileEntry>) -> Result<usize> {
+        let Some(signal) = Signal::ALL
+            .into_iter()
+            .find(|s| inputs.first().is_some_and(|f| f.signal == s.name()))
+        else {
+            return Ok(0);
+        };
+        let started = Instant::now();
+        let rel_dir = compaction::partition_of(&inputs[0]).to_string();
+        let name = {
+            let state = self.inner.state.read();
+            let catalog = &state.catalog;
+            let data_dir = &self.inner.config.data_dir;
+            (0u32..)
+                .map(|n| format!("c{:012}-{n:03}.parquet", catalog.flushed_upto))
+                .find(|name| {
+                    let rel = format!("{rel_dir}/{name}");
+                    !catalog.files.iter().any(|f| f.path == rel)
+                        && !data_dir.join(&rel).exists()
+                        && !self.inner.doomed.lock().iter().any(|(_, f)| f.path == rel)
+                })
+                .unwrap_or_default()
+        };
+        let inner = Arc::clone(&self.inner);
+        let merge_inputs = inputs.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            let target = MergeTarget {
+                rel_dir: &rel_dir,
+                name: &name,
+                log_fields: &inner.log_fields,
+                limits: inner.config.write_limits(),
+                read_bytes: (inner.config.work_bytes / 2) as usize,
+                stop: &inner.stopping,
+            };
+            compaction::merge(&inner.config.data_dir, signal, &merge_inputs, &target)
+        })
+        .await
+        .map_err(|_| Error::Closed)??;
+        let Some(output) = output else {
+            return Ok(0);
+        };
+        // No flush or retention may commit a catalog between our read and our write.
+        let _guard = self.inner.flush_lock.lock().await;
+        let mut catalog = self.inner.state.read().catalog.clone();
+        if !inputs.iter().all(|i| catalog.files.contains(i)) {
+            // Retention dropped an input meanwhile: give the merge up.
+            let data_dir = &self.inner.config.data_dir;
+            retention::delete(data_dir, &output)
+                .map_err(Error::io("remove", data_dir.join(&output.path)))?;
+            return Ok(0);
+        }
+        catalog.files.retain(|f| !inputs.contains(f));
+        catalog.files.push(output.clone());
+        let inner = Arc::clone(&self.inner);
+        let stored = catalog.clone();
+        tokio::task::spawn_blocking(move || stored.store(&inner.config.data_dir))
+            .await
+            .map_err(|_| Error::Closed)??;
+        self.inner.state.write().catalog = catalog;
+        let due = Instant::now() + self.inner.config.retention_grace;
+        let files = inputs.len();
+        let input_bytes: u64 = inputs.iter().map(|f| f.bytes).sum();
+        self.inner
+            .doomed
+            .lock()
+            .extend(inputs.into_iter().map(|f| (due, f)));
+        self.inner.metrics.compactions.inc();
+        info!(
+            files,
+            rows = output.rows,
+            input_bytes,
+            output_bytes = output.bytes,
+            path = %output.path,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Compacted small files into one."
+        );
+        Ok(files)
+    }
+
+    /// Runs compaction rounds every [`CompactionConfig::interval`] until `shutdown`
+    /// resolves; a merge running then is given up.
+    async fn run_compactor(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let interval = self.inner.config.compaction.interval;
+        if interval.is_zero() {
+            return;
+        }
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => break,
+            }
+            if let Err(error) = self.compact().await {
+                self.inner.metrics.compaction_errors.inc();
+                warn!(%error, "Compaction failed, will retry.");
+            }
+        }
+    }
+
     /// Deletes the files dropped by retention whose grace period has passed.
     fn delete_doomed(&self) {
         let now = Instant::now();
@@ -464,6 +621,7 @@ impl Store {
     /// Runs flushes by size and age, and retention, until `shutdown` resolves, then
     /// flushes once more.
     pub async fn run_flusher(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let compactor = tokio::spawn(self.clone().run_compactor(shutdown.clone()));
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_retention: Option<Instant> = None;
@@ -485,6 +643,8 @@ impl Store {
             }
             self.delete_doomed();
         }
+        self.inner.stopping.store(true, Ordering::Relaxed);
+        let _ = compactor.await;
         if let Err(error) = self.flush().await {
             warn!(%error, "Final flush at shutdown failed; the WAL keeps the rows for the next start.");
         }
@@ -504,6 +664,7 @@ impl Inner {
                 &frozen,
                 upto,
                 &self.log_fields,
+                self.config.flush_limits(),
             )?);
         }
         let mut catalog = self.state.read().catalog.clone();
@@ -822,7 +983,15 @@ mod tests {
         // Simulate a flush that wrote its file but crashed before the catalog commit.
         let replayed = wal::replay_segment(&wal::segment_path(&dir.path().join("wal"), 1)).unwrap();
         let batches: Vec<_> = replayed.batches.into_iter().map(|(_, b)| b).collect();
-        segment::write_files(dir.path(), Signal::Spans, &batches, 1, &LogFields::new()).unwrap();
+        segment::write_files(
+            dir.path(),
+            Signal::Spans,
+            &batches,
+            1,
+            &LogFields::new(),
+            segment::TEST_LIMITS,
+        )
+        .unwrap();
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
         assert_eq!(rows(&store.snapshot(Signal::Spans)), 4);
         assert!(store.snapshot(Signal::Spans).files.is_empty());
@@ -939,5 +1108,241 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, [2, 3], "log ids continue after a restart");
+    }
+
+    fn compacting(dir: &Path) -> StoreConfig {
+        let mut config = StoreConfig::new(dir);
+        config.compaction.interval = Duration::ZERO;
+        config.compaction.min_files = 2;
+        config.retention_grace = Duration::ZERO;
+        config
+    }
+
+    fn read_file(dir: &Path, f: &FileEntry) -> RecordBatch {
+        let file = std::fs::File::open(dir.join(&f.path)).unwrap();
+        let batches: Vec<RecordBatch> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap()
+                .collect::<std::result::Result<_, _>>()
+                .unwrap();
+        arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+    }
+
+    /// (start time, span id) of every span in the table's files, in file order.
+    fn file_spans(dir: &Path, store: &Store) -> Vec<Vec<(i64, Vec<u8>)>> {
+        use arrow::array::AsArray;
+        store
+            .snapshot(Signal::Spans)
+            .files
+            .iter()
+            .map(|f| {
+                let b = read_file(dir, f);
+                let t = b
+                    .column_by_name("start_time")
+                    .unwrap()
+                    .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+                    .clone();
+                let id = b
+                    .column_by_name("span_id")
+                    .unwrap()
+                    .as_string::<i32>()
+                    .clone();
+                (0..b.num_rows())
+                    .map(|i| (t.value(i), id.value(i).as_bytes().to_vec()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compaction_merges_small_files_into_one_sorted_file_with_the_same_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = compacting(dir.path());
+        // Small enough that one flush of 600 spans writes several chunk files.
+        config.work_bytes = 256 << 10;
+        let store = Store::open(config.clone()).unwrap();
+        for seed in 1..5u8 {
+            for _ in 0..3 {
+                store.append(Signal::Spans, spans(200, seed)).await.unwrap();
+            }
+            store.flush().await.unwrap();
+        }
+        let before = store.snapshot(Signal::Spans).files;
+        assert!(before.len() > 4, "one file per chunk: {}", before.len());
+        let mut rows_before: Vec<_> = file_spans(dir.path(), &store).concat();
+        rows_before.sort();
+
+        let merged = store.compact().await.unwrap();
+        assert_eq!(merged, before.len());
+        let after = store.snapshot(Signal::Spans).files;
+        assert_eq!(after.len(), 1, "{after:?}");
+        assert!(after[0].path.contains("/c"), "{}", after[0].path);
+        assert_eq!(after[0].rows, 2400);
+        let in_file = file_spans(dir.path(), &store).concat();
+        let mut sorted = in_file.clone();
+        sorted.sort_by_key(|(t, _)| *t);
+        assert_eq!(
+            in_file.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            sorted.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            "the merged file is sorted by time within the service"
+        );
+        let mut rows_after = in_file;
+        rows_after.sort();
+        assert_eq!(
+            rows_after, rows_before,
+            "the same rows, none lost or doubled"
+        );
+
+        // The inputs are deleted once their grace period is over, the output stays.
+        store.delete_doomed();
+        for f in &before {
+            assert!(!dir.path().join(&f.path).exists(), "{} left", f.path);
+        }
+        assert!(dir.path().join(&after[0].path).exists());
+        assert_eq!(store.compact().await.unwrap(), 0, "nothing more to merge");
+        drop(store);
+        let store = Store::open(config).unwrap();
+        assert_eq!(store.snapshot(Signal::Spans).files, after);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compacted_logs_keep_a_working_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = compacting(dir.path());
+        let store = Store::open(config.clone()).unwrap();
+        for words in [
+            ["disk full", "cpu hot"],
+            ["disk ok", "net down"],
+            ["disk gone", "fan"],
+        ] {
+            store.append(Signal::Logs, logs(&words)).await.unwrap();
+            store.flush().await.unwrap();
+        }
+        until_indexed(&store, "disk", (0, 3)).await;
+        assert_eq!(store.compact().await.unwrap(), 3);
+        assert_eq!(store.snapshot(Signal::Logs).files.len(), 1);
+        until_indexed(&store, "disk", (0, 3)).await;
+        until_indexed(&store, "fan", (0, 1)).await;
+        // Every hit's locator points at a row with the word in its body.
+        let view = store.log_view();
+        let file = &view.files[0];
+        let batch = read_file(dir.path(), file);
+        let bodies =
+            arrow::array::AsArray::as_string::<i32>(batch.column_by_name("body").unwrap()).clone();
+        let term = tantivy::Term::from_field_text(store.log_fields().body, "disk");
+        let query = tantivy::query::TermQuery::new(term, tantivy::schema::IndexRecordOption::Basic);
+        let found = store
+            .log_file_searcher(file)
+            .unwrap()
+            .search(
+                &query,
+                &logindex::Collect {
+                    start: i64::MIN,
+                    end: i64::MAX,
+                    limit: 10,
+                    before: None,
+                    histogram: None,
+                    min_head_seq: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(found.hits.len(), 3);
+        for hit in &found.hits {
+            assert!(bodies.value(hit.locator as usize).contains("disk"));
+        }
+        drop(store);
+        let store = Store::open(config).unwrap();
+        until_indexed(&store, "disk", (0, 3)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_before_or_after_the_compaction_commit_loses_and_doubles_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = compacting(dir.path());
+        config.retention_grace = Duration::from_secs(3600);
+        {
+            let store = Store::open(config.clone()).unwrap();
+            for seed in 1..4u8 {
+                store.append(Signal::Spans, spans(50, seed)).await.unwrap();
+                store.flush().await.unwrap();
+            }
+            // A merge whose output was written but never committed: an orphan.
+            let files = store.snapshot(Signal::Spans).files;
+            let target = MergeTarget {
+                rel_dir: compaction::partition_of(&files[0]),
+                name: "c999999999999-000.parquet",
+                log_fields: store.log_fields(),
+                limits: config.write_limits(),
+                read_bytes: 1 << 20,
+                stop: &std::sync::atomic::AtomicBool::new(false),
+            };
+            let orphan = compaction::merge(dir.path(), Signal::Spans, &files, &target)
+                .unwrap()
+                .unwrap();
+            assert!(dir.path().join(&orphan.path).exists());
+        }
+        let store = Store::open(config.clone()).unwrap();
+        assert_eq!(rows(&store.snapshot(Signal::Spans)), 150);
+        assert_eq!(store.snapshot(Signal::Spans).files.len(), 3);
+        assert!(
+            !dir.path()
+                .join(compaction::partition_of(
+                    &store.snapshot(Signal::Spans).files[0]
+                ))
+                .join("c999999999999-000.parquet")
+                .exists(),
+            "the uncommitted output was removed"
+        );
+        // A committed merge whose inputs were not deleted yet when the process died.
+        let inputs = store.snapshot(Signal::Spans).files;
+        assert_eq!(store.compact().await.unwrap(), 3);
+        for f in &inputs {
+            assert!(
+                dir.path().join(&f.path).exists(),
+                "inputs wait for their grace"
+            );
+        }
+        drop(store);
+        let store = Store::open(config).unwrap();
+        assert_eq!(rows(&store.snapshot(Signal::Spans)), 150);
+        assert_eq!(store.snapshot(Signal::Spans).files.len(), 1);
+        for f in &inputs {
+            assert!(
+                !dir.path().join(&f.path).exists(),
+                "{} was not removed",
+                f.path
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_merge_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = compacting(dir.path());
+        let store = Store::open(config.clone()).unwrap();
+        for seed in 1..3u8 {
+            store.append(Signal::Logs, logs(&["a", "b"])).await.unwrap();
+            store.append(Signal::Spans, spans(10, seed)).await.unwrap();
+            store.flush().await.unwrap();
+        }
+        let files = store.snapshot(Signal::Logs).files;
+        let target = MergeTarget {
+            rel_dir: compaction::partition_of(&files[0]),
+            name: "c000000000001-000.parquet",
+            log_fields: store.log_fields(),
+            limits: config.write_limits(),
+            read_bytes: 1 << 20,
+            stop: &std::sync::atomic::AtomicBool::new(true),
+        };
+        let merged = compaction::merge(dir.path(), Signal::Logs, &files, &target).unwrap();
+        assert!(merged.is_none());
+        let left: Vec<_> = std::fs::read_dir(dir.path().join(target.rel_dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('c'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -12,8 +12,10 @@ use tantivy::{Index, IndexWriter, TantivyDocument};
 use super::fields::{LogColumns, LogFields};
 use crate::error::{Error, Result};
 
-/// Memory the indexing thread may use before it writes a segment.
+/// Memory the indexing thread may use before it writes a segment, at most.
 const WRITER_MEMORY: usize = 64 * 1024 * 1024;
+/// The least memory tantivy accepts for an indexing thread.
+const WRITER_MEMORY_MIN: usize = 15_000_000;
 
 /// The index directory of a Parquet file path.
 pub fn index_path(parquet: &Path) -> PathBuf {
@@ -26,25 +28,65 @@ pub fn index_path(parquet: &Path) -> PathBuf {
 /// # Errors
 /// When the directory cannot be written or tantivy fails.
 pub fn build(dir: &Path, fields: &LogFields, batch: &RecordBatch) -> Result<u64> {
-    if dir.exists() {
-        // Left by an interrupted flush that reused this flush id.
-        fs::remove_dir_all(dir).map_err(Error::io("remove stale index", dir))?;
+    let mut builder = Builder::create(dir, fields, WRITER_MEMORY)?;
+    builder.add(batch, 0)?;
+    builder.finish()
+}
+
+/// Builds the index of one Parquet file batch by batch, as the file is written.
+pub struct Builder {
+    dir: PathBuf,
+    fields: LogFields,
+    writer: IndexWriter<TantivyDocument>,
+}
+
+impl Builder {
+    /// Starts an empty index in `dir` (removing one left by an interrupted flush); the
+    /// indexing thread uses at most `memory` bytes (at least tantivy's minimum, 15 MB).
+    ///
+    /// # Errors
+    /// When the directory cannot be written or tantivy fails.
+    pub fn create(dir: &Path, fields: &LogFields, memory: usize) -> Result<Builder> {
+        if dir.exists() {
+            fs::remove_dir_all(dir).map_err(Error::io("remove stale index", dir))?;
+        }
+        fs::create_dir_all(dir).map_err(Error::io("create index directory", dir))?;
+        let index = Index::create_in_dir(dir, fields.schema.clone())?;
+        LogFields::register_tokenizers(&index);
+        let memory = memory.clamp(WRITER_MEMORY_MIN, WRITER_MEMORY);
+        let writer: IndexWriter<TantivyDocument> = index.writer_with_num_threads(1, memory)?;
+        writer.set_merge_policy(Box::new(NoMergePolicy));
+        Ok(Builder {
+            dir: dir.to_path_buf(),
+            fields: fields.clone(),
+            writer,
+        })
     }
-    fs::create_dir_all(dir).map_err(Error::io("create index directory", dir))?;
-    let index = Index::create_in_dir(dir, fields.schema.clone())?;
-    LogFields::register_tokenizers(&index);
-    let mut writer: IndexWriter<TantivyDocument> =
-        index.writer_with_num_threads(1, WRITER_MEMORY)?;
-    writer.set_merge_policy(Box::new(NoMergePolicy));
-    let cols = LogColumns::of(batch)?;
-    for row in 0..batch.num_rows() {
-        writer.add_document(fields.document(&cols, row, row as u64))?;
+
+    /// Indexes the rows of `batch`, which sit in the file from row `first_row` on.
+    ///
+    /// # Errors
+    /// When the batch is not a `logs` batch or tantivy fails.
+    pub fn add(&mut self, batch: &RecordBatch, first_row: u64) -> Result<()> {
+        let cols = LogColumns::of(batch)?;
+        for row in 0..batch.num_rows() {
+            self.writer
+                .add_document(self.fields.document(&cols, row, first_row + row as u64))?;
+        }
+        Ok(())
     }
-    // No merge to one segment afterwards: merging rebuilds every term dictionary, which
-    // cost more CPU than the flush itself; searches read the few segments as one.
-    writer.commit()?;
-    writer.wait_merging_threads()?;
-    dir_size(dir)
+
+    /// Commits the index and returns its size in bytes.
+    ///
+    /// # Errors
+    /// When tantivy cannot write its segments.
+    pub fn finish(mut self) -> Result<u64> {
+        // No merge to one segment afterwards: merging rebuilds every term dictionary, which
+        // cost more CPU than the flush itself; searches read the few segments as one.
+        self.writer.commit()?;
+        self.writer.wait_merging_threads()?;
+        dir_size(&self.dir)
+    }
 }
 
 /// Opens the index in `dir`.

@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use tantivy::{IndexReader, ReloadPolicy, Searcher};
 
 pub use fields::LogFields;
-pub use file::{build as build_file_index, dir_size, index_path};
+pub use file::{Builder as FileIndexBuilder, build as build_file_index, dir_size, index_path};
 pub use head::{COMMIT_EVERY, HeadIndex};
 pub use search::{Collect, Found, Hit};
 pub use tokenizer::{

@@ -1,0 +1,164 @@
+//! Writing one Parquet file of a table (and, for `logs`, its index) batch by batch, in
+//! bounded memory: row groups are closed once their encoded size reaches a limit, and the
+//! log index is built as rows arrive. The file is written under a temporary name, fsynced
+//! and renamed into place by [`FileWriter::finish`]; until the catalog lists it, it is an
+//! orphan that the next start removes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use arrow::array::AsArray;
+use arrow::datatypes::TimestampNanosecondType;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+
+use crate::catalog::FileEntry;
+use crate::error::{Error, Result};
+use crate::logindex::{self, FileIndexBuilder, LogFields};
+use crate::schema::Signal;
+use crate::segment::writer_properties;
+use crate::wal::sync_dir;
+
+/// Rows handed to the Parquet writer at a time, so that a row group is closed soon after
+/// it reaches its size limit.
+const SLICE_ROWS: usize = 1024;
+
+/// How much memory one file being written may use.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriteLimits {
+    /// Close a row group once its encoded, unwritten size reaches this.
+    pub row_group_bytes: usize,
+    /// Memory of the log index's indexing thread.
+    pub index_bytes: usize,
+}
+
+/// One Parquet file being written.
+pub(crate) struct FileWriter {
+    signal: Signal,
+    rel: String,
+    path: PathBuf,
+    tmp: PathBuf,
+    dir: PathBuf,
+    writer: ArrowWriter<fs::File>,
+    index: Option<FileIndexBuilder>,
+    limits: WriteLimits,
+    rows: u64,
+    min_time: Option<i64>,
+    max_time: Option<i64>,
+}
+
+impl FileWriter {
+    /// Starts `{data_dir}/{rel_dir}/{name}`; `expected_rows` sizes the bloom filter.
+    ///
+    /// # Errors
+    /// When the directory or file cannot be created.
+    pub fn create(
+        data_dir: &Path,
+        signal: Signal,
+        rel_dir: &str,
+        name: &str,
+        expected_rows: usize,
+        log_fields: &LogFields,
+        limits: WriteLimits,
+    ) -> Result<FileWriter> {
+        let dir = data_dir.join(rel_dir);
+        fs::create_dir_all(&dir).map_err(Error::io("create partition directory", &dir))?;
+        let rel = format!("{rel_dir}/{name}");
+        let path = data_dir.join(&rel);
+        let tmp = dir.join(format!("{name}.tmp"));
+        let file = fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
+        let props = writer_properties(signal, expected_rows)?;
+        let writer = ArrowWriter::try_new(file, signal.schema(), Some(props))?;
+        let index = if signal == Signal::Logs {
+            Some(FileIndexBuilder::create(
+                &logindex::index_path(&path),
+                log_fields,
+                limits.index_bytes,
+            )?)
+        } else {
+            None
+        };
+        Ok(FileWriter {
+            signal,
+            rel,
+            path,
+            tmp,
+            dir,
+            writer,
+            index,
+            limits,
+            rows: 0,
+            min_time: None,
+            max_time: None,
+        })
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Appends rows, which must follow the rows written before in the table's sort order.
+    ///
+    /// # Errors
+    /// When encoding or writing fails.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if let Some(index) = &mut self.index {
+            index.add(batch, self.rows)?;
+        }
+        if let Some(times) = batch.column_by_name(self.signal.time_column()) {
+            let times = times.as_primitive::<TimestampNanosecondType>();
+            if let Some(min) = arrow::compute::min(times) {
+                self.min_time = Some(self.min_time.map_or(min, |m| m.min(min)));
+            }
+            if let Some(max) = arrow::compute::max(times) {
+                self.max_time = Some(self.max_time.map_or(max, |m| m.max(max)));
+            }
+        }
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = SLICE_ROWS.min(batch.num_rows() - offset);
+            self.writer.write(&batch.slice(offset, len))?;
+            offset += len;
+            if self.writer.in_progress_size() >= self.limits.row_group_bytes {
+                self.writer.flush()?;
+            }
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Closes the file, fsyncs it and its index, renames it into place and returns its
+    /// catalog entry.
+    ///
+    /// # Errors
+    /// When any file operation fails.
+    pub fn finish(self) -> Result<FileEntry> {
+        let file = self.writer.into_inner()?;
+        file.sync_all().map_err(Error::io("fsync", &self.tmp))?;
+        let bytes = file.metadata().map_err(Error::io("stat", &self.tmp))?.len();
+        drop(file);
+        fs::rename(&self.tmp, &self.path).map_err(Error::io("rename", &self.path))?;
+        let index_bytes = match self.index {
+            Some(index) => {
+                let size = index.finish()?;
+                sync_dir(&logindex::index_path(&self.path))?;
+                size
+            }
+            None => 0,
+        };
+        sync_dir(&self.dir)?;
+        Ok(FileEntry {
+            signal: self.signal.name().to_string(),
+            path: self.rel,
+            rows: self.rows,
+            bytes,
+            min_time: self.min_time.unwrap_or(0),
+            max_time: self.max_time.unwrap_or(0),
+            index_bytes,
+        })
+    }
+}
