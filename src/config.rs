@@ -91,6 +91,18 @@ pub struct ServeArgs {
         value_name = "DURATION"
     )]
     pub retention_check_interval: Option<String>,
+    /// How often small Parquet files are merged; `0s` turns compaction off [default: 1m];
+    /// TOML `[compaction] interval`.
+    #[arg(long, env = "PERISCOPE_COMPACTION_INTERVAL", value_name = "DURATION")]
+    pub compaction_interval: Option<String>,
+    /// Small files an hour partition of the current or last hour needs before they are
+    /// merged (older partitions: two) [default: 8]; TOML `[compaction] min_files`.
+    #[arg(long, env = "PERISCOPE_COMPACTION_MIN_FILES", value_name = "N")]
+    pub compaction_min_files: Option<usize>,
+    /// Size a merged file aims at; files from half of it on are left alone
+    /// [default: 256MiB]; TOML `[compaction] target_size`.
+    #[arg(long, env = "PERISCOPE_COMPACTION_TARGET_SIZE", value_name = "SIZE")]
+    pub compaction_target_size: Option<String>,
     /// Tokens file (`NAME ROLE sha256:HEX [EXPIRES]` per line; see `periscope token
     /// create`). With tokens, every request needs one.
     #[arg(long, env = "PERISCOPE_TOKENS_FILE", value_name = "FILE")]
@@ -131,6 +143,8 @@ struct FileConfig {
     retention_logs: Option<String>,
     retention_metrics: Option<String>,
     retention_check_interval: Option<String>,
+    /// `[compaction]`: interval, min_files, target_size.
+    compaction: Option<CompactionSection>,
     /// Tokens file; relative to the config file.
     tokens_file: Option<PathBuf>,
     insecure_no_auth: Option<bool>,
@@ -147,6 +161,15 @@ struct RetentionSection {
     logs: Option<String>,
     metrics: Option<String>,
     check_interval: Option<String>,
+}
+
+/// `[compaction]` in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompactionSection {
+    interval: Option<String>,
+    min_files: Option<usize>,
+    target_size: Option<String>,
 }
 
 /// Fully resolved settings.
@@ -171,6 +194,8 @@ pub struct Settings {
     pub retention: periscope_storage::Retention,
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// When and what to compact.
+    pub compaction: periscope_storage::CompactionConfig,
     /// Time a client has to send a request's headers on the HTTP ports.
     pub header_read_timeout: Duration,
     /// Largest request header block on the HTTP ports.
@@ -366,6 +391,28 @@ impl Settings {
             section.check_interval,
         )?
         .unwrap_or(Duration::from_secs(60));
+        let compaction_section = file.compaction.unwrap_or_default();
+        let defaults = periscope_storage::CompactionConfig::default();
+        let compaction = periscope_storage::CompactionConfig {
+            interval: dur_or(
+                "compaction-interval",
+                pick(args.compaction_interval, compaction_section.interval),
+                defaults.interval,
+            )?,
+            min_files: args
+                .compaction_min_files
+                .or(compaction_section.min_files)
+                .unwrap_or(defaults.min_files),
+            target_bytes: size_or(
+                "compaction-target-size",
+                pick(args.compaction_target_size, compaction_section.target_size),
+                defaults.target_bytes,
+            )?,
+            max_inputs: defaults.max_inputs,
+        };
+        if compaction.min_files < 2 {
+            bail!("compaction-min-files: give at least 2 (a merge needs two files)");
+        }
         let auth = auth_decision(
             &[otlp_grpc_addr, otlp_http_addr, http_addr],
             tokens,
@@ -404,6 +451,7 @@ impl Settings {
             auth,
             retention,
             retention_interval,
+            compaction,
             header_read_timeout: dur_or(
                 "header-read-timeout",
                 pick(args.header_read_timeout, file.header_read_timeout),
@@ -417,10 +465,17 @@ impl Settings {
         })
     }
 
-    /// Memory that unflushed rows may hold before ingest answers "retry later": half the
-    /// budget, leaving the rest to queries and flushes.
+    /// Memory that unflushed rows may hold before ingest answers "retry later": a quarter
+    /// of the budget. Queries get another quarter, flushes and compaction an eighth (see
+    /// [`Settings::work_bytes`]); the rest is for requests being decoded, the log
+    /// indexes and the process itself.
     pub fn max_buffered_bytes(&self) -> u64 {
-        self.memory_limit / 2
+        self.memory_limit / 4
+    }
+
+    /// Memory a flush or a compaction may use at work besides the rows it writes.
+    pub fn work_bytes(&self) -> u64 {
+        self.memory_limit / 16
     }
 }
 

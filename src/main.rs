@@ -22,6 +22,19 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `purge_delay` option (its index in mimalloc 3's `mi_option_e`).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Makes mimalloc give freed memory back to the OS at once rather than after a second:
+/// a flush frees a whole chunk of rows at a time, and resident memory has to stay under
+/// the memory budget. `MIMALLOC_PURGE_DELAY` in the environment still wins.
+fn return_freed_memory_promptly() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain integer option; called at start, before other threads.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+}
+
 /// Periscope: a telemetry backend for microservice architectures.
 #[derive(Debug, Parser)]
 #[command(name = "periscope", version, about)]
@@ -54,6 +67,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    return_freed_memory_promptly();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

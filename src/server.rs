@@ -144,6 +144,8 @@ pub async fn serve_until(
         retention_interval: settings.retention_interval,
         // Longer than any query may run: a file a query has listed stays readable.
         retention_grace: settings.query_timeout + Duration::from_secs(5),
+        work_bytes: settings.work_bytes(),
+        compaction: settings.compaction,
     })
     .with_context(|| {
         format!(

@@ -147,3 +147,118 @@ async fn slow_and_oversized_requests_are_cut_off() {
         .expect("healthz");
     assert_eq!(health.status(), 200);
 }
+
+/// Resident memory of process `pid` in bytes (VmRSS).
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// A load above capacity for a bounded time: four senders post 1.6 MB exports as fast as
+/// they are accepted while the process's resident memory is sampled. The server refuses
+/// with Retry-After, answers every health check, keeps RSS under its budget and stores
+/// every export it acknowledged, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_sustained_overload_resident_memory_stays_under_the_budget() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    const BUDGET: u64 = 256 << 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &["--memory-limit", "256MiB"]);
+    let pid = server.pid();
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (stop, peak) = (Arc::clone(&stop), Arc::clone(&peak));
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_bytes(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let health = {
+        let (stop, url) = (Arc::clone(&stop), format!("{}/healthz", server.api()));
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !stop.load(Ordering::Relaxed) {
+                let answered = client
+                    .get(&url)
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await;
+                match answered {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    _ => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (ok, failed)
+        })
+    };
+    let mut senders = Vec::new();
+    for sender in 0..4u64 {
+        let (stop, url) = (Arc::clone(&stop), format!("{}/v1/traces", server.otlp_http()));
+        senders.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let (mut acked, mut refused) = (Vec::new(), 0u32);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let first = (sender << 40) + n * 1000;
+                n += 1;
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/x-protobuf")
+                    .body(big_export(first).encode_to_vec())
+                    .send()
+                    .await
+                    .expect("the server answers");
+                match r.status().as_u16() {
+                    200 => acked.push(first),
+                    429 | 503 => {
+                        assert!(r.headers().contains_key("retry-after"));
+                        refused += 1;
+                        // Keep the pressure on: retry sooner than asked.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+            (acked, refused)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut acked, mut refused) = (Vec::new(), 0);
+    for s in senders {
+        let (a, r) = s.await.expect("sender");
+        acked.extend(a);
+        refused += r;
+    }
+    let (health_ok, health_failed) = health.await.expect("health");
+    sampler.await.expect("sampler");
+    let peak = peak.load(Ordering::Relaxed);
+    eprintln!(
+        "overload: {} exports acknowledged, {refused} refused, peak RSS {} MiB, health {health_ok} ok / {health_failed} failed",
+        acked.len(),
+        peak >> 20
+    );
+    assert!(refused > 0, "the load was not above capacity");
+    assert!(health_ok > 20 && health_failed == 0, "{health_ok} / {health_failed}");
+    assert!(peak < BUDGET, "peak RSS {} MiB over the 256 MiB budget", peak >> 20);
+    let expected = acked.len() as i64 * 400;
+    assert_eq!(server.scalar("SELECT count(*) FROM spans").await, expected);
+    assert_eq!(
+        server
+            .scalar("SELECT count(DISTINCT span_id) FROM spans")
+            .await,
+        expected
+    );
+}
