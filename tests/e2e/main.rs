@@ -4,6 +4,7 @@
 mod alerting;
 mod auth;
 mod bad_input;
+mod compaction;
 mod browser;
 mod crash;
 mod disk_full;
