@@ -153,7 +153,9 @@ pub async fn serve_until(
             settings.data_dir.display()
         )
     })?;
-    let ingest = Ingest::new(store.clone());
+    // Requests being decoded may take an eighth of the budget (see the README's
+    // "Memory budget"); the rest of it is the head's, the queries' and the flushes'.
+    let ingest = Ingest::with_decoding_limit(store.clone(), settings.memory_limit / 8);
     let engine = QueryEngine::new(
         store.clone(),
         QueryConfig {

@@ -74,7 +74,7 @@ impl MetricsService for Receiver {
 /// The three OTLP services as tonic routes. Messages larger than `max_request_bytes`
 /// after decompression are refused (tonic stops inflating at the limit).
 pub fn services(ingest: Ingest, max_request_bytes: usize) -> Routes {
-    let r = Receiver(ingest);
+    let r = Receiver(ingest.clone());
     let gz = CompressionEncoding::Gzip;
     let traces = TraceServiceServer::new(r.clone())
         .accept_compressed(gz)
@@ -88,5 +88,33 @@ pub fn services(ingest: Ingest, max_request_bytes: usize) -> Routes {
         .accept_compressed(gz)
         .send_compressed(gz)
         .max_decoding_message_size(max_request_bytes);
-    Routes::new(traces).add_service(logs).add_service(metrics)
+    let router = Routes::new(traces)
+        .add_service(logs)
+        .add_service(metrics)
+        .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(ingest, admit));
+    Routes::from(router)
+}
+
+/// Refuses an export with `UNAVAILABLE` (and `RetryInfo`) before its message is read
+/// while unflushed rows fill their memory budget, so that a server under overload does
+/// not decode what it would refuse anyway.
+async fn admit(
+    axum::extract::State(ingest): axum::extract::State<Ingest>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path();
+    let signal = if path.contains(".trace.") {
+        "spans"
+    } else if path.contains(".logs.") {
+        "logs"
+    } else {
+        "metrics"
+    };
+    // The message length is not known before it is read: only the budget check applies.
+    match ingest.admit(signal, 0) {
+        Ok(_admission) => next.run(request).await,
+        Err(e) => grpc_status(&e).into_http::<axum::body::Body>(),
+    }
 }

@@ -188,6 +188,17 @@ pub(crate) async fn read_body(body: Body, gzip: bool, limit: usize) -> Result<Ve
     gunzip(&raw, limit)
 }
 
+/// Reads and drops up to `limit` bytes of a body.
+async fn drain(mut body: Body, limit: usize) {
+    let mut read = 0;
+    while read <= limit {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
+}
+
 /// Decompresses a gzip body, refusing more than `limit` bytes of output.
 pub(crate) fn gunzip(raw: &[u8], limit: usize) -> Result<Vec<u8>, Refusal> {
     let mut out = Vec::with_capacity((raw.len() * 4).min(limit));
@@ -266,15 +277,39 @@ async fn receive<E: Export>(
     encoding: Encoding,
 ) -> Result<E::Response, Refusal> {
     let gzip = is_gzip(headers)?;
+    // Decoding takes a few times the body: protobuf structs, then Arrow rows and the WAL
+    // record. A compressed body or one of unknown length may inflate up to the limit.
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|_| !gzip)
+        .unwrap_or(state.max_request_bytes as u64);
+    let admitted = state.ingest.admit(
+        E::SIGNAL.name(),
+        length.min(state.max_request_bytes as u64) * 4,
+    );
+    let _admission = match admitted {
+        Ok(admission) => admission,
+        Err(e) => {
+            // Read the body away without keeping it, so the client gets to read the
+            // answer instead of a connection reset mid-upload.
+            drain(body, state.max_request_bytes).await;
+            return Err(refusal(&e));
+        }
+    };
     let bytes = read_body(body, gzip, state.max_request_bytes).await?;
     let request: E = decode(&bytes, encoding)?;
     drop(bytes);
-    state.ingest.export(&request).await.map_err(|e| {
-        let (status, rpc) = http_status(&e);
-        Refusal {
-            status,
-            message: rpc.message.clone(),
-            rpc: Some(rpc),
-        }
-    })
+    state.ingest.export(&request).await.map_err(|e| refusal(&e))
+}
+
+/// The answer to an ingest error.
+fn refusal(e: &crate::IngestError) -> Refusal {
+    let (status, rpc) = http_status(e);
+    Refusal {
+        status,
+        message: rpc.message.clone(),
+        rpc: Some(rpc),
+    }
 }

@@ -1,8 +1,10 @@
 //! The shared ingest path of both transports.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use periscope_storage::Store;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
 use crate::error::IngestError;
@@ -14,14 +16,63 @@ use crate::metrics::CollectorMetrics;
 pub struct Ingest {
     store: Store,
     metrics: CollectorMetrics,
+    /// Memory for requests being read and decoded, in KiB permits.
+    decoding: Arc<Semaphore>,
+    decoding_kib: u32,
+}
+
+/// Memory reserved for one request while it is read and decoded; released on drop.
+#[derive(Debug)]
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Ingest {
-    /// An ingest path writing into `store`.
+    /// An ingest path writing into `store`, with no limit on requests being decoded.
     pub fn new(store: Store) -> Self {
+        Ingest::with_decoding_limit(store, u64::from(u32::MAX) * 1024)
+    }
+
+    /// An ingest path writing into `store` that decodes requests worth at most
+    /// `decoding_bytes` of memory at once (see [`Ingest::admit`]).
+    pub fn with_decoding_limit(store: Store, decoding_bytes: u64) -> Self {
+        let kib = u32::try_from(decoding_bytes / 1024)
+            .unwrap_or(u32::MAX)
+            .clamp(1, Semaphore::MAX_PERMITS as u32);
         Ingest {
             store,
             metrics: CollectorMetrics::default(),
+            decoding: Arc::new(Semaphore::new(kib as usize)),
+            decoding_kib: kib,
+        }
+    }
+
+    /// Admits a request before its body is read: refused (retry later) while unflushed
+    /// rows fill their budget, or while other requests being decoded hold the decoding
+    /// memory. `memory` is what decoding this request may take; more than the whole
+    /// decoding budget counts as all of it, so one request can always go through.
+    ///
+    /// # Errors
+    /// [`IngestError::Unavailable`], counted as a refused export of `signal`.
+    pub fn admit(&self, signal: &'static str, memory: u64) -> Result<Admission, IngestError> {
+        let refuse = |message: &str| {
+            self.metrics
+                .refused
+                .get_or_create(&vec![("signal", signal)])
+                .inc();
+            Err(IngestError::Unavailable(message.to_string()))
+        };
+        if self.store.is_full() {
+            return refuse(
+                "the memory budget for unflushed rows is used up; retry after the next flush",
+            );
+        }
+        let kib = u32::try_from(memory.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.decoding_kib);
+        match Arc::clone(&self.decoding).try_acquire_many_owned(kib) {
+            Ok(permit) => Ok(Admission { _permit: permit }),
+            Err(_) => refuse("too many requests are being decoded at once; retry shortly"),
         }
     }
 

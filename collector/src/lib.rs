@@ -29,5 +29,5 @@ pub mod remote_write;
 pub mod status;
 
 pub use error::IngestError;
-pub use ingest::Ingest;
+pub use ingest::{Admission, Ingest};
 pub use metrics::CollectorMetrics;

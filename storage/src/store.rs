@@ -246,6 +246,12 @@ impl Store {
         self.inner.buffered.load(Ordering::Relaxed)
     }
 
+    /// Whether unflushed rows fill their memory budget, so that any append would be
+    /// refused: receivers check this before reading a request's body.
+    pub fn is_full(&self) -> bool {
+        self.buffered_bytes() >= self.inner.config.max_buffered_bytes
+    }
+
     /// Durably appends rows to a table. Returns once the rows are fsynced in the WAL and
     /// visible to [`Store::snapshot`].
     ///

@@ -159,8 +159,9 @@ fn rss_bytes(pid: u32) -> u64 {
         * 1024
 }
 
-/// A load above capacity for a bounded time: four senders post 1.6 MB exports as fast as
-/// they are accepted while the process's resident memory is sampled. The server refuses
+/// A load above capacity for a bounded time: eight OTLP/HTTP and two OTLP/gRPC senders post
+/// 1.6 MB exports as fast as they are accepted while the process's resident memory is
+/// sampled. The server refuses
 /// with Retry-After, answers every health check, keeps RSS under its budget and stores
 /// every export it acknowledged, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -204,8 +205,11 @@ async fn under_sustained_overload_resident_memory_stays_under_the_budget() {
         })
     };
     let mut senders = Vec::new();
-    for sender in 0..4u64 {
-        let (stop, url) = (Arc::clone(&stop), format!("{}/v1/traces", server.otlp_http()));
+    for sender in 0..8u64 {
+        let (stop, url) = (
+            Arc::clone(&stop),
+            format!("{}/v1/traces", server.otlp_http()),
+        );
         senders.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             let (mut acked, mut refused) = (Vec::new(), 0u32);
@@ -234,6 +238,31 @@ async fn under_sustained_overload_resident_memory_stays_under_the_budget() {
             (acked, refused)
         }));
     }
+    // OTLP/gRPC exporters too: refused with UNAVAILABLE before their message is read.
+    for sender in 8..10u64 {
+        let (stop, url) = (Arc::clone(&stop), server.grpc());
+        senders.push(tokio::spawn(async move {
+            let mut client = TraceServiceClient::connect(url)
+                .await
+                .expect("connect")
+                .max_encoding_message_size(64 << 20);
+            let (mut acked, mut refused) = (Vec::new(), 0u32);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let first = (sender << 40) + n * 1000;
+                n += 1;
+                match client.export(big_export(first)).await {
+                    Ok(_) => acked.push(first),
+                    Err(status) => {
+                        assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            (acked, refused)
+        }));
+    }
     tokio::time::sleep(Duration::from_secs(10)).await;
     stop.store(true, Ordering::Relaxed);
     let (mut acked, mut refused) = (Vec::new(), 0);
@@ -251,8 +280,15 @@ async fn under_sustained_overload_resident_memory_stays_under_the_budget() {
         peak >> 20
     );
     assert!(refused > 0, "the load was not above capacity");
-    assert!(health_ok > 20 && health_failed == 0, "{health_ok} / {health_failed}");
-    assert!(peak < BUDGET, "peak RSS {} MiB over the 256 MiB budget", peak >> 20);
+    assert!(
+        health_ok > 20 && health_failed == 0,
+        "{health_ok} / {health_failed}"
+    );
+    assert!(
+        peak < BUDGET,
+        "peak RSS {} MiB over the 256 MiB budget",
+        peak >> 20
+    );
     let expected = acked.len() as i64 * 400;
     assert_eq!(server.scalar("SELECT count(*) FROM spans").await, expected);
     assert_eq!(
