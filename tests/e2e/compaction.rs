@@ -135,7 +135,10 @@ async fn compaction_while_ingest_and_queries_run_never_shows_a_row_twice_or_miss
         let rows = server
             .rows("SELECT count(*), count(DISTINCT span_id) FROM spans")
             .await;
-        let (n, distinct) = (rows[0][0].as_i64().expect("n"), rows[0][1].as_i64().expect("d"));
+        let (n, distinct) = (
+            rows[0][0].as_i64().expect("n"),
+            rows[0][1].as_i64().expect("d"),
+        );
         assert_eq!(n, distinct, "a row seen twice");
         assert!(n >= before, "acknowledged rows missing: {n} < {before}");
         queries += 1;
