@@ -1124,6 +1124,23 @@ mod tests {
         config
     }
 
+    /// A merge of `files`' partition into `name`, for calling `compaction::merge` directly.
+    fn target<'a>(
+        store: &'a Store,
+        files: &'a [FileEntry],
+        name: &'a str,
+        stop: &'a std::sync::atomic::AtomicBool,
+    ) -> MergeTarget<'a> {
+        MergeTarget {
+            rel_dir: compaction::partition_of(&files[0]),
+            name,
+            log_fields: store.log_fields(),
+            limits: store.inner.config.write_limits(),
+            read_bytes: 1 << 20,
+            stop,
+        }
+    }
+
     fn read_file(dir: &Path, f: &FileEntry) -> RecordBatch {
         let file = std::fs::File::open(dir.join(&f.path)).unwrap();
         let batches: Vec<RecordBatch> =
@@ -1276,14 +1293,8 @@ mod tests {
             }
             // A merge whose output was written but never committed: an orphan.
             let files = store.snapshot(Signal::Spans).files;
-            let target = MergeTarget {
-                rel_dir: compaction::partition_of(&files[0]),
-                name: "c999999999999-000.parquet",
-                log_fields: store.log_fields(),
-                limits: config.write_limits(),
-                read_bytes: 1 << 20,
-                stop: &std::sync::atomic::AtomicBool::new(false),
-            };
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let target = target(&store, &files, "c999999999999-000.parquet", &stop);
             let orphan = compaction::merge(dir.path(), Signal::Spans, &files, &target)
                 .unwrap()
                 .unwrap();
@@ -1334,14 +1345,8 @@ mod tests {
             store.flush().await.unwrap();
         }
         let files = store.snapshot(Signal::Logs).files;
-        let target = MergeTarget {
-            rel_dir: compaction::partition_of(&files[0]),
-            name: "c000000000001-000.parquet",
-            log_fields: store.log_fields(),
-            limits: config.write_limits(),
-            read_bytes: 1 << 20,
-            stop: &std::sync::atomic::AtomicBool::new(true),
-        };
+        let stop = std::sync::atomic::AtomicBool::new(true);
+        let target = target(&store, &files, "c000000000001-000.parquet", &stop);
         let merged = compaction::merge(dir.path(), Signal::Logs, &files, &target).unwrap();
         assert!(merged.is_none());
         let left: Vec<_> = std::fs::read_dir(dir.path().join(target.rel_dir))

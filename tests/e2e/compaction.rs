@@ -146,13 +146,7 @@ async fn compaction_while_ingest_and_queries_run_never_shows_a_row_twice_or_miss
     stop.store(true, Ordering::Relaxed);
     writer.await.expect("writer");
     let expected = acked.load(Ordering::SeqCst) * PER;
-    assert_eq!(server.scalar("SELECT count(*) FROM spans").await, expected);
-    assert_eq!(
-        server
-            .scalar("SELECT count(DISTINCT span_id) FROM spans")
-            .await,
-        expected
-    );
+    server.assert_spans_exactly_once(expected).await;
     let compactions = counter(&server, "periscope_compactions").await;
     let flushes = counter(&server, "periscope_flushes").await;
     assert!(compactions >= 1.0, "no compaction ran");
@@ -219,13 +213,7 @@ async fn kill_9_during_or_after_a_compaction_loses_and_doubles_nothing() {
         "the merge finished before the kill"
     );
     let server = Server::start(data, &quiet);
-    assert_eq!(server.scalar("SELECT count(*) FROM spans").await, expected);
-    assert_eq!(
-        server
-            .scalar("SELECT count(DISTINCT span_id) FROM spans")
-            .await,
-        expected
-    );
+    server.assert_spans_exactly_once(expected).await;
     assert!(files_named(&spans_dir, &|n: &str| n.starts_with('c')).is_empty());
     assert_eq!(catalog_files(data), inputs);
     drop(server);
@@ -249,13 +237,7 @@ async fn kill_9_during_or_after_a_compaction_loses_and_doubles_nothing() {
         "inputs are kept for running queries"
     );
     let server = Server::start(data, &quiet);
-    assert_eq!(server.scalar("SELECT count(*) FROM spans").await, expected);
-    assert_eq!(
-        server
-            .scalar("SELECT count(DISTINCT span_id) FROM spans")
-            .await,
-        expected
-    );
+    server.assert_spans_exactly_once(expected).await;
     for f in &merged {
         assert!(!data.join(f).exists(), "{f} was not removed");
     }

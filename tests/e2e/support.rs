@@ -148,6 +148,17 @@ impl Server {
             .collect()
     }
 
+    /// Asserts that the `spans` table holds `expected` rows, every span id once.
+    pub async fn assert_spans_exactly_once(&self, expected: i64) {
+        assert_eq!(self.scalar("SELECT count(*) FROM spans").await, expected);
+        assert_eq!(
+            self.scalar("SELECT count(DISTINCT span_id) FROM spans")
+                .await,
+            expected,
+            "a span is there twice"
+        );
+    }
+
     /// A single number from SQL.
     pub async fn scalar(&self, query: &str) -> i64 {
         let rows = self.rows(query).await;
