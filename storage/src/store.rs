@@ -168,7 +168,7 @@ impl Store {
         }
         let log_fields = LogFields::new();
         build_missing_indexes(&data_dir, &catalog, &log_fields)?;
-        let head_index = HeadIndex::start(log_fields.clone())?;
+        let head_index = HeadIndex::start(log_fields.clone(), config.write_limits().index_bytes)?;
         let mut next_log_id = catalog.next_log_id;
         let metrics = StorageMetrics::default();
         let mut head = Head::default();
@@ -185,7 +185,7 @@ impl Store {
             last_segment = last_segment.max(id);
             let replayed = wal::replay_segment(&path)?;
             for (signal, batch) in replayed.batches {
-                let bytes = batch.get_array_memory_size() as u64;
+                let bytes = held_bytes(signal, &batch);
                 replayed_rows += batch.num_rows();
                 buffered += bytes;
                 if signal == Signal::Logs {
@@ -268,7 +268,7 @@ impl Store {
         } else {
             batch
         };
-        let bytes = batch.get_array_memory_size() as u64;
+        let bytes = held_bytes(signal, &batch);
         let limit = self.inner.config.max_buffered_bytes;
         let used = self.inner.buffered.fetch_add(bytes, Ordering::AcqRel);
         if used + bytes > limit {
@@ -699,6 +699,18 @@ impl Inner {
         let rows = written.iter().map(|f| f.rows).sum();
         let bytes = written.iter().map(|f| f.bytes).sum();
         Ok((rows, bytes))
+    }
+}
+
+/// Memory that holding `batch` in the head costs: its Arrow buffers, and for `logs` as
+/// much again for the head's search index (its in-memory segments), so the memory budget
+/// covers the index too.
+fn held_bytes(signal: Signal, batch: &RecordBatch) -> u64 {
+    let bytes = batch.get_array_memory_size() as u64;
+    if signal == Signal::Logs {
+        bytes * 2
+    } else {
+        bytes
     }
 }
 

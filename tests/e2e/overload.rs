@@ -152,19 +152,29 @@ fn rss_bytes(pid: u32) -> u64 {
         * 1024
 }
 
-/// A load above capacity for a bounded time: eight OTLP/HTTP and two OTLP/gRPC senders post
-/// 1.6 MB exports as fast as they are accepted while the process's resident memory is
-/// sampled. The server refuses
-/// with Retry-After, answers every health check, keeps RSS under its budget and stores
-/// every export it acknowledged, exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn under_sustained_overload_resident_memory_stays_under_the_budget() {
+/// What one sustained-overload run measured.
+struct Overloaded {
+    /// The first item id of every acknowledged export.
+    acked: Vec<u64>,
+    refused: u32,
+    peak_rss: u64,
+}
+
+/// A load above capacity for a bounded time against a server with a 256 MiB budget:
+/// eight OTLP/HTTP senders post `body(first_id)` to `path` (and `grpc_senders` OTLP/gRPC
+/// senders post big span exports) as fast as they are accepted for 10 s, while the
+/// process's resident memory is sampled from /proc and `/healthz` is polled. Checks the
+/// refusals carry Retry-After, every health check answered and RSS stayed under budget.
+async fn sustained_overload(
+    server: &Server,
+    path: &str,
+    body: fn(u64) -> Vec<u8>,
+    grpc_senders: u64,
+) -> Overloaded {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     const BUDGET: u64 = 256 << 20;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &["--memory-limit", "256MiB"]);
     let pid = server.pid();
     let stop = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(0));
@@ -199,10 +209,7 @@ async fn under_sustained_overload_resident_memory_stays_under_the_budget() {
     };
     let mut senders = Vec::new();
     for sender in 0..8u64 {
-        let (stop, url) = (
-            Arc::clone(&stop),
-            format!("{}/v1/traces", server.otlp_http()),
-        );
+        let (stop, url) = (Arc::clone(&stop), format!("{}{path}", server.otlp_http()));
         senders.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             let (mut acked, mut refused) = (Vec::new(), 0u32);
@@ -213,7 +220,7 @@ async fn under_sustained_overload_resident_memory_stays_under_the_budget() {
                 let r = client
                     .post(&url)
                     .header("content-type", "application/x-protobuf")
-                    .body(big_export(first).encode_to_vec())
+                    .body(body(first))
                     .send()
                     .await
                     .expect("the server answers");
@@ -231,8 +238,8 @@ async fn under_sustained_overload_resident_memory_stays_under_the_budget() {
             (acked, refused)
         }));
     }
-    // OTLP/gRPC exporters too: refused with UNAVAILABLE before their message is read.
-    for sender in 8..10u64 {
+    // OTLP/gRPC exporters: refused with UNAVAILABLE before their message is read.
+    for sender in 8..8 + grpc_senders {
         let (stop, url) = (Arc::clone(&stop), server.grpc());
         senders.push(tokio::spawn(async move {
             let mut client = TraceServiceClient::connect(url)
@@ -266,11 +273,11 @@ async fn under_sustained_overload_resident_memory_stays_under_the_budget() {
     }
     let (health_ok, health_failed) = health.await.expect("health");
     sampler.await.expect("sampler");
-    let peak = peak.load(Ordering::Relaxed);
+    let peak_rss = peak.load(Ordering::Relaxed);
     eprintln!(
-        "overload: {} exports acknowledged, {refused} refused, peak RSS {} MiB, health {health_ok} ok / {health_failed} failed",
+        "overload {path}: {} exports acknowledged, {refused} refused, peak RSS {} MiB, health {health_ok} ok / {health_failed} failed",
         acked.len(),
-        peak >> 20
+        peak_rss >> 20
     );
     assert!(refused > 0, "the load was not above capacity");
     assert!(
@@ -278,10 +285,104 @@ async fn under_sustained_overload_resident_memory_stays_under_the_budget() {
         "{health_ok} / {health_failed}"
     );
     assert!(
-        peak < BUDGET,
+        peak_rss < BUDGET,
         "peak RSS {} MiB over the 256 MiB budget",
-        peak >> 20
+        peak_rss >> 20
     );
-    let expected = acked.len() as i64 * 400;
-    server.assert_spans_exactly_once(expected).await;
+    Overloaded {
+        acked,
+        refused,
+        peak_rss,
+    }
+}
+
+/// Spans over OTLP/HTTP and OTLP/gRPC: RSS under the budget, every acknowledged export
+/// stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_sustained_overload_resident_memory_stays_under_the_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &["--memory-limit", "256MiB"]);
+    let run = sustained_overload(
+        &server,
+        "/v1/traces",
+        |first| big_export(first).encode_to_vec(),
+        2,
+    )
+    .await;
+    assert!(run.refused > 0 && run.peak_rss > 0);
+    server
+        .assert_spans_exactly_once(run.acked.len() as i64 * 400)
+        .await;
+}
+
+/// 400 log records of about 4 KiB of words each, with ids from `first` in their bodies.
+fn big_log_export(first: u64) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    const WORDS: [&str; 8] = [
+        "checkout", "payment", "declined", "timeout", "retry", "cart", "user", "order",
+    ];
+    let records = (first..first + 400)
+        .map(|id| {
+            let mut body = format!("id{id} ");
+            let mut i = id as usize;
+            while body.len() < 4096 {
+                body.push_str(WORDS[i % WORDS.len()]);
+                body.push_str(&format!("{} ", i % 997));
+                i = i.wrapping_mul(31).wrapping_add(7);
+            }
+            LogRecord {
+                time_unix_nano: 1_764_000_000_000_000_000 + id,
+                severity_number: 9,
+                body: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(body)),
+                }),
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: otlp::resource("overload"),
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// Logs, which are also indexed for search as they arrive: the index writers stay inside
+/// the budget too, and every acknowledged record is stored and searchable once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logs_under_sustained_overload_stay_under_the_budget_and_searchable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &["--memory-limit", "256MiB"]);
+    let run = sustained_overload(&server, "/v1/logs", big_log_export, 0).await;
+    let expected = run.acked.len() as i64 * 400;
+    assert_eq!(server.scalar("SELECT count(*) FROM logs").await, expected);
+    assert_eq!(
+        server.scalar("SELECT count(DISTINCT body) FROM logs").await,
+        expected,
+        "a record is there twice"
+    );
+    // The first record of the first acknowledged export, found by a word of its body.
+    let first = run.acked[0];
+    let found: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/logs", server.api()))
+        .query(&[
+            ("query", format!("id{first}").as_str()),
+            ("start", "2025-11-24T00:00:00Z"),
+            ("end", "2025-11-26T00:00:00Z"),
+        ])
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(found["total"], 1, "{found}");
 }

@@ -30,7 +30,10 @@ use crate::error::Result;
 
 /// Longest time a new row waits before the indexer commits it.
 pub const COMMIT_EVERY: Duration = Duration::from_millis(200);
-const WRITER_MEMORY: usize = 64 * 1024 * 1024;
+/// The least memory tantivy accepts for an indexing thread.
+const WRITER_MEMORY_MIN: usize = 15_000_000;
+/// The most the head's indexing thread gets.
+const WRITER_MEMORY_MAX: usize = 64 * 1024 * 1024;
 /// Most matching rows one tail message carries.
 const TAIL_LIMIT: usize = 10_000;
 
@@ -61,15 +64,16 @@ impl std::fmt::Debug for HeadIndex {
 }
 
 impl HeadIndex {
-    /// Creates the index and starts its indexer thread.
+    /// Creates the index and starts its indexer thread, which buffers up to `memory`
+    /// bytes of new documents (between 15 MB and 64 MiB) before it writes a segment.
     ///
     /// # Errors
     /// When tantivy cannot create the writer or the thread cannot start.
-    pub fn start(fields: LogFields) -> Result<HeadIndex> {
+    pub fn start(fields: LogFields, memory: usize) -> Result<HeadIndex> {
         let index = Index::create_in_ram(fields.schema.clone());
         LogFields::register_tokenizers(&index);
         let writer: IndexWriter<TantivyDocument> =
-            index.writer_with_num_threads(1, WRITER_MEMORY)?;
+            index.writer_with_num_threads(1, memory.clamp(WRITER_MEMORY_MIN, WRITER_MEMORY_MAX))?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
