@@ -110,6 +110,18 @@ pub struct ServeArgs {
     /// Serve without authentication even on a non-loopback address.
     #[arg(long, env = "PERISCOPE_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// Server certificate chain (PEM), leaf first; with --tls-key, all three ports speak
+    /// TLS only. TOML `[tls] cert`.
+    #[arg(long, env = "PERISCOPE_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1). TOML `[tls] key`.
+    #[arg(long, env = "PERISCOPE_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// CA bundle (PEM): the OTLP ports then accept only clients with a certificate signed
+    /// by one of these CAs (mTLS), and such a client may ingest without a token. Needs
+    /// --tls-cert. TOML `[tls] client_ca`.
+    #[arg(long, env = "PERISCOPE_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -151,6 +163,20 @@ struct FileConfig {
     /// `[[token]]` tables: name, role, hash, expires.
     #[serde(default)]
     token: Vec<crate::auth::TokenEntry>,
+    /// `[tls]`: cert, key, client_ca; relative to the config file.
+    tls: Option<TlsSection>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+}
+
+/// `[tls]` in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
 }
 
 /// `[retention]` in the TOML file.
@@ -200,6 +226,15 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// Largest request header block on the HTTP ports.
     pub max_header_bytes: u64,
+    /// TLS on the three ports; `None` serves plain HTTP and gRPC.
+    pub tls: Option<crate::tls::ServerTls>,
+}
+
+impl Settings {
+    /// `https` with TLS, else `http`: the scheme of the UI and API URLs.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
 }
 
 /// Parses a size such as `16MiB`, `2GiB` or `1048576`.
@@ -224,9 +259,12 @@ fn parse_addr(key: &str, text: &str) -> anyhow::Result<SocketAddr> {
 
 /// Whether requests need tokens: yes when tokens are configured; refused when a
 /// non-loopback address is bound without tokens, unless `insecure` (which turns
-/// authentication off).
+/// authentication off). `ingest_addrs` count as authenticated when `client_certs`: their
+/// clients must show a certificate from the client CA to connect at all.
 fn auth_decision(
-    addrs: &[SocketAddr],
+    api_addr: SocketAddr,
+    ingest_addrs: &[SocketAddr],
+    client_certs: bool,
     tokens: crate::auth::Tokens,
     insecure: bool,
 ) -> anyhow::Result<Option<std::sync::Arc<crate::auth::Tokens>>> {
@@ -236,13 +274,59 @@ fn auth_decision(
     if !tokens.is_empty() {
         return Ok(Some(std::sync::Arc::new(tokens)));
     }
-    if let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+    let mut open = vec![api_addr];
+    if !client_certs {
+        open.extend_from_slice(ingest_addrs);
+    }
+    if let Some(open) = open.iter().find(|a| !a.ip().is_loopback()) {
         bail!(
             "refusing to listen on {open} without authentication: add tokens (--tokens-file; \
              `periscope token create --role ingest` makes one) or pass --insecure-no-auth"
         );
     }
     Ok(None)
+}
+
+/// Where the TLS files are: `[cert, key, client_ca]`.
+type TlsPaths = [Option<PathBuf>; 3];
+
+/// TLS from the flags, else the flat keys, else `[tls]` (file paths relative to `base`).
+fn resolve_tls(
+    flags: TlsPaths,
+    flat: TlsPaths,
+    section: Option<TlsSection>,
+    base: &Path,
+) -> anyhow::Result<Option<crate::tls::ServerTls>> {
+    let section = section.unwrap_or_default();
+    let sectioned = [section.cert, section.key, section.client_ca];
+    let [cert, key, client_ca] = std::array::from_fn(|i| {
+        flags[i].clone().or_else(|| {
+            flat[i]
+                .clone()
+                .or_else(|| sectioned[i].clone())
+                .map(|p| if p.is_relative() { base.join(p) } else { p })
+        })
+    });
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            crate::tls::ServerTls::load(&cert, &key, client_ca.as_deref()).map(Some)
+        }
+        (None, None) => match client_ca {
+            Some(ca) => bail!(
+                "--tls-client-ca {}: client certificates need TLS: give --tls-cert and --tls-key too",
+                ca.display()
+            ),
+            None => Ok(None),
+        },
+        (Some(cert), None) => bail!(
+            "--tls-cert {} needs --tls-key (the certificate's private key; TOML [tls] key)",
+            cert.display()
+        ),
+        (None, Some(key)) => bail!(
+            "--tls-key {} needs --tls-cert (the certificate it belongs to; TOML [tls] cert)",
+            key.display()
+        ),
+    }
 }
 
 /// Total memory of the machine, from /proc/meminfo; 4 GiB when it cannot be read.
@@ -333,11 +417,18 @@ impl Settings {
         } else {
             args.alertmanager_url
         };
+        let tls = resolve_tls(
+            [args.tls_cert, args.tls_key, args.tls_client_ca],
+            [file.tls_cert, file.tls_key, file.tls_client_ca],
+            file.tls,
+            &base,
+        )?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let alerting = AlertingConfig::resolve(
             file.alerting.unwrap_or_default(),
             rule_files,
             alertmanager_urls,
-            format!("http://{http_addr}"),
+            format!("{scheme}://{http_addr}"),
             data_dir.join("alerting"),
         )?;
         let otlp_grpc_addr = addr_or(
@@ -414,7 +505,9 @@ impl Settings {
             bail!("compaction-min-files: give at least 2 (a merge needs two files)");
         }
         let auth = auth_decision(
-            &[otlp_grpc_addr, otlp_http_addr, http_addr],
+            http_addr,
+            &[otlp_grpc_addr, otlp_http_addr],
+            tls.as_ref().is_some_and(|t| t.client_auth),
             tokens,
             insecure,
         )?;
@@ -462,6 +555,7 @@ impl Settings {
                 pick(args.max_header_bytes, file.max_header_bytes),
                 64 << 10,
             )?,
+            tls,
         })
     }
 
@@ -597,6 +691,130 @@ mod tests {
             .to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
+    }
+
+    /// A self-signed certificate and its key, written as `cert.pem` and `key.pem` in `dir`.
+    fn write_cert(dir: &Path) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        (dir.join("cert.pem"), dir.join("key.pem"))
+    }
+
+    #[test]
+    fn tls_comes_from_the_flags_or_the_tls_table_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = write_cert(dir.path());
+        let file = dir.path().join("p.toml");
+        std::fs::write(
+            &file,
+            "[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\nclient_ca = \"cert.pem\"\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        let tls = s.tls.as_ref().expect("tls from [tls]");
+        assert!(tls.client_auth);
+        assert_eq!(tls.cert_file, cert);
+        assert_eq!(s.scheme(), "https");
+        assert!(s.alerting.external_url.starts_with("https://"));
+        // A flag wins over the file.
+        let err = Settings::resolve(ServeArgs {
+            config: Some(file),
+            tls_key: Some(dir.path().join("nowhere.pem")),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("nowhere.pem"), "{err:#}");
+        let s = Settings::resolve(ServeArgs {
+            tls_cert: Some(cert),
+            tls_key: Some(key),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!s.tls.expect("tls from flags").client_auth);
+    }
+
+    #[test]
+    fn the_readme_tls_example_is_a_working_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tls")).unwrap();
+        let (cert, _) = write_cert(&dir.path().join("tls"));
+        std::fs::rename(&cert, dir.path().join("tls/server.crt")).unwrap();
+        std::fs::rename(
+            dir.path().join("tls/key.pem"),
+            dir.path().join("tls/server.key"),
+        )
+        .unwrap();
+        std::fs::copy(
+            dir.path().join("tls/server.crt"),
+            dir.path().join("tls/ca.crt"),
+        )
+        .unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, readme_block("Example TLS config", "toml")).unwrap();
+        let s = Settings::resolve(ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        })
+        .unwrap();
+        let tls = s.tls.expect("tls");
+        assert_eq!(tls.cert_file, dir.path().join("tls/server.crt"));
+        assert!(tls.client_auth);
+    }
+
+    #[test]
+    fn half_a_tls_setup_is_refused_naming_the_missing_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = write_cert(dir.path());
+        for (args, want) in [
+            (
+                ServeArgs {
+                    tls_cert: Some(cert.clone()),
+                    ..Default::default()
+                },
+                "needs --tls-key",
+            ),
+            (
+                ServeArgs {
+                    tls_key: Some(key),
+                    ..Default::default()
+                },
+                "needs --tls-cert",
+            ),
+            (
+                ServeArgs {
+                    tls_client_ca: Some(cert),
+                    ..Default::default()
+                },
+                "--tls-client-ca",
+            ),
+        ] {
+            let err = format!("{:#}", Settings::resolve(args).unwrap_err());
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn client_certificates_authenticate_the_otlp_ports_but_not_the_api_port() {
+        let public: SocketAddr = "0.0.0.0:4317".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:7070".parse().unwrap();
+        let none = crate::auth::Tokens::default;
+        assert!(auth_decision(local, &[public, public], true, none(), false).is_ok());
+        let err = auth_decision(local, &[public], false, none(), false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("refusing to listen on 0.0.0.0:4317")
+        );
+        let err = auth_decision(public, &[local], true, none(), false).unwrap_err();
+        assert!(err.to_string().contains("refusing"), "{err}");
     }
 
     #[test]

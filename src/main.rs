@@ -14,6 +14,7 @@ mod demo;
 mod gateway;
 mod http_serve;
 mod server;
+mod tls;
 
 use clap::{Parser, Subcommand};
 

@@ -179,8 +179,9 @@ pub async fn serve_until(
     let api_addr = api_listener.local_addr()?;
     // With port 0 the default external URL is only known now.
     let mut alerting_config = settings.alerting.clone();
-    if alerting_config.external_url == format!("http://{}", settings.http_addr) {
-        alerting_config.external_url = format!("http://{api_addr}");
+    let scheme = settings.scheme();
+    if alerting_config.external_url == format!("{scheme}://{}", settings.http_addr) {
+        alerting_config.external_url = format!("{scheme}://{api_addr}");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let (alerting, mut alert_tasks) = Alerting::start(
@@ -210,6 +211,13 @@ pub async fn serve_until(
         });
     }
     info!(%grpc_addr, %http_addr, %api_addr, data_dir = %settings.data_dir.display(), "Periscope is serving.");
+    if let Some(tls) = &settings.tls {
+        info!(
+            cert = %tls.cert_file.display(),
+            client_certificates = tls.client_auth,
+            "TLS on all ports."
+        );
+    }
 
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -225,12 +233,29 @@ pub async fn serve_until(
                 None => Ok(req),
             },
         ))
-        .add_routes(periscope_collector::grpc::services(ingest.clone(), max))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-            stopped(stop_rx.clone()),
-        );
-    tasks.spawn(async move { grpc.await.context("OTLP/gRPC server failed") });
+        .add_routes(periscope_collector::grpc::services(ingest.clone(), max));
+    match &settings.tls {
+        None => {
+            let grpc = grpc.serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                stopped(stop_rx.clone()),
+            );
+            tasks.spawn(async move { grpc.await.context("OTLP/gRPC server failed") });
+        }
+        Some(tls) => {
+            let (incoming, accept_loop) = crate::tls::incoming(
+                grpc_listener,
+                tls.otlp_grpc.clone(),
+                settings.header_read_timeout,
+            );
+            let grpc = grpc.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+            // Once tonic stops, it drops the incoming stream and the accept loop ends.
+            tasks.spawn(async move {
+                let (served, ()) = tokio::join!(grpc, accept_loop);
+                served.context("OTLP/gRPC server failed")
+            });
+        }
+    }
     let mut otlp_router = periscope_collector::http::router(ingest.clone(), max);
     if let Some(tokens) = &settings.auth {
         otlp_router = otlp_router.layer(axum::middleware::from_fn_with_state(
@@ -242,8 +267,16 @@ pub async fn serve_until(
         header_read_timeout: settings.header_read_timeout,
         max_header_bytes: settings.max_header_bytes as usize,
     };
-    let otlp_http =
-        crate::http_serve::serve(http_listener, otlp_router, limits, stopped(stop_rx.clone()));
+    let tls = |port: fn(&crate::tls::ServerTls) -> &Arc<rustls::ServerConfig>| {
+        settings.tls.as_ref().map(|t| port(t).clone())
+    };
+    let otlp_http = crate::http_serve::serve(
+        http_listener,
+        otlp_router,
+        limits,
+        tls(|t| &t.otlp_http),
+        stopped(stop_rx.clone()),
+    );
     tasks.spawn(async move { otlp_http.await.context("OTLP/HTTP server failed") });
     let ui_engine = engine.clone();
     let api = periscope_query::router(engine.clone())
@@ -281,7 +314,13 @@ pub async fn serve_until(
         ),
         None => api,
     };
-    let api = crate::http_serve::serve(api_listener, api, limits, stopped(stop_rx.clone()));
+    let api = crate::http_serve::serve(
+        api_listener,
+        api,
+        limits,
+        tls(|t| &t.api),
+        stopped(stop_rx.clone()),
+    );
     tasks.spawn(async move { api.await.context("HTTP API server failed") });
     let flusher = tokio::spawn(store.clone().run_flusher(stop_rx));
 

@@ -119,6 +119,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "the demo's services send telemetry without tokens: run it without --tokens-file or [[token]]"
         );
     }
+    if settings.tls.is_some() {
+        anyhow::bail!(
+            "the demo's services send telemetry over plain OTLP: run it without --tls-cert, --tls-key or [tls]"
+        );
+    }
     init_logging(&settings.log);
 
     let (stop_tx, stop_rx) = watch::channel(false);
