@@ -1,5 +1,9 @@
 //! Enforcing tokens: an axum middleware for the API/UI port and the OTLP/HTTP port, and a
 //! tonic interceptor for OTLP/gRPC. Refusals say nothing about why beyond 401 or 403.
+//!
+//! On the two OTLP ports a client certificate that the client CA verified during the TLS
+//! handshake (mTLS) stands for an `ingest` token: such a request needs no token. A
+//! certificate never grants `read` or `admin`, and the API/UI port never asks for one.
 
 use std::sync::Arc;
 
@@ -11,6 +15,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
 
 use super::{Denied, Role, Tokens};
+use crate::tls::ClientCertificate;
 
 /// The cookie the UI keeps the token in.
 pub const COOKIE: &str = "periscope_token";
@@ -98,16 +103,25 @@ pub async fn api(State(tokens): State<Arc<Tokens>>, req: Request<Body>, next: Ne
     }
 }
 
-/// Middleware for the OTLP/HTTP port: everything needs `ingest`.
+/// Middleware for the OTLP/HTTP port: everything needs `ingest`, which a verified client
+/// certificate of the connection gives as well as a token.
 pub async fn ingest(State(tokens): State<Arc<Tokens>>, req: Request<Body>, next: Next) -> Response {
+    if req.extensions().get::<ClientCertificate>().is_some() {
+        return next.run(req).await;
+    }
     match tokens.check(presented(req.headers()), Role::Ingest, Utc::now()) {
         Ok(_) => next.run(req).await,
         Err(d) => denied(d),
     }
 }
 
-/// The OTLP/gRPC check: `authorization` metadata with an `ingest` (or `admin`) token.
+/// The OTLP/gRPC check: a client certificate verified in the TLS handshake, or
+/// `authorization` metadata with an `ingest` (or `admin`) token.
 pub fn grpc(tokens: &Tokens, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    // Peer certificates exist only when the port verifies them against the client CA.
+    if req.peer_certs().is_some_and(|certs| !certs.is_empty()) {
+        return Ok(req);
+    }
     let token = req
         .metadata()
         .get("authorization")
