@@ -1,7 +1,14 @@
 //! `periscope sql`: sends a query to a running server and prints the answer.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use clap::{Args, ValueEnum};
+use http::header;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 /// Output formats of `periscope sql`.
@@ -33,6 +40,45 @@ pub struct SqlArgs {
     /// Token with the `read` role, when the server requires one.
     #[arg(long, env = "PERISCOPE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificate(s) (PEM) that signed an `https://` server's certificate [default:
+    /// the system's trusted CAs].
+    #[arg(long, env = "PERISCOPE_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// The TLS client configuration for `server`: the CAs of `ca`, else the system's (only
+/// read for an `https://` server).
+fn tls_config(server: &str, ca: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(path) = ca {
+        for (i, cert) in crate::tls::read_certs("tls-ca", path)?
+            .into_iter()
+            .enumerate()
+        {
+            roots.add(cert).map_err(|e| {
+                anyhow::anyhow!(
+                    "--tls-ca: certificate {} in {} is not a usable CA certificate ({e})",
+                    i + 1,
+                    path.display()
+                )
+            })?;
+        }
+    } else if server.starts_with("https://") {
+        let (added, _) =
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        if added == 0 {
+            bail!(
+                "no trusted CA certificates found on this system: give the server's CA with --tls-ca FILE"
+            );
+        }
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .context("the ring provider offers no TLS version")?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 }
 
 /// Runs the query and prints the result to stdout.
@@ -42,19 +88,44 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
         Format::Csv => format!("{base}/api/v1/sql?format=csv"),
         _ => format!("{base}/api/v1/sql"),
     };
-    let mut request = reqwest::Client::new().post(&url);
+    let uri: http::Uri = url
+        .parse()
+        .with_context(|| format!("--server {base}: not a URL like http://127.0.0.1:7070"))?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(base, args.tls_ca.as_deref())?)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let mut request = http::Request::post(uri).header(header::CONTENT_TYPE, "application/json");
     if let Some(t) = &args.token {
-        request = request.bearer_auth(t);
+        request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    let response = request
-        .json(&serde_json::json!({ "query": args.query }))
-        .send()
+    let body = serde_json::to_vec(&serde_json::json!({ "query": args.query }))?;
+    let response = client
+        .request(request.body(Full::new(Bytes::from(body)))?)
         .await
-        .with_context(|| {
-            format!("cannot reach Periscope at {base}; is `periscope serve` running? (--server)")
+        .map_err(|e| {
+            // hyper's error says only "client error (Connect)"; the cause (refused, TLS) is
+            // in its source chain.
+            let mut cause = String::new();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                cause = s.to_string();
+                source = s.source();
+            }
+            anyhow::anyhow!(
+                "cannot reach Periscope at {base} ({cause}); is `periscope serve` running? (--server, --tls-ca)"
+            )
         })?;
     let status = response.status();
-    let body = response.text().await.context("reading the answer")?;
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .context("reading the answer")?
+        .to_bytes();
+    let body = String::from_utf8_lossy(&body).into_owned();
     if !status.is_success() {
         let message = serde_json::from_str::<Value>(&body)
             .ok()
