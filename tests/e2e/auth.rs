@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use crate::support::{Server, eventually, otlp};
 
 /// Runs `periscope token create` and returns (token, tokens-file line).
-fn create_token(role: &str, name: &str) -> (String, String) {
+pub(crate) fn create_token(role: &str, name: &str) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_periscope"))
         .args(["token", "create", "--role", role, "--name", name])
         .output()

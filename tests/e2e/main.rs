@@ -4,8 +4,8 @@
 mod alerting;
 mod auth;
 mod bad_input;
-mod compaction;
 mod browser;
+mod compaction;
 mod crash;
 mod disk_full;
 mod files;
@@ -18,5 +18,6 @@ mod promql;
 mod retention;
 mod sql_api;
 mod support;
+mod tls;
 mod traces;
 mod ui;
