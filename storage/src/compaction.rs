@@ -1,9 +1,9 @@
 //! Compaction: the small files that frequent flushes leave in an hour partition are
 //! merged into one large sorted file in the background.
 //!
-//! Each input file is sorted by the table's sort key, so a merge streams them: one batch
-//! per input in memory, a k-way merge on Arrow's row format, written through a
-//! [`FileWriter`] with bounded row groups. The output becomes visible in the same atomic
+//! A merge reads the inputs oldest first, a batch at a time, and writes them through a
+//! [`FileWriter`] as row groups of consecutive rows, each sorted by the table's sort key:
+//! memory holds one row group's rows. The output becomes visible in the same atomic
 //! catalog write that removes the inputs (see `Store::compact`), so a query sees every
 //! row once, before or after; the inputs are deleted after a grace period for queries
 //! still reading them. A crash before that catalog write leaves an orphan output, after
@@ -17,21 +17,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arrow::compute::concat_batches;
-use arrow::datatypes::DataType;
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::catalog::FileEntry;
 use crate::error::{Error, Result};
 use crate::filewriter::{FileWriter, WriteLimits};
 use crate::logindex::{self, LogFields};
 use crate::schema::Signal;
-use crate::segment::sort_key;
+use crate::segment::{ROW_GROUP_ROWS, sort};
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
-/// Rows the merge collects before handing them to the writer.
-const OUT_ROWS: usize = 8192;
 
 /// When and what to compact.
 #[derive(Debug, Clone, Copy)]
@@ -103,55 +100,6 @@ pub(crate) fn plan(
     plans
 }
 
-/// One input of a merge: its reader and the batch being merged.
-struct Cursor {
-    reader: ParquetRecordBatchReader,
-    batch: RecordBatch,
-    rows: Rows,
-    pos: usize,
-}
-
-impl Cursor {
-    /// Opens `path`, reading batches of about `batch_bytes`; `None` when it has no rows.
-    fn open(
-        path: &Path,
-        signal: Signal,
-        converter: &RowConverter,
-        batch_bytes: usize,
-    ) -> Result<Option<Cursor>> {
-        let file = fs::File::open(path).map_err(Error::io("open", path))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
-        let meta = builder.metadata();
-        let rows: i64 = meta.row_groups().iter().map(|g| g.num_rows()).sum();
-        let bytes: i64 = meta.row_groups().iter().map(|g| g.total_byte_size()).sum();
-        let row_bytes = (bytes / rows.max(1)).max(1) as usize;
-        let batch_rows = (batch_bytes / row_bytes).clamp(16, OUT_ROWS);
-        let reader = builder.with_batch_size(batch_rows).build()?;
-        let mut cursor = Cursor {
-            reader,
-            batch: RecordBatch::new_empty(signal.schema()),
-            rows: converter.empty_rows(0, 0),
-            pos: 0,
-        };
-        Ok(cursor.next_batch(signal, converter)?.then_some(cursor))
-    }
-
-    /// Loads the next non-empty batch; false at the end of the file.
-    fn next_batch(&mut self, signal: Signal, converter: &RowConverter) -> Result<bool> {
-        for batch in self.reader.by_ref() {
-            let batch = batch?;
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            self.rows = converter.convert_columns(&sort_key(signal, &batch)?)?;
-            self.batch = batch;
-            self.pos = 0;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-}
-
 /// What a merge needs besides its inputs.
 pub(crate) struct MergeTarget<'a> {
     /// Partition directory of the output, relative to the data directory.
@@ -162,14 +110,19 @@ pub(crate) struct MergeTarget<'a> {
     pub log_fields: &'a LogFields,
     /// Limits of the file written.
     pub limits: WriteLimits,
-    /// Memory for the batches read, over all inputs.
+    /// Memory for the rows of one output row group before they are sorted.
     pub read_bytes: usize,
     /// Set when the server is stopping: the merge gives up and removes its output.
     pub stop: &'a AtomicBool,
 }
 
-/// Merges `inputs` (sorted files of one partition of `signal`) into one sorted file.
-/// Returns `None` when stopped before the end (nothing is left behind then).
+/// Merges `inputs` (files of one partition of `signal`) into one file. The inputs are
+/// read oldest first and their rows gathered into row groups of up to
+/// [`ROW_GROUP_ROWS`] rows (or `read_bytes` of memory), each sorted by the table's sort key
+/// before it is written: every row group then covers a slice of time and is sorted
+/// inside, as a flushed file is. (A sort of the whole partition by service would split
+/// each trace's spans over many row groups, and trace and span ids then compress a fifth
+/// worse.) Returns `None` when stopped before the end (nothing is left behind then).
 ///
 /// # Errors
 /// When an input cannot be read or the output cannot be written; the partial output is
@@ -181,92 +134,54 @@ pub(crate) fn merge(
     target: &MergeTarget<'_>,
 ) -> Result<Option<FileEntry>> {
     let schema = signal.schema();
-    let mut fields: Vec<SortField> = signal
-        .sort_columns()
-        .iter()
-        .map(|name| {
-            schema
-                .field_with_name(name)
-                .map(|f| SortField::new(f.data_type().clone()))
-        })
-        .collect::<std::result::Result<_, _>>()?;
-    if signal == Signal::Metrics {
-        let time = fields.len() - 1;
-        fields.insert(time, SortField::new(DataType::UInt64));
-    }
-    let converter = RowConverter::new(fields)?;
-    let batch_bytes = target.read_bytes / (inputs.len() + 1);
-    let mut cursors = Vec::with_capacity(inputs.len());
-    for input in inputs {
-        let path = data_dir.join(&input.path);
-        if let Some(c) = Cursor::open(&path, signal, &converter, batch_bytes)? {
-            cursors.push(c);
-        }
-    }
+    let mut ordered: Vec<&FileEntry> = inputs.iter().collect();
+    ordered.sort_by(|a, b| (a.min_time, &a.path).cmp(&(b.min_time, &b.path)));
     let expected: u64 = inputs.iter().map(|f| f.rows).sum();
     let mut out = FileWriter::create(
         data_dir,
         signal,
         target.rel_dir,
         target.name,
-        expected as usize,
+        (expected as usize).min(ROW_GROUP_ROWS),
         target.log_fields,
         target.limits,
     )?;
-    let mut pending: Vec<RecordBatch> = Vec::new();
-    let mut pending_rows = 0;
-    while !cursors.is_empty() {
-        if target.stop.load(Ordering::Relaxed) {
-            drop(out);
-            remove_output(data_dir, target)?;
-            return Ok(None);
-        }
-        // The cursor with the smallest current row, and the runner-up's row as a bound.
-        let mut min = 0;
-        let mut second: Option<usize> = None;
-        for i in 1..cursors.len() {
-            let row = cursors[i].rows.row(cursors[i].pos);
-            if row < cursors[min].rows.row(cursors[min].pos) {
-                second = Some(min);
-                min = i;
-            } else if second.is_none_or(|s| row < cursors[s].rows.row(cursors[s].pos)) {
-                second = Some(i);
+    let mut group: Vec<RecordBatch> = Vec::new();
+    let (mut group_rows, mut group_bytes) = (0usize, 0usize);
+    for input in ordered {
+        let path = data_dir.join(&input.path);
+        let file = fs::File::open(&path).map_err(Error::io("open", &path))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+        let meta = builder.metadata();
+        let bytes: i64 = meta.row_groups().iter().map(|g| g.total_byte_size()).sum();
+        let row_bytes = (bytes / (input.rows.max(1) as i64)).max(1) as usize;
+        let batch_rows = (target.read_bytes / 8 / row_bytes).clamp(16, 8192);
+        for batch in builder.with_batch_size(batch_rows).build()? {
+            if target.stop.load(Ordering::Relaxed) {
+                drop(out);
+                remove_output(data_dir, target)?;
+                return Ok(None);
             }
-        }
-        let bound: Option<OwnedRow> = second.map(|s| cursors[s].rows.row(cursors[s].pos).owned());
-        let c = &mut cursors[min];
-        let start = c.pos;
-        let end = match &bound {
-            None => c.batch.num_rows(),
-            Some(bound) => {
-                // Every row up to the runner-up's comes next: the input is sorted.
-                let (mut lo, mut hi) = (start + 1, c.batch.num_rows());
-                while lo < hi {
-                    let mid = (lo + hi) / 2;
-                    if c.rows.row(mid) <= bound.row() {
-                        lo = mid + 1;
-                    } else {
-                        hi = mid;
-                    }
+            let mut batch = batch?;
+            while batch.num_rows() > 0 {
+                // Fill the row group up to its row limit exactly: the writer would split a
+                // larger one and leave a sliver of a row group behind.
+                let take = batch.num_rows().min(ROW_GROUP_ROWS - group_rows);
+                group.push(batch.slice(0, take));
+                batch = batch.slice(take, batch.num_rows() - take);
+                group_rows += take;
+                // Arrow's own size of a batch read from Parquet counts buffers it shares
+                // with the rest of the row group; twice the encoded size is the better
+                // estimate.
+                group_bytes += take * row_bytes * 2;
+                if group_rows >= ROW_GROUP_ROWS || group_bytes >= target.read_bytes {
+                    write_group(&mut out, signal, &schema, std::mem::take(&mut group))?;
+                    (group_rows, group_bytes) = (0, 0);
                 }
-                lo
             }
-        };
-        pending.push(c.batch.slice(start, end - start));
-        pending_rows += end - start;
-        c.pos = end;
-        if c.pos == c.batch.num_rows() && !c.next_batch(signal, &converter)? {
-            cursors.swap_remove(min);
-        }
-        if pending_rows >= OUT_ROWS {
-            out.write(&concat_batches(&schema, &pending)?)?;
-            pending.clear();
-            pending_rows = 0;
         }
     }
-    if !pending.is_empty() {
-        out.write(&concat_batches(&schema, &pending)?)?;
-    }
+    write_group(&mut out, signal, &schema, group)?;
     if out.rows() != expected {
         return Err(Error::Schema(format!(
             "compaction read {} rows from files that the catalog says hold {expected}",
@@ -274,6 +189,22 @@ pub(crate) fn merge(
         )));
     }
     Ok(Some(out.finish()?))
+}
+
+/// Sorts the rows of one output row group and writes them as a row group of their own.
+fn write_group(
+    out: &mut FileWriter,
+    signal: Signal,
+    schema: &SchemaRef,
+    group: Vec<RecordBatch>,
+) -> Result<()> {
+    if group.is_empty() {
+        return Ok(());
+    }
+    let all = concat_batches(schema, &group)?;
+    drop(group);
+    out.write(&sort(signal, &all)?)?;
+    out.end_row_group()
 }
 
 /// Removes the output of a merge that was given up (temporary file and index).

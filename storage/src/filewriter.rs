@@ -131,6 +131,14 @@ impl FileWriter {
         Ok(())
     }
 
+    /// Closes the row group being written, so that the next rows start a new one.
+    ///
+    /// # Errors
+    /// When encoding or writing fails.
+    pub fn end_row_group(&mut self) -> Result<()> {
+        Ok(self.writer.flush()?)
+    }
+
     /// Closes the file, fsyncs it and its index, renames it into place and returns its
     /// catalog entry.
     ///

@@ -30,7 +30,8 @@ use crate::logindex::LogFields;
 use crate::schema::Signal;
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
-const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Most rows in one row group.
+pub(crate) const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Writer settings; `rows` sizes the bloom filter (one per row group) so it stays small.
 pub(crate) fn writer_properties(signal: Signal, rows: usize) -> Result<WriterProperties> {

@@ -75,7 +75,7 @@ impl StoreConfig {
     /// The write limits that follow from [`StoreConfig::work_bytes`].
     fn write_limits(&self) -> WriteLimits {
         WriteLimits {
-            row_group_bytes: (self.work_bytes / 4).clamp(64 << 10, 64 << 20) as usize,
+            row_group_bytes: (self.work_bytes / 4).clamp(64 << 10, 256 << 20) as usize,
             index_bytes: (self.work_bytes / 2) as usize,
         }
     }
@@ -1192,11 +1192,11 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn compaction_merges_small_files_into_one_sorted_file_with_the_same_rows() {
+    async fn compaction_merges_small_files_into_one_file_of_sorted_row_groups_with_the_same_rows() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = compacting(dir.path());
         // Small enough that one flush of 600 spans writes several chunk files.
-        config.work_bytes = 256 << 10;
+        config.work_bytes = 64 << 10;
         let store = Store::open(config.clone()).unwrap();
         for seed in 1..5u8 {
             for _ in 0..3 {
@@ -1216,13 +1216,31 @@ mod tests {
         assert!(after[0].path.contains("/c"), "{}", after[0].path);
         assert_eq!(after[0].rows, 2400);
         let in_file = file_spans(dir.path(), &store).concat();
-        let mut sorted = in_file.clone();
-        sorted.sort_by_key(|(t, _)| *t);
-        assert_eq!(
-            in_file.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
-            sorted.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
-            "the merged file is sorted by time within the service"
-        );
+        // Every row group is sorted by the sort key (service, then start time).
+        let file = std::fs::File::open(dir.path().join(&after[0].path)).unwrap();
+        let builder =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let groups = builder.metadata().num_row_groups();
+        assert!(groups > 1, "small work memory makes several row groups");
+        for g in 0..groups {
+            let file = std::fs::File::open(dir.path().join(&after[0].path)).unwrap();
+            let times: Vec<i64> =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .with_row_groups(vec![g])
+                    .build()
+                    .unwrap()
+                    .flat_map(|b| {
+                        let b = b.unwrap();
+                        let t = arrow::array::AsArray::as_primitive::<
+                            arrow::datatypes::TimestampNanosecondType,
+                        >(b.column_by_name("start_time").unwrap())
+                        .clone();
+                        t.values().to_vec()
+                    })
+                    .collect();
+            assert!(times.is_sorted(), "row group {g} is not sorted by time");
+        }
         let mut rows_after = in_file;
         rows_after.sort();
         assert_eq!(
