@@ -13,6 +13,7 @@ mod config;
 mod demo;
 mod gateway;
 mod http_serve;
+mod incoming;
 mod server;
 mod tls;
 

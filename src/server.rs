@@ -227,6 +227,8 @@ pub async fn serve_until(
     let mut tasks = tokio::task::JoinSet::new();
     let grpc_tokens = settings.auth.clone();
     let grpc = tonic::transport::Server::builder()
+        // Huge header blocks are refused as on the HTTP ports.
+        .http2_max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
         .layer(tonic::service::InterceptorLayer::new(
             move |req: tonic::Request<()>| match &grpc_tokens {
                 Some(tokens) => crate::auth::middleware::grpc(tokens, req),
@@ -236,11 +238,15 @@ pub async fn serve_until(
         .add_routes(periscope_collector::grpc::services(ingest.clone(), max));
     match &settings.tls {
         None => {
-            let grpc = grpc.serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                stopped(stop_rx.clone()),
-            );
-            tasks.spawn(async move { grpc.await.context("OTLP/gRPC server failed") });
+            let deadline = settings.header_read_timeout;
+            let (incoming, accept_loop) = crate::incoming::incoming(grpc_listener, move |s| {
+                crate::incoming::first_bytes(s, deadline)
+            });
+            let grpc = grpc.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+            tasks.spawn(async move {
+                let (served, ()) = tokio::join!(grpc, accept_loop);
+                served.context("OTLP/gRPC server failed")
+            });
         }
         Some(tls) => {
             let (incoming, accept_loop) = crate::tls::incoming(

@@ -23,11 +23,10 @@ use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// The crypto provider of every TLS configuration in Periscope.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -187,9 +186,9 @@ pub fn client_certificate(tls: &TlsStream<TcpStream>) -> Option<ClientCertificat
         .then_some(ClientCertificate)
 }
 
-/// Connections of `listener` that completed a TLS handshake, for tonic's
-/// `serve_with_incoming_shutdown`, and the accept loop that feeds them, which the caller
-/// runs. Handshakes run in their own tasks; the loop ends once the stream is dropped.
+/// Connections of `listener` that completed a TLS handshake (within `deadline`), for
+/// tonic's `serve_with_incoming_shutdown`, and the accept loop that feeds them, which the
+/// caller runs (see [`crate::incoming`]).
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
@@ -198,35 +197,11 @@ pub fn incoming(
     ReceiverStream<io::Result<TlsStream<TcpStream>>>,
     impl Future<Output = ()> + Send + 'static,
 ) {
-    // Handshaken connections wait here until tonic takes them; a full channel holds the
-    // handshake tasks, never the accept loop.
-    let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
-    let accept_loop = async move {
-        loop {
-            let stream = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = tx.closed() => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                if let Some(tls) = handshake(&acceptor, stream, deadline).await {
-                    let _ = tx.send(Ok(tls)).await;
-                }
-            });
-        }
-    };
-    (ReceiverStream::new(rx), accept_loop)
+    crate::incoming::incoming(listener, move |stream| {
+        let acceptor = acceptor.clone();
+        async move { handshake(&acceptor, stream, deadline).await }
+    })
 }
 
 #[cfg(test)]

@@ -135,6 +135,37 @@ async fn slow_and_oversized_requests_are_cut_off() {
         let text = String::from_utf8_lossy(&buf[..n]);
         assert!(text.starts_with("HTTP/1.1 431"), "{addr}: {text:?}");
     }
+    // The OTLP/gRPC port: silent connections are closed after the same timeout, a huge
+    // header block is refused, and exports go on.
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(
+            tokio::net::TcpStream::connect(&server.grpc_addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    let mut client = TraceServiceClient::connect(server.grpc())
+        .await
+        .expect("connect");
+    for mut s in silent {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "a silent gRPC client was never cut off");
+    }
+    let mut big = tonic::Request::new(big_export(1));
+    big.metadata_mut().insert(
+        "x-big",
+        "a".repeat(64 << 10).parse().expect("metadata value"),
+    );
+    assert!(
+        client.export(big).await.is_err(),
+        "a 64 KiB header was taken"
+    );
+    let mut client = TraceServiceClient::connect(server.grpc())
+        .await
+        .expect("connect");
+    client.export(big_export(10_000)).await.expect("export");
     let health = reqwest::get(format!("http://{}/healthz", server.api_addr))
         .await
         .expect("healthz");
