@@ -157,6 +157,9 @@ struct FileConfig {
     retention_check_interval: Option<String>,
     /// `[compaction]`: interval, min_files, target_size.
     compaction: Option<CompactionSection>,
+    compaction_interval: Option<String>,
+    compaction_min_files: Option<usize>,
+    compaction_target_size: Option<String>,
     /// Tokens file; relative to the config file.
     tokens_file: Option<PathBuf>,
     insecure_no_auth: Option<bool>,
@@ -487,16 +490,24 @@ impl Settings {
         let compaction = periscope_storage::CompactionConfig {
             interval: dur_or(
                 "compaction-interval",
-                pick(args.compaction_interval, compaction_section.interval),
+                pick(
+                    args.compaction_interval,
+                    file.compaction_interval.or(compaction_section.interval),
+                ),
                 defaults.interval,
             )?,
             min_files: args
                 .compaction_min_files
+                .or(file.compaction_min_files)
                 .or(compaction_section.min_files)
                 .unwrap_or(defaults.min_files),
             target_bytes: size_or(
                 "compaction-target-size",
-                pick(args.compaction_target_size, compaction_section.target_size),
+                pick(
+                    args.compaction_target_size,
+                    file.compaction_target_size
+                        .or(compaction_section.target_size),
+                ),
                 defaults.target_bytes,
             )?,
             max_inputs: defaults.max_inputs,
@@ -703,6 +714,41 @@ mod tests {
         std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
         std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
         (dir.join("cert.pem"), dir.join("key.pem"))
+    }
+
+    #[test]
+    fn compaction_comes_from_its_table_flat_keys_or_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        let resolve = |text: &str, args: ServeArgs| {
+            std::fs::write(&file, text).unwrap();
+            Settings::resolve(ServeArgs {
+                config: Some(file.clone()),
+                ..args
+            })
+        };
+        let s = resolve(
+            "[compaction]\ninterval = \"30s\"\nmin_files = 4\ntarget_size = \"64MiB\"\n",
+            ServeArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(s.compaction.interval, Duration::from_secs(30));
+        assert_eq!(s.compaction.min_files, 4);
+        assert_eq!(s.compaction.target_bytes, 64 << 20);
+        let s = resolve(
+            "compaction_interval = \"0s\"\n[compaction]\nmin_files = 4\n",
+            ServeArgs {
+                compaction_min_files: Some(6),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(s.compaction.interval.is_zero(), "0s turns it off");
+        assert_eq!(s.compaction.min_files, 6, "the flag wins");
+        let e = resolve("[compaction]\nmin_files = 1\n", ServeArgs::default()).unwrap_err();
+        assert!(format!("{e:#}").contains("compaction-min-files"), "{e:#}");
+        let e = resolve("[compaction]\ninterval = \"often\"\n", ServeArgs::default()).unwrap_err();
+        assert!(format!("{e:#}").contains("compaction-interval"), "{e:#}");
     }
 
     #[test]

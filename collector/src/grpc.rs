@@ -113,8 +113,8 @@ async fn admit(
         "metrics"
     };
     // The message length is not known before it is read: only the budget check applies.
-    match ingest.admit(signal, 0) {
-        Ok(_admission) => next.run(request).await,
+    match ingest.admit(signal, None) {
+        Ok(_) => next.run(request).await,
         Err(e) => grpc_status(&e).into_http::<axum::body::Body>(),
     }
 }

@@ -20,6 +20,9 @@ use crate::export::Export;
 use crate::ingest::Ingest;
 use crate::status::{RETRY_AFTER_SECS, RpcStatus, http_status};
 
+/// Longest a client may take to send a request body (it holds decoding memory meanwhile).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 struct HttpState {
     ingest: Ingest,
@@ -278,27 +281,35 @@ async fn receive<E: Export>(
 ) -> Result<E::Response, Refusal> {
     let gzip = is_gzip(headers)?;
     // Decoding takes a few times the body: protobuf structs, then Arrow rows and the WAL
-    // record. A compressed body or one of unknown length may inflate up to the limit.
+    // record. A body of unknown length may be as large as the limit.
     let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-        .filter(|_| !gzip)
-        .unwrap_or(state.max_request_bytes as u64);
-    let admitted = state.ingest.admit(
-        E::SIGNAL.name(),
-        length.min(state.max_request_bytes as u64) * 4,
-    );
+        .unwrap_or(state.max_request_bytes as u64)
+        .min(state.max_request_bytes as u64);
+    let admitted = state.ingest.admit(E::SIGNAL.name(), Some(length * 4));
     let _admission = match admitted {
         Ok(admission) => admission,
         Err(e) => {
             // Read the body away without keeping it, so the client gets to read the
             // answer instead of a connection reset mid-upload.
-            drain(body, state.max_request_bytes).await;
+            let _ = tokio::time::timeout(BODY_TIMEOUT, drain(body, state.max_request_bytes)).await;
             return Err(refusal(&e));
         }
     };
-    let bytes = read_body(body, gzip, state.max_request_bytes).await?;
+    // A client may not hold decoding memory for longer than this by sending slowly.
+    let bytes = tokio::time::timeout(BODY_TIMEOUT, read_body(body, gzip, state.max_request_bytes))
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
+        })??;
     let request: E = decode(&bytes, encoding)?;
     drop(bytes);
     state.ingest.export(&request).await.map_err(|e| refusal(&e))

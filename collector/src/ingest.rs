@@ -48,13 +48,19 @@ impl Ingest {
     }
 
     /// Admits a request before its body is read: refused (retry later) while unflushed
-    /// rows fill their budget, or while other requests being decoded hold the decoding
-    /// memory. `memory` is what decoding this request may take; more than the whole
-    /// decoding budget counts as all of it, so one request can always go through.
+    /// rows fill their budget. With `memory` (what reading and decoding this request may
+    /// take), it is also refused while other requests being decoded hold the decoding
+    /// memory; more than the whole decoding budget counts as all of it, so one request can
+    /// always go through. Without it (gRPC, whose message length is not known before it
+    /// is read) only the budget check applies.
     ///
     /// # Errors
     /// [`IngestError::Unavailable`], counted as a refused export of `signal`.
-    pub fn admit(&self, signal: &'static str, memory: u64) -> Result<Admission, IngestError> {
+    pub fn admit(
+        &self,
+        signal: &'static str,
+        memory: Option<u64>,
+    ) -> Result<Option<Admission>, IngestError> {
         let refuse = |message: &str| {
             self.metrics
                 .refused
@@ -67,11 +73,14 @@ impl Ingest {
                 "the memory budget for unflushed rows is used up; retry after the next flush",
             );
         }
+        let Some(memory) = memory else {
+            return Ok(None);
+        };
         let kib = u32::try_from(memory.div_ceil(1024))
             .unwrap_or(u32::MAX)
             .clamp(1, self.decoding_kib);
         match Arc::clone(&self.decoding).try_acquire_many_owned(kib) {
-            Ok(permit) => Ok(Admission { _permit: permit }),
+            Ok(permit) => Ok(Some(Admission { _permit: permit })),
             Err(_) => refuse("too many requests are being decoded at once; retry shortly"),
         }
     }

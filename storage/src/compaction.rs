@@ -133,6 +133,21 @@ pub(crate) fn merge(
     inputs: &[FileEntry],
     target: &MergeTarget<'_>,
 ) -> Result<Option<FileEntry>> {
+    let merged = write_merged(data_dir, signal, inputs, target);
+    if !matches!(merged, Ok(Some(_))) {
+        // Given up or failed: leave no partial output behind.
+        remove_output(data_dir, target)?;
+    }
+    merged
+}
+
+/// The work of [`merge`], which cleans up after it.
+fn write_merged(
+    data_dir: &Path,
+    signal: Signal,
+    inputs: &[FileEntry],
+    target: &MergeTarget<'_>,
+) -> Result<Option<FileEntry>> {
     let schema = signal.schema();
     let mut ordered: Vec<&FileEntry> = inputs.iter().collect();
     ordered.sort_by(|a, b| (a.min_time, &a.path).cmp(&(b.min_time, &b.path)));
@@ -158,8 +173,6 @@ pub(crate) fn merge(
         let batch_rows = (target.read_bytes / 8 / row_bytes).clamp(16, 8192);
         for batch in builder.with_batch_size(batch_rows).build()? {
             if target.stop.load(Ordering::Relaxed) {
-                drop(out);
-                remove_output(data_dir, target)?;
                 return Ok(None);
             }
             let mut batch = batch?;
@@ -183,10 +196,13 @@ pub(crate) fn merge(
     }
     write_group(&mut out, signal, &schema, group)?;
     if out.rows() != expected {
-        return Err(Error::Schema(format!(
-            "compaction read {} rows from files that the catalog says hold {expected}",
-            out.rows()
-        )));
+        return Err(Error::Compaction {
+            partition: target.rel_dir.to_string(),
+            message: format!(
+                "read {} rows from files that the catalog says hold {expected}; check the files of the partition",
+                out.rows()
+            ),
+        });
     }
     Ok(Some(out.finish()?))
 }

@@ -49,6 +49,15 @@ pub enum Error {
     /// A batch does not have the columns its table must have.
     #[error("schema: {0}")]
     Schema(String),
+    /// A compaction found its inputs not as the catalog describes them; the partition
+    /// is left as it was.
+    #[error("compacting {partition}: {message}")]
+    Compaction {
+        /// The partition directory, relative to the data directory.
+        partition: String,
+        /// What was wrong.
+        message: String,
+    },
 }
 
 impl Error {

@@ -8,6 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use arrow::array::AsArray;
+
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -98,7 +99,7 @@ impl FileWriter {
         self.rows
     }
 
-    /// Appends rows, which must follow the rows written before in the table's sort order.
+    /// Appends rows, sorted by the table's sort key, to the row group being written.
     ///
     /// # Errors
     /// When encoding or writing fails.
@@ -109,14 +110,21 @@ impl FileWriter {
         if let Some(index) = &mut self.index {
             index.add(batch, self.rows)?;
         }
-        if let Some(times) = batch.column_by_name(self.signal.time_column()) {
-            let times = times.as_primitive::<TimestampNanosecondType>();
-            if let Some(min) = arrow::compute::min(times) {
-                self.min_time = Some(self.min_time.map_or(min, |m| m.min(min)));
-            }
-            if let Some(max) = arrow::compute::max(times) {
-                self.max_time = Some(self.max_time.map_or(max, |m| m.max(max)));
-            }
+        let times = batch
+            .column_by_name(self.signal.time_column())
+            .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+            .ok_or_else(|| {
+                Error::Schema(format!(
+                    "{} rows lack their time column `{}`",
+                    self.signal,
+                    self.signal.time_column()
+                ))
+            })?;
+        if let Some(min) = arrow::compute::min(times) {
+            self.min_time = Some(self.min_time.map_or(min, |m| m.min(min)));
+        }
+        if let Some(max) = arrow::compute::max(times) {
+            self.max_time = Some(self.max_time.map_or(max, |m| m.max(max)));
         }
         let mut offset = 0;
         while offset < batch.num_rows() {

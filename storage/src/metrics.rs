@@ -22,6 +22,7 @@ pub struct StorageMetrics {
     pub(crate) parquet_bytes: Counter,
     pub(crate) compactions: Counter,
     pub(crate) compaction_errors: Counter,
+    pub(crate) compaction_seconds: Histogram,
 }
 
 impl Default for StorageMetrics {
@@ -37,6 +38,7 @@ impl Default for StorageMetrics {
             parquet_bytes: Counter::default(),
             compactions: Counter::default(),
             compaction_errors: Counter::default(),
+            compaction_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
         }
     }
 }
@@ -93,6 +95,11 @@ impl StorageMetrics {
             "periscope_compaction_errors",
             "Compactions that failed and will be retried",
             self.compaction_errors.clone(),
+        );
+        registry.register(
+            "periscope_compaction_seconds",
+            "Duration of one merge of a partition's small files, commit included",
+            self.compaction_seconds.clone(),
         );
     }
 }

@@ -135,6 +135,11 @@ struct Inner {
     doomed: parking_lot::Mutex<Vec<(Instant, FileEntry)>>,
     /// Set when the flusher stops: a running merge gives up.
     stopping: std::sync::atomic::AtomicBool,
+    /// One compaction round at a time.
+    compaction_lock: tokio::sync::Mutex<()>,
+    /// Numbers merged files; never reused while the process runs, so a file name never
+    /// means two different files to the caches keyed by path.
+    next_merge: AtomicU64,
 }
 
 /// Handle to the store; cheap to clone.
@@ -217,6 +222,8 @@ impl Store {
             file_indexes: FileIndexes::default(),
             doomed: parking_lot::Mutex::new(Vec::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            compaction_lock: tokio::sync::Mutex::new(()),
+            next_merge: AtomicU64::new(0),
         });
         let writer = Arc::clone(&inner);
         std::thread::Builder::new()
@@ -481,12 +488,12 @@ impl Store {
     }
 
     /// Runs one round of compaction: merges the small files of every partition that
-    /// has enough of them (see [`CompactionConfig`]), one partition at a time. Returns
-    /// the number of files merged away.
-    ///
-    /// # Errors
-    /// When a merge or the catalog write fails; the catalog is then unchanged.
-    pub async fn compact(&self) -> Result<usize> {
+    /// has enough of them (see [`CompactionConfig`]), one partition at a time, one round
+    /// at a time. A partition whose merge fails is logged, counted in
+    /// `periscope_compaction_errors` and left as it was; the others go on. Returns the
+    /// number of files merged away.
+    pub async fn compact(&self) -> usize {
+        let _round = self.inner.compaction_lock.lock().await;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
@@ -500,9 +507,16 @@ impl Store {
             if self.inner.stopping.load(Ordering::Relaxed) {
                 break;
             }
-            merged += self.compact_one(inputs).await?;
+            let partition = compaction::partition_of(&inputs[0]).to_string();
+            match self.compact_one(inputs).await {
+                Ok(n) => merged += n,
+                Err(error) => {
+                    self.inner.metrics.compaction_errors.inc();
+                    warn!(%error, partition, "Compacting a partition failed, will retry.");
+                }
+            }
         }
-        Ok(merged)
+        merged
     }
 
     /// Merges `inputs` (files of one partition) and swaps the result in.
@@ -519,7 +533,7 @@ impl Store {
             let state = self.inner.state.read();
             let catalog = &state.catalog;
             let data_dir = &self.inner.config.data_dir;
-            (0u32..)
+            std::iter::repeat_with(|| self.inner.next_merge.fetch_add(1, Ordering::Relaxed))
                 .map(|n| format!("c{:012}-{n:03}.parquet", catalog.flushed_upto))
                 .find(|name| {
                     let rel = format!("{rel_dir}/{name}");
@@ -573,6 +587,10 @@ impl Store {
             .lock()
             .extend(inputs.into_iter().map(|f| (due, f)));
         self.inner.metrics.compactions.inc();
+        self.inner
+            .metrics
+            .compaction_seconds
+            .observe(started.elapsed().as_secs_f64());
         info!(
             files,
             rows = output.rows,
@@ -600,14 +618,12 @@ impl Store {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => break,
             }
-            if let Err(error) = self.compact().await {
-                self.inner.metrics.compaction_errors.inc();
-                warn!(%error, "Compaction failed, will retry.");
-            }
+            self.compact().await;
         }
     }
 
-    /// Deletes the files dropped by retention whose grace period has passed.
+    /// Deletes the files dropped by retention or merged away by compaction whose grace
+    /// period has passed.
     fn delete_doomed(&self) {
         let now = Instant::now();
         let due: Vec<FileEntry> = {
@@ -619,7 +635,7 @@ impl Store {
         for f in due {
             if let Err(error) = retention::delete(&self.inner.config.data_dir, &f) {
                 // Not in the catalog any more: the next start removes it as an orphan.
-                warn!(%error, path = %f.path, "Could not delete a file dropped by retention.");
+                warn!(%error, path = %f.path, "Could not delete a file dropped by retention or compaction.");
             }
         }
     }
@@ -884,13 +900,18 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     fn spans(n: usize, seed: u8) -> RecordBatch {
+        spans_at(n, seed, 1_700_000_000_000_000_000)
+    }
+
+    /// `n` spans of trace `seed` starting at `base` (Unix ns).
+    fn spans_at(n: usize, seed: u8, base: u64) -> RecordBatch {
         let spans = (0..n)
             .map(|i| Span {
                 trace_id: vec![seed; 16],
                 span_id: (i as u64 + 1).to_be_bytes().to_vec(),
                 name: "op".into(),
-                start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
-                end_time_unix_nano: 1_700_000_000_000_000_100 + i as u64,
+                start_time_unix_nano: base + i as u64,
+                end_time_unix_nano: base + 100 + i as u64,
                 ..Default::default()
             })
             .collect();
@@ -1165,8 +1186,8 @@ mod tests {
         arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
     }
 
-    /// (start time, span id) of every span in the table's files, in file order.
-    fn file_spans(dir: &Path, store: &Store) -> Vec<Vec<(i64, Vec<u8>)>> {
+    /// (start time, trace id, span id) of every span in the table's files, in file order.
+    fn file_spans(dir: &Path, store: &Store) -> Vec<Vec<(i64, String, String)>> {
         use arrow::array::AsArray;
         store
             .snapshot(Signal::Spans)
@@ -1179,13 +1200,16 @@ mod tests {
                     .unwrap()
                     .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
                     .clone();
-                let id = b
-                    .column_by_name("span_id")
-                    .unwrap()
-                    .as_string::<i32>()
-                    .clone();
+                let column = |name| b.column_by_name(name).unwrap().as_string::<i32>().clone();
+                let (trace, span) = (column("trace_id"), column("span_id"));
                 (0..b.num_rows())
-                    .map(|i| (t.value(i), id.value(i).as_bytes().to_vec()))
+                    .map(|i| {
+                        (
+                            t.value(i),
+                            trace.value(i).to_string(),
+                            span.value(i).to_string(),
+                        )
+                    })
                     .collect()
             })
             .collect()
@@ -1198,9 +1222,14 @@ mod tests {
         // Small enough that one flush of 600 spans writes several chunk files.
         config.work_bytes = 64 << 10;
         let store = Store::open(config.clone()).unwrap();
-        for seed in 1..5u8 {
-            for _ in 0..3 {
-                store.append(Signal::Spans, spans(200, seed)).await.unwrap();
+        // Every span distinct (a trace per append), so a lost row and a doubled one cannot
+        // cancel out.
+        for flush in 0..4u8 {
+            for k in 1..=3u8 {
+                store
+                    .append(Signal::Spans, spans(200, flush * 3 + k))
+                    .await
+                    .unwrap();
             }
             store.flush().await.unwrap();
         }
@@ -1208,8 +1237,13 @@ mod tests {
         assert!(before.len() > 4, "one file per chunk: {}", before.len());
         let mut rows_before: Vec<_> = file_spans(dir.path(), &store).concat();
         rows_before.sort();
+        assert_eq!(rows_before.len(), 2400);
+        assert!(
+            rows_before.windows(2).all(|w| w[0] != w[1]),
+            "distinct rows"
+        );
 
-        let merged = store.compact().await.unwrap();
+        let merged = store.compact().await;
         assert_eq!(merged, before.len());
         let after = store.snapshot(Signal::Spans).files;
         assert_eq!(after.len(), 1, "{after:?}");
@@ -1254,7 +1288,7 @@ mod tests {
             assert!(!dir.path().join(&f.path).exists(), "{} left", f.path);
         }
         assert!(dir.path().join(&after[0].path).exists());
-        assert_eq!(store.compact().await.unwrap(), 0, "nothing more to merge");
+        assert_eq!(store.compact().await, 0, "nothing more to merge");
         drop(store);
         let store = Store::open(config).unwrap();
         assert_eq!(store.snapshot(Signal::Spans).files, after);
@@ -1274,7 +1308,7 @@ mod tests {
             store.flush().await.unwrap();
         }
         until_indexed(&store, "disk", (0, 3)).await;
-        assert_eq!(store.compact().await.unwrap(), 3);
+        assert_eq!(store.compact().await, 3);
         assert_eq!(store.snapshot(Signal::Logs).files.len(), 1);
         until_indexed(&store, "disk", (0, 3)).await;
         until_indexed(&store, "fan", (0, 1)).await;
@@ -1344,7 +1378,7 @@ mod tests {
         );
         // A committed merge whose inputs were not deleted yet when the process died.
         let inputs = store.snapshot(Signal::Spans).files;
-        assert_eq!(store.compact().await.unwrap(), 3);
+        assert_eq!(store.compact().await, 3);
         for f in &inputs {
             assert!(
                 dir.path().join(&f.path).exists(),
@@ -1385,5 +1419,45 @@ mod tests {
             .filter(|n| n.starts_with('c'))
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_that_fails_to_merge_leaves_the_others_merging() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(compacting(dir.path())).unwrap();
+        let hour = 3_600_000_000_000u64;
+        for seed in 1..=4u8 {
+            // Two hours, two files each.
+            let base = 1_700_000_000_000_000_000 + u64::from(seed % 2) * hour;
+            store
+                .append(Signal::Spans, spans_at(10, seed, base))
+                .await
+                .unwrap();
+            store.flush().await.unwrap();
+        }
+        let files = store.snapshot(Signal::Spans).files;
+        assert_eq!(files.len(), 4);
+        // Damage one file of the first partition.
+        let broken = &files[0];
+        std::fs::write(dir.path().join(&broken.path), b"not parquet").unwrap();
+        let errors_before = store.inner.metrics.compaction_errors.get();
+        assert_eq!(store.compact().await, 2, "the healthy partition is merged");
+        assert_eq!(
+            store.inner.metrics.compaction_errors.get(),
+            errors_before + 1
+        );
+        let after = store.snapshot(Signal::Spans).files;
+        assert_eq!(after.len(), 3, "{after:?}");
+        assert!(
+            after.contains(broken),
+            "the failed partition is left as it was"
+        );
+        let partition = dir.path().join(compaction::partition_of(broken));
+        let partial: Vec<_> = std::fs::read_dir(&partition)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('c'))
+            .collect();
+        assert!(partial.is_empty(), "no partial output left: {partial:?}");
     }
 }

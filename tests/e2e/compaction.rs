@@ -124,6 +124,7 @@ async fn compaction_while_ingest_and_queries_run_never_shows_a_row_twice_or_miss
                 assert_eq!(post(&client, &server, export(n, PER as u64, 0)).await, 200);
                 acked.fetch_add(1, Ordering::SeqCst);
                 n += 1;
+                // A steady stream of small exports, not a flood: flushes stay small.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -205,7 +206,7 @@ async fn kill_9_during_or_after_a_compaction_loses_and_doubles_nothing() {
     let is_partial = |n: &str| n.starts_with('c') && n.ends_with(".parquet.tmp");
     while files_named(&spans_dir, &is_partial).is_empty() {
         assert!(Instant::now() < deadline, "no merge started");
-        std::thread::sleep(Duration::from_millis(2));
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     server.kill9();
     assert!(
@@ -223,7 +224,7 @@ async fn kill_9_during_or_after_a_compaction_loses_and_doubles_nothing() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !catalog_files(data).iter().any(|f| f.contains("/c")) {
         assert!(Instant::now() < deadline, "no merge committed");
-        std::thread::sleep(Duration::from_millis(2));
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     server.kill9();
     let merged: Vec<String> = inputs

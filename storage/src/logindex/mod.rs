@@ -22,7 +22,8 @@ use parking_lot::Mutex;
 use tantivy::{IndexReader, ReloadPolicy, Searcher};
 
 pub use fields::LogFields;
-pub use file::{Builder as FileIndexBuilder, build as build_file_index, dir_size, index_path};
+pub(crate) use file::Builder as FileIndexBuilder;
+pub use file::{build as build_file_index, dir_size, index_path};
 pub use head::{COMMIT_EVERY, HeadIndex};
 pub use search::{Collect, Found, Hit};
 pub use tokenizer::{
