@@ -467,19 +467,10 @@ impl Store {
             return Ok((0, 0));
         }
         catalog.files = kept;
-        let inner = Arc::clone(&self.inner);
-        let stored = catalog.clone();
-        tokio::task::spawn_blocking(move || stored.store(&inner.config.data_dir))
-            .await
-            .map_err(|_| Error::Closed)??;
-        self.inner.state.write().catalog = catalog;
+        self.commit_catalog(catalog).await?;
         let bytes: u64 = expired.iter().map(|f| f.bytes + f.index_bytes).sum();
         let files = expired.len();
-        let due = Instant::now() + self.inner.config.retention_grace;
-        self.inner
-            .doomed
-            .lock()
-            .extend(expired.into_iter().map(|f| (due, f)));
+        self.doom(expired);
         info!(
             files,
             bytes, "Retention dropped files older than their table's retention."
@@ -573,19 +564,10 @@ impl Store {
         }
         catalog.files.retain(|f| !inputs.contains(f));
         catalog.files.push(output.clone());
-        let inner = Arc::clone(&self.inner);
-        let stored = catalog.clone();
-        tokio::task::spawn_blocking(move || stored.store(&inner.config.data_dir))
-            .await
-            .map_err(|_| Error::Closed)??;
-        self.inner.state.write().catalog = catalog;
-        let due = Instant::now() + self.inner.config.retention_grace;
+        self.commit_catalog(catalog).await?;
         let files = inputs.len();
         let input_bytes: u64 = inputs.iter().map(|f| f.bytes).sum();
-        self.inner
-            .doomed
-            .lock()
-            .extend(inputs.into_iter().map(|f| (due, f)));
+        self.doom(inputs);
         self.inner.metrics.compactions.inc();
         self.inner
             .metrics
@@ -620,6 +602,28 @@ impl Store {
             }
             self.compact().await;
         }
+    }
+
+    /// Writes `catalog` (atomically, on a blocking thread) and makes it the one queries
+    /// see. The caller holds the flush lock.
+    async fn commit_catalog(&self, catalog: Catalog) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        let stored = catalog.clone();
+        tokio::task::spawn_blocking(move || stored.store(&inner.config.data_dir))
+            .await
+            .map_err(|_| Error::Closed)??;
+        self.inner.state.write().catalog = catalog;
+        Ok(())
+    }
+
+    /// Schedules files no longer in the catalog for deletion once queries that may have
+    /// listed them are over (the grace period).
+    fn doom(&self, files: Vec<FileEntry>) {
+        let due = Instant::now() + self.inner.config.retention_grace;
+        self.inner
+            .doomed
+            .lock()
+            .extend(files.into_iter().map(|f| (due, f)));
     }
 
     /// Deletes the files dropped by retention or merged away by compaction whose grace

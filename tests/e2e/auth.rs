@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::process::Command;
 
-use opentelemetry::trace::{Tracer, TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
@@ -333,17 +332,8 @@ async fn each_role_does_exactly_what_it_may_on_every_endpoint() {
             ),
         ];
         for (service, exporter) in exporters {
-            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
-                .with_resource(
-                    opentelemetry_sdk::Resource::builder()
-                        .with_service_name(service)
-                        .build(),
-                )
-                .build();
-            provider.tracer("auth-test").in_span("sdk-span", |_| {});
-            provider.force_flush().expect("flush");
-            provider.shutdown().expect("shutdown");
+            crate::support::export_sdk_span(service.to_string(), exporter, "auth-test")
+                .expect("flush");
         }
     });
     let services = eventually("SDK spans stored", 30, || async {

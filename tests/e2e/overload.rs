@@ -119,21 +119,10 @@ async fn slow_and_oversized_requests_are_cut_off() {
             assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
         }
         // A header block over the limit: 431, and the server goes on.
-        let mut s = tokio::net::TcpStream::connect(&addr)
+        let s = tokio::net::TcpStream::connect(&addr)
             .await
             .expect("connect");
-        let big = format!(
-            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
-            "a".repeat(64 << 10)
-        );
-        let _ = s.write_all(big.as_bytes()).await;
-        let mut buf = vec![0u8; 64];
-        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
-            .await
-            .expect("an answer")
-            .unwrap_or(0);
-        let text = String::from_utf8_lossy(&buf[..n]);
-        assert!(text.starts_with("HTTP/1.1 431"), "{addr}: {text:?}");
+        crate::support::assert_big_header_gets_431(s, &addr).await;
     }
     // The OTLP/gRPC port: silent connections are closed after the same timeout, a huge
     // header block is refused, and exports go on.

@@ -260,3 +260,46 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Sends one span named `sdk-span` of `service` through `exporter` with the OpenTelemetry
+/// SDK, then flushes and shuts the provider down; returns the flush's outcome.
+pub fn export_sdk_span(
+    service: String,
+    exporter: opentelemetry_otlp::SpanExporter,
+    tracer: &'static str,
+) -> opentelemetry_sdk::error::OTelSdkResult {
+    use opentelemetry::trace::{Tracer, TracerProvider};
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service)
+                .build(),
+        )
+        .build();
+    provider.tracer(tracer).in_span("sdk-span", |_| {});
+    let flushed = provider.force_flush();
+    let _ = provider.shutdown();
+    flushed
+}
+
+/// Sends a request with a 64 KiB header on `stream` (to `addr`) and asserts the answer
+/// is 431.
+pub async fn assert_big_header_gets_431<S>(mut stream: S, addr: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 << 10)
+    );
+    let _ = stream.write_all(big.as_bytes()).await;
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 431"), "{addr}: {text:?}");
+}
