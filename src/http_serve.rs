@@ -57,18 +57,9 @@ pub async fn serve(
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            stream = crate::incoming::accept(&listener) => stream,
             _ = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
         let router = router.clone();
         let builder = builder.clone();
         let acceptor = acceptor.clone();

@@ -33,18 +33,9 @@ where
     let accept_loop = async move {
         loop {
             let stream = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                stream = accept(&listener) => stream,
                 _ = tx.closed() => break,
             };
-            let _ = stream.set_nodelay(true);
             let (prepare, tx) = (prepare.clone(), tx.clone());
             tokio::spawn(async move {
                 if let Some(ready) = prepare(stream).await {
@@ -54,6 +45,24 @@ where
         }
     };
     (ReceiverStream::new(rx), accept_loop)
+}
+
+/// The next connection of `listener`, with Nagle's algorithm off. Accept errors (out of
+/// file descriptors and the like) are logged and retried after a short pause: the port
+/// keeps serving.
+pub async fn accept(listener: &TcpListener) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                return stream;
+            }
+            Err(error) => {
+                warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// `stream` once its client has sent its first bytes, or `None` if it has not by

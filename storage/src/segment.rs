@@ -144,7 +144,7 @@ fn series_hashes(batch: &RecordBatch) -> UInt64Array {
 ///
 /// # Errors
 /// When `batch` lacks a sort column.
-pub(crate) fn sort_key(signal: Signal, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+fn sort_key(signal: Signal, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
     let mut columns = signal
         .sort_columns()
         .iter()

@@ -403,8 +403,12 @@ async fn logs_under_sustained_overload_stay_under_the_budget_and_searchable() {
     let run = sustained_overload(&server, "/v1/logs", big_log_export, 0).await;
     let expected = run.acked.len() as i64 * 400;
     assert_eq!(server.scalar("SELECT count(*) FROM logs").await, expected);
+    // Each body starts with its record's unique `id…` word: counting those keeps the
+    // check inside the query memory budget (the bodies themselves are 4 KiB each).
     assert_eq!(
-        server.scalar("SELECT count(DISTINCT body) FROM logs").await,
+        server
+            .scalar("SELECT count(DISTINCT split_part(body, ' ', 1)) FROM logs")
+            .await,
         expected,
         "a record is there twice"
     );

@@ -12,10 +12,16 @@ use tantivy::{Index, IndexWriter, TantivyDocument};
 use super::fields::{LogColumns, LogFields};
 use crate::error::{Error, Result};
 
-/// Memory the indexing thread may use before it writes a segment, at most.
-const WRITER_MEMORY: usize = 64 * 1024 * 1024;
+/// The most memory an indexing thread gets before it writes a segment.
+const WRITER_MEMORY_MAX: usize = 64 * 1024 * 1024;
 /// The least memory tantivy accepts for an indexing thread.
 const WRITER_MEMORY_MIN: usize = 15_000_000;
+
+/// The memory an indexing thread gets when `wanted` is asked for: between tantivy's
+/// minimum and 64 MiB.
+pub(crate) fn writer_memory(wanted: usize) -> usize {
+    wanted.clamp(WRITER_MEMORY_MIN, WRITER_MEMORY_MAX)
+}
 
 /// The index directory of a Parquet file path.
 pub fn index_path(parquet: &Path) -> PathBuf {
@@ -28,7 +34,7 @@ pub fn index_path(parquet: &Path) -> PathBuf {
 /// # Errors
 /// When the directory cannot be written or tantivy fails.
 pub fn build(dir: &Path, fields: &LogFields, batch: &RecordBatch) -> Result<u64> {
-    let mut builder = Builder::create(dir, fields, WRITER_MEMORY)?;
+    let mut builder = Builder::create(dir, fields, WRITER_MEMORY_MAX)?;
     builder.add(batch, 0)?;
     builder.finish()
 }
@@ -53,7 +59,7 @@ impl Builder {
         fs::create_dir_all(dir).map_err(Error::io("create index directory", dir))?;
         let index = Index::create_in_dir(dir, fields.schema.clone())?;
         LogFields::register_tokenizers(&index);
-        let memory = memory.clamp(WRITER_MEMORY_MIN, WRITER_MEMORY);
+        let memory = writer_memory(memory);
         let writer: IndexWriter<TantivyDocument> = index.writer_with_num_threads(1, memory)?;
         writer.set_merge_policy(Box::new(NoMergePolicy));
         Ok(Builder {

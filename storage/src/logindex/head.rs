@@ -30,10 +30,6 @@ use crate::error::Result;
 
 /// Longest time a new row waits before the indexer commits it.
 pub const COMMIT_EVERY: Duration = Duration::from_millis(200);
-/// The least memory tantivy accepts for an indexing thread.
-const WRITER_MEMORY_MIN: usize = 15_000_000;
-/// The most the head's indexing thread gets.
-const WRITER_MEMORY_MAX: usize = 64 * 1024 * 1024;
 /// Most matching rows one tail message carries.
 const TAIL_LIMIT: usize = 10_000;
 
@@ -73,7 +69,7 @@ impl HeadIndex {
         let index = Index::create_in_ram(fields.schema.clone());
         LogFields::register_tokenizers(&index);
         let writer: IndexWriter<TantivyDocument> =
-            index.writer_with_num_threads(1, memory.clamp(WRITER_MEMORY_MIN, WRITER_MEMORY_MAX))?;
+            index.writer_with_num_threads(1, super::file::writer_memory(memory))?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
