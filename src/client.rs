@@ -119,6 +119,14 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
             )
         })?;
     let status = response.status();
+    // A CSV answer cut at a cap says so in a header.
+    if let Some(w) = response
+        .headers()
+        .get("x-periscope-warnings")
+        .and_then(|v| v.to_str().ok())
+    {
+        eprintln!("warning: {w}");
+    }
     let body = response
         .into_body()
         .collect()
@@ -138,6 +146,9 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
         Format::Table => {
             let v: Value = serde_json::from_str(&body).context("the answer is not JSON")?;
             print!("{}", render_table(&v));
+            for w in v["warnings"].as_array().into_iter().flatten() {
+                eprintln!("warning: {}", w.as_str().unwrap_or_default());
+            }
         }
     }
     Ok(())

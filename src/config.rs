@@ -39,6 +39,18 @@ pub struct ServeArgs {
     /// Memory for running queries [default: 25% of the memory budget].
     #[arg(long, env = "PERISCOPE_QUERY_MEMORY_LIMIT", value_name = "SIZE")]
     pub query_memory_limit: Option<String>,
+    /// Most rows a SQL answer carries; past it the answer is cut and says so in
+    /// `warnings` [default: 100000].
+    #[arg(long, env = "PERISCOPE_QUERY_MAX_ROWS", value_name = "ROWS")]
+    pub query_max_rows: Option<usize>,
+    /// Most bytes a SQL answer carries, encoded; past it the answer is cut and says so in
+    /// `warnings` [default: 64MiB].
+    #[arg(long, env = "PERISCOPE_QUERY_MAX_BYTES", value_name = "SIZE")]
+    pub query_max_bytes: Option<String>,
+    /// Most points a PromQL query may produce while it is evaluated, as Prometheus's
+    /// --query.max-samples [default: 50000000, at most the query memory / 16 bytes].
+    #[arg(long, env = "PERISCOPE_QUERY_MAX_SAMPLES", value_name = "POINTS")]
+    pub query_max_samples: Option<usize>,
     /// Flush buffered rows to Parquet once the oldest is this old [default: 60s].
     #[arg(long, env = "PERISCOPE_FLUSH_INTERVAL", value_name = "DURATION")]
     pub flush_interval: Option<String>,
@@ -136,6 +148,9 @@ struct FileConfig {
     max_request_bytes: Option<String>,
     query_timeout: Option<String>,
     query_memory_limit: Option<String>,
+    query_max_rows: Option<usize>,
+    query_max_bytes: Option<String>,
+    query_max_samples: Option<usize>,
     flush_interval: Option<String>,
     flush_bytes: Option<String>,
     log: Option<String>,
@@ -212,6 +227,9 @@ pub struct Settings {
     pub max_request_bytes: u64,
     pub query_timeout: Duration,
     pub query_memory_limit: u64,
+    pub query_max_rows: usize,
+    pub query_max_bytes: u64,
+    pub query_max_samples: usize,
     pub flush_interval: Duration,
     pub flush_bytes: u64,
     pub log: String,
@@ -522,6 +540,11 @@ impl Settings {
             tokens,
             insecure,
         )?;
+        let query_memory_limit = size_or(
+            "query-memory-limit",
+            pick(args.query_memory_limit, file.query_memory_limit),
+            memory_limit / 4,
+        )?;
         Ok(Settings {
             otlp_grpc_addr,
             otlp_http_addr,
@@ -534,11 +557,28 @@ impl Settings {
                 pick(args.query_timeout, file.query_timeout),
                 Duration::from_secs(30),
             )?,
-            query_memory_limit: size_or(
-                "query-memory-limit",
-                pick(args.query_memory_limit, file.query_memory_limit),
-                memory_limit / 4,
-            )?,
+            query_memory_limit,
+            query_max_rows: match args.query_max_rows.or(file.query_max_rows) {
+                Some(0) => bail!("query-max-rows: give at least 1"),
+                Some(n) => n,
+                None => 100_000,
+            },
+            query_max_bytes: match size_or(
+                "query-max-bytes",
+                pick(args.query_max_bytes, file.query_max_bytes),
+                64 << 20,
+            )? {
+                0 => bail!("query-max-bytes: give at least 1KiB"),
+                n => n,
+            },
+            query_max_samples: match args.query_max_samples.or(file.query_max_samples) {
+                Some(0) => bail!("query-max-samples: give at least 1"),
+                Some(n) => n,
+                // A point held during evaluation takes about 16 bytes.
+                None => usize::try_from(query_memory_limit / 16)
+                    .unwrap_or(usize::MAX)
+                    .min(50_000_000),
+            },
             flush_interval: dur_or(
                 "flush-interval",
                 pick(args.flush_interval, file.flush_interval),

@@ -156,13 +156,22 @@ pub async fn serve_until(
     // Requests being decoded may take an eighth of the budget (see the README's
     // "Memory budget"); the rest of it is the head's, the queries' and the flushes'.
     let ingest = Ingest::with_decoding_limit(store.clone(), settings.memory_limit / 8);
+    // Alert rules evaluate in a pool of their own (a quarter of the query memory), so
+    // that no user's query can starve them; user queries share the rest.
+    let query_config = |memory_limit: u64| QueryConfig {
+        timeout: settings.query_timeout,
+        memory_limit: memory_limit as usize,
+        max_rows: settings.query_max_rows,
+        max_bytes: settings.query_max_bytes as usize,
+        max_samples: settings.query_max_samples,
+    };
+    let rules_memory = settings.query_memory_limit / 4;
     let engine = QueryEngine::new(
         store.clone(),
-        QueryConfig {
-            timeout: settings.query_timeout,
-            memory_limit: settings.query_memory_limit as usize,
-        },
+        query_config(settings.query_memory_limit - rules_memory),
     )?;
+    let rules_engine = QueryEngine::new(store.clone(), query_config(rules_memory))?
+        .sharing_metrics(engine.metrics());
     let mut registry = Registry::default();
     store.metrics().register(&mut registry);
     ingest.metrics().register(&mut registry);
@@ -187,7 +196,7 @@ pub async fn serve_until(
     let (alerting, mut alert_tasks) = Alerting::start(
         alerting_config,
         Sources {
-            engine: engine.clone(),
+            engine: rules_engine.clone(),
             store: store.clone(),
         },
         Some(Arc::new(IngestSink(ingest.clone()))),
@@ -285,19 +294,19 @@ pub async fn serve_until(
     );
     tasks.spawn(async move { otlp_http.await.context("OTLP/HTTP server failed") });
     let ui_engine = engine.clone();
-    let api = periscope_query::router(engine.clone())
+    // Every route that reads the store answers within --query-timeout.
+    let reads = periscope_query::router(engine.clone())
         .merge(periscope_query::traces::router(engine.clone()))
         .merge(periscope_query::promql::router(engine))
-        .merge(periscope_collector::remote_write::router(ingest, max))
         .merge(periscope_query::logsearch::router(
             store.clone(),
             stop_rx.clone(),
+            settings.query_timeout,
         ))
-        .merge(periscope_alerting::router(alerting.clone()))
         .merge(periscope_ui::router(periscope_ui::UiState {
             engine: ui_engine,
             store: store.clone(),
-            alerting,
+            alerting: alerting.clone(),
             ops_metrics: Some({
                 let registry = registry.clone();
                 Arc::new(move || {
@@ -307,6 +316,13 @@ pub async fn serve_until(
                 })
             }),
         }))
+        .layer(axum::middleware::from_fn_with_state(
+            settings.query_timeout,
+            periscope_query::deadline,
+        ));
+    let api = reads
+        .merge(periscope_collector::remote_write::router(ingest, max))
+        .merge(periscope_alerting::router(alerting.clone()))
         .merge(ops_router(registry))
         .fallback(|| async {
             error_response(

@@ -495,8 +495,15 @@ mod tests {
     fn fingerprints_are_prometheus_fingerprints() {
         // model.LabelSet{}.Fingerprint() is the FNV-1a offset basis.
         assert_eq!(fingerprint(&LabelSet::new()), 14_695_981_039_346_656_037);
+        // prometheus/common's TestMetricToFingerprint: two labels, hashed in name order.
+        let two: LabelSet = [
+            ("name".to_string(), "garland, briggs".to_string()),
+            ("fear".to_string(), "love is not enough".to_string()),
+        ]
+        .into();
+        assert_eq!(fingerprint(&two), 5_799_056_148_416_392_346);
         let one: LabelSet = [("a".to_string(), "b".to_string())].into();
-        let two: LabelSet = [("a".to_string(), "c".to_string())].into();
-        assert_ne!(fingerprint(&one), fingerprint(&two));
+        let other: LabelSet = [("a".to_string(), "c".to_string())].into();
+        assert_ne!(fingerprint(&one), fingerprint(&other));
     }
 }

@@ -6,6 +6,10 @@ pub enum IngestError {
     /// The server cannot take more right now (memory budget or disk); retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// The request would take more memory to decode than the server ever gives one
+    /// request; sending it again will not help, sending it in smaller parts will.
+    #[error("{0}")]
+    TooLarge(String),
     /// Something inside the server failed; the export was not stored.
     #[error("{0}")]
     Internal(String),

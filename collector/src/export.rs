@@ -20,6 +20,10 @@ pub trait Export:
     type Response: prost::Message + serde::Serialize + Default + Send + 'static;
     /// The table the rows go to.
     const SIGNAL: Signal;
+    /// The gRPC service that takes it.
+    const SERVICE: &'static str;
+    /// The gRPC method's path.
+    const PATH: &'static str;
     /// Validates and converts the request; `received` is the arrival time in Unix ns.
     fn convert(&self, received: i64) -> Result<Converted, ArrowError>;
     /// A response, with a partial success when anything was rejected.
@@ -29,6 +33,8 @@ pub trait Export:
 impl Export for ExportTraceServiceRequest {
     type Response = ExportTraceServiceResponse;
     const SIGNAL: Signal = Signal::Spans;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
     fn convert(&self, _received: i64) -> Result<Converted, ArrowError> {
         otlp::spans(self)
     }
@@ -47,6 +53,8 @@ impl Export for ExportTraceServiceRequest {
 impl Export for ExportLogsServiceRequest {
     type Response = ExportLogsServiceResponse;
     const SIGNAL: Signal = Signal::Logs;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
     fn convert(&self, received: i64) -> Result<Converted, ArrowError> {
         otlp::logs(self, received)
     }
@@ -65,6 +73,8 @@ impl Export for ExportLogsServiceRequest {
 impl Export for ExportMetricsServiceRequest {
     type Response = ExportMetricsServiceResponse;
     const SIGNAL: Signal = Signal::Metrics;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
     fn convert(&self, _received: i64) -> Result<Converted, ArrowError> {
         otlp::metrics(self)
     }

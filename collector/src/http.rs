@@ -289,7 +289,7 @@ async fn receive<E: Export>(
         .unwrap_or(state.max_request_bytes as u64)
         .min(state.max_request_bytes as u64);
     let admitted = state.ingest.admit(E::SIGNAL.name(), Some(length * 4));
-    let _admission = match admitted {
+    let admission = match admitted {
         Ok(admission) => admission,
         Err(e) => {
             // Read the body away without keeping it, so the client gets to read the
@@ -310,8 +310,43 @@ async fn receive<E: Export>(
                 ),
             )
         })??;
+    // Reserve what decoding and storing really build before decoding: a few bytes of
+    // protobuf or JSON can decode to gigabytes (see `decoded`).
+    let signal = E::SIGNAL.name();
+    let upper = match encoding {
+        Encoding::Protobuf => crate::decoded::protobuf(E::SIGNAL, &bytes)
+            .map_err(|m| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("protobuf body is not a valid OTLP {signal} export: {}", m.0),
+                )
+            })?
+            .total(),
+        Encoding::Json => crate::decoded::json_upper_bound(&bytes),
+    };
+    let admission = state
+        .ingest
+        .admit_decoding(signal, upper, admission)
+        .map_err(|e| refusal(&e))?;
     let request: E = decode(&bytes, encoding)?;
     drop(bytes);
+    // JSON gives no row count before decoding: now that it is decoded, reserve for its
+    // rows too.
+    let _admission = match encoding {
+        Encoding::Protobuf => admission,
+        Encoding::Json => {
+            let rows = crate::decoded::protobuf(E::SIGNAL, &request.encode_to_vec())
+                .map_err(|m| Refusal::new(StatusCode::BAD_REQUEST, m.0))?;
+            state
+                .ingest
+                .admit_decoding(
+                    signal,
+                    upper.saturating_add(rows.rows.saturating_mul(2)),
+                    Some(admission),
+                )
+                .map_err(|e| refusal(&e))?
+        }
+    };
     state.ingest.export(&request).await.map_err(|e| refusal(&e))
 }
 

@@ -21,10 +21,11 @@ pub struct Ingest {
     decoding_kib: u32,
 }
 
-/// Memory reserved for one request while it is read and decoded; released on drop.
+/// Memory reserved for one request while it is read, decoded and stored; released on
+/// drop, so a request whose client hangs up gives it back too.
 #[derive(Debug)]
 pub struct Admission {
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 }
 
 impl Ingest {
@@ -80,8 +81,56 @@ impl Ingest {
             .unwrap_or(u32::MAX)
             .clamp(1, self.decoding_kib);
         match Arc::clone(&self.decoding).try_acquire_many_owned(kib) {
-            Ok(permit) => Ok(Some(Admission { _permit: permit })),
+            Ok(permit) => Ok(Some(Admission { permit })),
             Err(_) => refuse("too many requests are being decoded at once; retry shortly"),
+        }
+    }
+
+    /// Admits decoding and storing a request estimated (see [`crate::decoded`]) to take
+    /// `bytes` of memory at its peak, on top of what `held` already reserves.
+    ///
+    /// # Errors
+    /// [`IngestError::TooLarge`] when `bytes` is more than the whole decoding budget
+    /// (the request can never be taken whole); [`IngestError::Unavailable`] while other
+    /// requests hold the memory it needs.
+    pub fn admit_decoding(
+        &self,
+        signal: &'static str,
+        bytes: u64,
+        held: Option<Admission>,
+    ) -> Result<Admission, IngestError> {
+        let budget = u64::from(self.decoding_kib) * 1024;
+        let refused = |e: IngestError| {
+            self.metrics
+                .refused
+                .get_or_create(&vec![("signal", signal)])
+                .inc();
+            Err(e)
+        };
+        if bytes > budget {
+            return refused(IngestError::TooLarge(format!(
+                "this {signal} export would take about {bytes} bytes of memory to decode and store, more than the {budget} bytes one request may use; send it in smaller batches"
+            )));
+        }
+        let want = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let have = held.as_ref().map_or(0, |a| a.permit.num_permits() as u32);
+        if want <= have
+            && let Some(held) = held
+        {
+            return Ok(held);
+        }
+        match Arc::clone(&self.decoding).try_acquire_many_owned(want - have) {
+            Ok(mut permit) => {
+                if let Some(held) = held {
+                    permit.merge(held.permit);
+                }
+                Ok(Admission { permit })
+            }
+            Err(_) => refused(IngestError::Unavailable(
+                "too many requests are being decoded at once; retry shortly".to_string(),
+            )),
         }
     }
 

@@ -18,6 +18,7 @@
 //! becomes HTTP 503 with `Retry-After` and gRPC `UNAVAILABLE` with a `RetryInfo`, so
 //! exporters retry; an undecodable body is 400 / `INVALID_ARGUMENT`.
 
+mod decoded;
 mod error;
 mod export;
 pub mod fuzz;

@@ -33,7 +33,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use crate::error::IngestError;
-use crate::http::{Refusal, read_body, too_large};
+use crate::http::{BODY_TIMEOUT, Refusal, read_body, too_large};
 use crate::ingest::Ingest;
 use crate::status::RETRY_AFTER_SECS;
 
@@ -156,18 +156,69 @@ async fn write(State(state): State<WriteState>, headers: HeaderMap, body: Body) 
             );
         }
     }
-    let compressed = match read_body(body, false, state.max_request_bytes).await {
-        Ok(b) => b,
-        Err(refusal) => return refusal.into(),
+    // Admitted like an OTLP/HTTP export: refused while unflushed rows fill their budget,
+    // and its body reserves decoding memory while it is read, within the same deadline.
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(state.max_request_bytes as u64)
+        .min(state.max_request_bytes as u64);
+    let admission = match state.ingest.admit("metrics", Some(length * 4)) {
+        Ok(admission) => admission,
+        Err(e) => return ingest_error(e),
     };
-    let request = match decode(&compressed, state.max_request_bytes) {
+    let compressed = match tokio::time::timeout(
+        BODY_TIMEOUT,
+        read_body(body, false, state.max_request_bytes),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(refusal)) => return refusal.into(),
+        Err(_) => {
+            return json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            );
+        }
+    };
+    let raw = match decompress(&compressed, state.max_request_bytes) {
         Ok(r) => r,
         Err(refusal) => return refusal.into(),
     };
+    drop(compressed);
+    // Reserve what decoding and converting build: every sample copies its series'
+    // labels, so a small body can become gigabytes.
+    let estimate = match crate::decoded::remote_write(&raw) {
+        Ok(e) => e.decoded.saturating_add(e.rows.saturating_mul(3)),
+        Err(m) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "body is not a Prometheus remote write WriteRequest: {}",
+                    m.0
+                ),
+            );
+        }
+    };
+    let _admission = match state.ingest.admit_decoding("metrics", estimate, admission) {
+        Ok(a) => a,
+        Err(e) => return ingest_error(e),
+    };
+    let request = match parse(&raw) {
+        Ok(r) => r,
+        Err(refusal) => return refusal.into(),
+    };
+    drop(raw);
     let export = match to_otlp(&request) {
         Ok(e) => e,
         Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
     };
+    drop(request);
     match state.ingest.export(&export).await {
         Ok(response) => match response.partial_success {
             Some(partial) if partial.rejected_data_points > 0 => json_error(
@@ -179,27 +230,47 @@ async fn write(State(state): State<WriteState>, headers: HeaderMap, body: Body) 
             ),
             _ => StatusCode::NO_CONTENT.into_response(),
         },
-        Err(IngestError::Unavailable(m)) => json_error(StatusCode::SERVICE_UNAVAILABLE, m),
-        Err(IngestError::Internal(m)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, m),
+        Err(e) => ingest_error(e),
+    }
+}
+
+/// The answer to a refusal of the ingest path.
+fn ingest_error(e: IngestError) -> Response {
+    match e {
+        IngestError::Unavailable(m) => json_error(StatusCode::SERVICE_UNAVAILABLE, m),
+        IngestError::TooLarge(m) => json_error(StatusCode::PAYLOAD_TOO_LARGE, m),
+        IngestError::Internal(m) => json_error(StatusCode::INTERNAL_SERVER_ERROR, m),
     }
 }
 
 /// Snappy (block format) and protobuf decoding, bounded by `limit` decompressed bytes.
 pub(crate) fn decode(compressed: &[u8], limit: usize) -> Result<WriteRequest, Refusal> {
-    let bad = |m: String| Refusal {
+    parse(&decompress(compressed, limit)?)
+}
+
+fn bad(message: String) -> Refusal {
+    Refusal {
         status: StatusCode::BAD_REQUEST,
-        message: m,
+        message,
         rpc: None,
-    };
+    }
+}
+
+/// Snappy (block format) decompression, refusing more than `limit` bytes of output.
+fn decompress(compressed: &[u8], limit: usize) -> Result<Vec<u8>, Refusal> {
     let length = snap::raw::decompress_len(compressed)
         .map_err(|e| bad(format!("body is not snappy-compressed (block format): {e}")))?;
     if length > limit {
         return Err(too_large(limit));
     }
-    let raw = snap::raw::Decoder::new()
+    snap::raw::Decoder::new()
         .decompress_vec(compressed)
-        .map_err(|e| bad(format!("body is not snappy-compressed (block format): {e}")))?;
-    WriteRequest::decode(raw.as_slice()).map_err(|e| {
+        .map_err(|e| bad(format!("body is not snappy-compressed (block format): {e}")))
+}
+
+/// Protobuf decoding of a decompressed body.
+fn parse(raw: &[u8]) -> Result<WriteRequest, Refusal> {
+    WriteRequest::decode(raw).map_err(|e| {
         bad(format!(
             "body is not a Prometheus remote write WriteRequest: {e}"
         ))
@@ -271,6 +342,11 @@ pub fn to_otlp(request: &WriteRequest) -> Result<ExportMetricsServiceRequest, St
             );
         }
         let (name, labels) = series_labels(series)?;
+        // The series' labels, built once and shared by its samples.
+        let attributes: Vec<KeyValue> = labels
+            .iter()
+            .map(|l| string_kv(&l.name, &l.value))
+            .collect();
         let mut points = Vec::with_capacity(series.samples.len());
         for sample in &series.samples {
             if sample.timestamp < 0 {
@@ -280,10 +356,7 @@ pub fn to_otlp(request: &WriteRequest) -> Result<ExportMetricsServiceRequest, St
                 ));
             }
             points.push(NumberDataPoint {
-                attributes: labels
-                    .iter()
-                    .map(|l| string_kv(&l.name, &l.value))
-                    .collect(),
+                attributes: attributes.clone(),
                 time_unix_nano: (sample.timestamp as u64).saturating_mul(1_000_000),
                 value: Some(number_data_point::Value::AsDouble(sample.value)),
                 ..Default::default()

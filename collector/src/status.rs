@@ -84,6 +84,7 @@ pub fn grpc_status(error: &IngestError) -> tonic::Status {
             };
             tonic::Status::with_details(code, message.clone(), Bytes::from(details.encode_to_vec()))
         }
+        IngestError::TooLarge(message) => tonic::Status::resource_exhausted(message.clone()),
         IngestError::Internal(message) => tonic::Status::internal(message.clone()),
     }
 }
@@ -97,6 +98,14 @@ pub fn http_status(error: &IngestError) -> (http::StatusCode, RpcStatus) {
                 code: tonic::Code::Unavailable as i32,
                 message: message.clone(),
                 details: vec![retry_info()],
+            },
+        ),
+        IngestError::TooLarge(message) => (
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            RpcStatus {
+                code: tonic::Code::ResourceExhausted as i32,
+                message: message.clone(),
+                details: Vec::new(),
             },
         ),
         IngestError::Internal(message) => (

@@ -9,7 +9,10 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::engine::{QueryEngine, QueryResult};
+use arrow::datatypes::Schema;
+use arrow::record_batch::RecordBatch;
+
+use crate::engine::{AnswerWriter, QueryEngine};
 use crate::error::QueryError;
 use crate::json::{cell_text, value_json};
 
@@ -64,66 +67,127 @@ async fn sql(
             );
         }
     };
-    match engine.execute(&body.query).await {
-        Ok(result) if csv => csv_response(&result),
-        Ok(result) => axum::Json(result_json(&result)).into_response(),
+    if csv {
+        csv_answer(&engine, &body.query, engine.config().max_rows).await
+    } else {
+        json_answer(&engine, &body.query).await
+    }
+}
+
+/// The JSON answer of `sql`: `{"columns": [{"name", "type"}], "rows": [[...]]}`, with
+/// `"warnings": [...]` when it was cut at a cap. Encoded row by row while the query runs,
+/// under its limits.
+pub async fn json_answer(engine: &QueryEngine, sql: &str) -> Response {
+    let mut out = JsonAnswer::default();
+    match engine.answer(sql, engine.config().max_rows, &mut out).await {
+        Ok(answered) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            out.finish(&answered.warnings),
+        )
+            .into_response(),
         Err(e) => query_error(&e),
     }
 }
 
-/// `{"columns": [{"name", "type"}], "rows": [[...]]}`.
-pub fn result_json(result: &QueryResult) -> Value {
-    let columns: Vec<Value> = result
-        .schema
-        .fields()
-        .iter()
-        .map(|f| json!({ "name": f.name(), "type": f.data_type().to_string() }))
-        .collect();
-    let mut rows = Vec::new();
-    for batch in &result.batches {
-        for row in 0..batch.num_rows() {
-            rows.push(Value::Array(
-                batch.columns().iter().map(|c| value_json(c, row)).collect(),
-            ));
+/// The CSV answer of `sql` (header row first), at most `max_rows` rows; when it was cut
+/// at a cap, the `X-Periscope-Warnings` header says so.
+pub async fn csv_answer(engine: &QueryEngine, sql: &str, max_rows: usize) -> Response {
+    let mut out = CsvAnswer::default();
+    match engine.answer(sql, max_rows, &mut out).await {
+        Ok(answered) => {
+            let mut response = (
+                [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+                out.bytes,
+            )
+                .into_response();
+            if !answered.warnings.is_empty()
+                && let Ok(v) = header::HeaderValue::from_str(&answered.warnings.join("; "))
+            {
+                response.headers_mut().insert("x-periscope-warnings", v);
+            }
+            response
         }
+        Err(e) => query_error(&e),
     }
-    json!({ "columns": columns, "rows": rows })
 }
 
-/// A query result as a CSV download (header row first).
-pub fn csv_response(result: &QueryResult) -> Response {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let header: Vec<&str> = result
-        .schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect();
-    let mut rows = vec![header.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
-    for batch in &result.batches {
-        for row in 0..batch.num_rows() {
-            rows.push(
-                batch
-                    .columns()
-                    .iter()
-                    .map(|c| cell_text(&value_json(c, row)))
-                    .collect(),
-            );
+/// An answer as JSON bytes.
+#[derive(Debug, Default)]
+struct JsonAnswer {
+    bytes: Vec<u8>,
+    rows: usize,
+}
+
+impl JsonAnswer {
+    fn finish(mut self, warnings: &[String]) -> Vec<u8> {
+        self.bytes.extend_from_slice(b"]");
+        if !warnings.is_empty() {
+            self.bytes.extend_from_slice(b",\"warnings\":");
+            self.bytes
+                .extend_from_slice(Value::from(warnings.to_vec()).to_string().as_bytes());
         }
+        self.bytes.extend_from_slice(b"}");
+        self.bytes
     }
-    for r in rows {
-        if let Err(e) = w.write_record(&r) {
-            return error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("could not write CSV: {e}"),
-            );
+}
+
+impl AnswerWriter for JsonAnswer {
+    fn columns(&mut self, schema: &Schema) {
+        let columns: Vec<Value> = schema
+            .fields()
+            .iter()
+            .map(|f| json!({ "name": f.name(), "type": f.data_type().to_string() }))
+            .collect();
+        self.bytes.extend_from_slice(b"{\"columns\":");
+        self.bytes
+            .extend_from_slice(Value::Array(columns).to_string().as_bytes());
+        self.bytes.extend_from_slice(b",\"rows\":[");
+    }
+
+    fn row(&mut self, batch: &RecordBatch, row: usize) -> Result<usize, QueryError> {
+        let before = self.bytes.len();
+        if self.rows > 0 {
+            self.bytes.push(b',');
         }
+        let cells = Value::Array(batch.columns().iter().map(|c| value_json(c, row)).collect());
+        serde_json::to_writer(&mut self.bytes, &cells)
+            .map_err(|e| QueryError::Execution(format!("could not write JSON: {e}")))?;
+        self.rows += 1;
+        Ok(self.bytes.len() - before)
     }
-    match w.into_inner() {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], bytes).into_response(),
-        Err(e) => error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("could not write CSV: {e}"),
-        ),
+}
+
+/// An answer as CSV bytes.
+#[derive(Debug, Default)]
+struct CsvAnswer {
+    bytes: Vec<u8>,
+}
+
+impl CsvAnswer {
+    fn record<I: IntoIterator<Item = String>>(&mut self, cells: I) -> Result<usize, QueryError> {
+        let before = self.bytes.len();
+        let mut w = csv::Writer::from_writer(&mut self.bytes);
+        w.write_record(cells)
+            .and_then(|()| w.flush().map_err(csv::Error::from))
+            .map_err(|e| QueryError::Execution(format!("could not write CSV: {e}")))?;
+        drop(w);
+        Ok(self.bytes.len() - before)
+    }
+}
+
+impl AnswerWriter for CsvAnswer {
+    fn columns(&mut self, schema: &Schema) {
+        let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        // Column names always encode.
+        let _ = self.record(names);
+    }
+
+    fn row(&mut self, batch: &RecordBatch, row: usize) -> Result<usize, QueryError> {
+        self.record(
+            batch
+                .columns()
+                .iter()
+                .map(|c| cell_text(&value_json(c, row))),
+        )
     }
 }

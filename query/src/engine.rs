@@ -1,12 +1,14 @@
 //! The query engine: one DataFusion session over the store's tables, read-only, with a
-//! memory pool and a timeout for every query.
+//! memory pool and a timeout for every query, and answers read batch by batch under a
+//! row and byte cap (see [`QueryEngine::answer`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use periscope_storage::{Signal, Store};
@@ -20,8 +22,15 @@ use crate::table::StoreTable;
 pub struct QueryConfig {
     /// A query running longer is cancelled.
     pub timeout: Duration,
-    /// Memory all running queries may use together for sorts, joins and aggregations.
+    /// Memory all running queries may use together for sorts, joins, aggregations,
+    /// collected results and the answers being encoded.
     pub memory_limit: usize,
+    /// Most rows an answer carries; past it the answer is cut and says so.
+    pub max_rows: usize,
+    /// Most encoded bytes an answer carries; past it the answer is cut and says so.
+    pub max_bytes: usize,
+    /// Most points a PromQL query may load or produce while it is evaluated.
+    pub max_samples: usize,
 }
 
 impl Default for QueryConfig {
@@ -29,8 +38,32 @@ impl Default for QueryConfig {
         QueryConfig {
             timeout: Duration::from_secs(30),
             memory_limit: 1024 * 1024 * 1024,
+            max_rows: 100_000,
+            max_bytes: 64 << 20,
+            max_samples: 50_000_000,
         }
     }
+}
+
+/// Turns an answer's rows into what is sent back (JSON, CSV, an HTML table), one row at
+/// a time, so that no answer is held twice.
+pub trait AnswerWriter: Send {
+    /// Called once with the answer's columns, before any row.
+    fn columns(&mut self, schema: &Schema);
+    /// Writes row `row` of `batch`; returns the bytes it added to the answer.
+    ///
+    /// # Errors
+    /// When the row cannot be encoded.
+    fn row(&mut self, batch: &RecordBatch, row: usize) -> Result<usize, QueryError>;
+}
+
+/// What [`QueryEngine::answer`] wrote.
+#[derive(Debug)]
+pub struct Answered {
+    /// Rows written.
+    pub rows: usize,
+    /// Why the answer is incomplete, when it was cut at a cap.
+    pub warnings: Vec<String>,
 }
 
 /// The rows a query returned.
@@ -82,6 +115,13 @@ impl QueryEngine {
         session.options_mut().execution.parquet.reorder_filters = true;
         let ctx = SessionContext::new_with_config_rt(session, runtime);
         ctx.register_udf(crate::udf::HistogramQuantile::udf());
+        // Functions whose output size comes from an argument refuse what would not fit.
+        for udf in crate::bounded::functions(config.memory_limit) {
+            ctx.register_udf(udf);
+        }
+        for (name, udtf) in crate::bounded::table_functions(config.memory_limit) {
+            ctx.register_udtf(&name, udtf);
+        }
         for signal in Signal::ALL {
             ctx.register_table(
                 signal.name(),
@@ -94,6 +134,13 @@ impl QueryEngine {
             config,
             metrics: QueryMetrics::default(),
         })
+    }
+
+    /// This engine, counting its queries in `metrics` (another engine's), so that
+    /// engines with separate memory pools show as one on `/metrics`.
+    pub fn sharing_metrics(mut self, metrics: &QueryMetrics) -> Self {
+        self.metrics = metrics.clone();
+        self
     }
 
     /// The limits every query runs under.
@@ -176,12 +223,14 @@ impl QueryEngine {
             .map_err(QueryError::from_datafusion)
     }
 
-    /// Runs `sql` and collects the result.
+    /// Runs `sql` and collects the result. The collected batches count against the
+    /// query memory limit, so a result too large to hold fails instead of growing.
     ///
     /// # Errors
     /// As [`QueryEngine::check`], plus execution errors, the timeout and the memory
     /// limit.
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        use futures::StreamExt;
         self.limited(async {
             let df = self
                 .ctx
@@ -189,8 +238,81 @@ impl QueryEngine {
                 .await
                 .map_err(QueryError::from_datafusion)?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let batches = df.collect().await.map_err(QueryError::from_datafusion)?;
+            let mut stream = df
+                .execute_stream()
+                .await
+                .map_err(QueryError::from_datafusion)?;
+            let held = self.reservation("collected result");
+            let mut batches = Vec::new();
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(QueryError::from_datafusion)?;
+                held.try_grow(batch.get_array_memory_size())
+                    .map_err(QueryError::from_datafusion)?;
+                batches.push(batch);
+            }
             Ok(QueryResult { schema, batches })
+        })
+        .await
+    }
+
+    /// A reservation in the query memory pool.
+    fn reservation(&self, name: &str) -> MemoryReservation {
+        MemoryConsumer::new(name).register(&self.ctx.runtime_env().memory_pool)
+    }
+
+    /// Runs `sql` and writes its rows to `out` batch by batch, under the timeout and the
+    /// memory limit (the encoded answer counts against the pool), stopping at
+    /// `max_rows` rows or [`QueryConfig::max_bytes`] bytes with a warning that says so.
+    ///
+    /// # Errors
+    /// As [`QueryEngine::execute`], plus the writer's errors.
+    pub async fn answer(
+        &self,
+        sql: &str,
+        max_rows: usize,
+        out: &mut dyn AnswerWriter,
+    ) -> Result<Answered, QueryError> {
+        use futures::StreamExt;
+        /// Pool reservations grow by this much at a time.
+        const CHUNK: usize = 64 << 10;
+        let max_bytes = self.config.max_bytes;
+        self.limited(async {
+            let df = self
+                .ctx
+                .sql_with_options(sql, read_only())
+                .await
+                .map_err(QueryError::from_datafusion)?;
+            out.columns(df.schema().as_arrow());
+            let mut stream = df
+                .execute_stream()
+                .await
+                .map_err(QueryError::from_datafusion)?;
+            let held = self.reservation("SQL answer");
+            let (mut rows, mut bytes, mut warnings) = (0usize, 0usize, Vec::new());
+            'batches: while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(QueryError::from_datafusion)?;
+                for row in 0..batch.num_rows() {
+                    if rows >= max_rows {
+                        warnings.push(format!(
+                            "the answer was cut at {max_rows} rows (--query-max-rows); add a LIMIT or aggregate to see the rest"
+                        ));
+                        break 'batches;
+                    }
+                    if bytes >= max_bytes {
+                        warnings.push(format!(
+                            "the answer was cut at {rows} rows, its {max_bytes}-byte limit (--query-max-bytes); select fewer columns or rows"
+                        ));
+                        break 'batches;
+                    }
+                    bytes += out.row(&batch, row)?;
+                    rows += 1;
+                    if bytes > held.size() {
+                        held.try_grow((bytes - held.size()).max(CHUNK))
+                            .map_err(QueryError::from_datafusion)?;
+                    }
+                }
+            }
+            Ok(Answered { rows, warnings })
         })
         .await
     }

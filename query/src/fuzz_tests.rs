@@ -184,6 +184,83 @@ fn engine() -> (tempfile::TempDir, QueryEngine) {
     (dir, engine)
 }
 
+/// The instant the PromQL properties evaluate at (unix ms).
+const AT_MS: i64 = 1_700_000_000_000;
+
+/// An engine over a store holding series the PromQL tokens name: `up` (a gauge) and
+/// `rate`-able counters, for jobs "a" and "b", every 15 s over the 30 minutes before
+/// [`AT_MS`], so evaluation really runs over data.
+async fn engine_with_series() -> (tempfile::TempDir, QueryEngine) {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+        metric::Data, number_data_point,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(StoreConfig::new(dir.path())).expect("open");
+    let points = |job: &str, slope: f64| -> Vec<NumberDataPoint> {
+        (0..120)
+            .map(|i| NumberDataPoint {
+                attributes: vec![KeyValue {
+                    key: "job".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(job.into())),
+                    }),
+                    ..Default::default()
+                }],
+                time_unix_nano: ((AT_MS - 1_800_000 + i * 15_000) * 1_000_000) as u64,
+                value: Some(number_data_point::Value::AsDouble(slope * i as f64)),
+                ..Default::default()
+            })
+            .collect()
+    };
+    let mut metrics = Vec::new();
+    for (job, slope) in [("a", 1.0), ("b", 3.0)] {
+        metrics.push(Metric {
+            name: "up".into(),
+            data: Some(Data::Gauge(Gauge {
+                data_points: points(job, 0.0)
+                    .into_iter()
+                    .map(|mut p| {
+                        p.value = Some(number_data_point::Value::AsDouble(1.0));
+                        p
+                    })
+                    .collect(),
+            })),
+            ..Default::default()
+        });
+        metrics.push(Metric {
+            name: "http_requests".into(),
+            data: Some(Data::Sum(Sum {
+                data_points: points(job, slope),
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        });
+    }
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let converted = periscope_storage::otlp::metrics(&request).expect("convert");
+    store
+        .append(
+            periscope_storage::Signal::Metrics,
+            converted.batch.expect("rows"),
+        )
+        .await
+        .expect("append");
+    let engine = QueryEngine::new(store, QueryConfig::default()).expect("engine");
+    (dir, engine)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -193,7 +270,14 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn run_promql(rt: &tokio::runtime::Runtime, engine: &QueryEngine, q: &str) {
-    let _ = rt.block_on(crate::promql::instant_samples(engine, q, 1_700_000_000_000));
+    let _ = rt.block_on(crate::promql::instant_samples(engine, q, AT_MS));
+    let _ = rt.block_on(crate::promql::range_query(
+        engine,
+        q,
+        AT_MS - 600_000,
+        AT_MS,
+        60_000,
+    ));
 }
 
 fn run_sql(rt: &tokio::runtime::Runtime, engine: &QueryEngine, q: &str) {
@@ -210,12 +294,35 @@ proptest! {
 }
 
 thread_local! {
-    /// One runtime and engine (over an empty store) per test thread, for all cases.
+    /// One runtime and engine per test thread, for all cases: PromQL over a store with
+    /// series, SQL over an empty one.
     static ENV: (tokio::runtime::Runtime, tempfile::TempDir, QueryEngine) = {
         let rt = runtime();
-        let (dir, engine) = rt.block_on(async { engine() });
+        let (dir, engine) = rt.block_on(engine_with_series());
         (rt, dir, engine)
     };
+}
+
+#[test]
+fn the_promql_property_runs_over_series() {
+    ENV.with(|(rt, _, engine)| {
+        let up = rt
+            .block_on(crate::promql::instant_samples(engine, "up", AT_MS))
+            .expect("up");
+        assert_eq!(up.len(), 2, "{up:?}");
+        let rates = rt
+            .block_on(crate::promql::instant_samples(
+                engine,
+                "sum by (job) (rate(http_requests_total[5m]))",
+                AT_MS,
+            ))
+            .expect("rate");
+        let mut values: Vec<f64> = rates.iter().map(|(_, v)| *v).collect();
+        values.sort_by(f64::total_cmp);
+        assert_eq!(values.len(), 2, "{rates:?}");
+        assert!((values[0] - 1.0 / 15.0).abs() < 1e-9, "{values:?}");
+        assert!((values[1] - 3.0 / 15.0).abs() < 1e-9, "{values:?}");
+    });
 }
 
 proptest! {

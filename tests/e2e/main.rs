@@ -10,6 +10,7 @@ mod crash;
 mod disk_full;
 mod files;
 mod gateway;
+mod limits;
 mod logs;
 mod metrics;
 mod otel_sdk;

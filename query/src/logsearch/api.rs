@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::error::SearchError;
-use super::exec::{Cursor, MAX_LIMIT, SearchRequest, search, tail_hits, tail_query};
+use super::exec::{Cursor, MAX_LIMIT, SearchRequest, search_until, tail_hits, tail_query};
 use crate::api::error_response;
 use crate::json::rfc3339_text as rfc3339;
 use crate::logql;
@@ -42,15 +42,21 @@ struct Params {
 struct AppState {
     store: Store,
     stop: watch::Receiver<bool>,
+    timeout: Duration,
 }
 
-/// The log search routes; they read `store` directly. Live tail streams end when `stop`
-/// turns true, so a graceful shutdown does not wait for tail clients.
-pub fn router(store: Store, stop: watch::Receiver<bool>) -> Router {
+/// The log search routes; they read `store` directly. A search stops at `timeout`
+/// (`--query-timeout`), answering 504. Live tail streams end when `stop` turns true, so
+/// a graceful shutdown does not wait for tail clients.
+pub fn router(store: Store, stop: watch::Receiver<bool>, timeout: Duration) -> Router {
     Router::new()
         .route("/api/v1/logs", get(logs))
         .route("/api/v1/logs/tail", get(tail))
-        .with_state(AppState { store, stop })
+        .with_state(AppState {
+            store,
+            stop,
+            timeout,
+        })
 }
 
 fn bad(message: impl Into<String>) -> SearchError {
@@ -100,16 +106,17 @@ fn failure(e: &SearchError) -> Response {
 }
 
 async fn logs(
-    State(AppState { store, .. }): State<AppState>,
+    State(AppState { store, timeout, .. }): State<AppState>,
     Query(params): Query<Params>,
 ) -> Response {
     let started = Instant::now();
+    let deadline = Some((started + timeout, timeout));
     let (req, asked) = match request(&params) {
         Ok(r) => r,
         Err(e) => return failure(&e),
     };
     let limit = req.limit;
-    let result = tokio::task::spawn_blocking(move || search(&store, &req)).await;
+    let result = tokio::task::spawn_blocking(move || search_until(&store, &req, deadline)).await;
     let result = match result {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return failure(&e),
@@ -138,7 +145,9 @@ async fn logs(
 }
 
 async fn tail(
-    State(AppState { store, mut stop }): State<AppState>,
+    State(AppState {
+        store, mut stop, ..
+    }): State<AppState>,
     Query(params): Query<Params>,
 ) -> Response {
     let expr = match parse_expr(params.query.as_deref()) {

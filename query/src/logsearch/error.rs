@@ -18,6 +18,11 @@ pub enum SearchError {
     /// Arrow failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// The search ran past the query timeout and was stopped.
+    #[error(
+        "log search exceeded the timeout of {0:?} and was stopped; narrow the time range or the query, or raise --query-timeout"
+    )]
+    Timeout(std::time::Duration),
     /// A bug: a search thread panicked.
     #[error("internal error: {0}")]
     Internal(String),
@@ -31,6 +36,7 @@ impl SearchError {
     pub fn http_status(&self) -> u16 {
         match self {
             SearchError::BadRequest(_) => 400,
+            SearchError::Timeout(_) => 504,
             _ => 500,
         }
     }

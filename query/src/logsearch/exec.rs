@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use arrow::array::ArrayRef;
 use arrow::record_batch::RecordBatch;
@@ -133,6 +134,25 @@ enum Source {
 /// # Errors
 /// When an index or file cannot be read.
 pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResult, SearchError> {
+    search_until(store, req, None)
+}
+
+/// Runs a search over `store` that gives up at `deadline` (checked before each file is
+/// searched and read), so that no search outlives the query timeout, and with it the
+/// grace period after which dropped files are deleted.
+///
+/// # Errors
+/// [`SearchError::Timeout`] past the deadline; as [`search`] otherwise.
+pub fn search_until(
+    store: &Store,
+    req: &SearchRequest,
+    deadline: Option<(Instant, Duration)>,
+) -> Result<SearchResult, SearchError> {
+    let check = || match deadline {
+        Some((at, timeout)) if Instant::now() > at => Err(SearchError::Timeout(timeout)),
+        _ => Ok(()),
+    };
+    check()?;
     let view = store.log_view();
     let query = compile(&req.expr, store.log_fields());
     let step = histogram_step(req.start, req.end, req.buckets);
@@ -180,6 +200,7 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResult, Search
                     let mut found = Found::default();
                     let mut hits: Vec<(Hit, Source)> = Vec::new();
                     for i in candidates.iter().skip(w).step_by(workers) {
+                        check()?;
                         let searcher = store.log_file_searcher(&view.files[*i])?;
                         let part = searcher.search(query.as_ref(), file_collect)?;
                         hits.extend(part.hits.iter().map(|h| (*h, Source::File(*i))));
@@ -231,6 +252,7 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResult, Search
         }
     }
     for (i, rows) in by_file {
+        check()?;
         let path = view.data_dir.join(&view.files[i].path);
         for (batch, row, out) in read_rows(&path, rows)? {
             hits[out] = hit_json(&batch, row, &highlight);

@@ -10,6 +10,8 @@ mod exec;
 pub use api::{DEFAULT_BUCKETS, DEFAULT_LIMIT, router};
 pub use compile::compile;
 pub use error::SearchError;
-pub use exec::{Cursor, MAX_LIMIT, SearchRequest, SearchResult, histogram_step, log_json, search};
+pub use exec::{
+    Cursor, MAX_LIMIT, SearchRequest, SearchResult, histogram_step, log_json, search, search_until,
+};
 #[cfg(test)]
 mod tests;

@@ -406,3 +406,37 @@ async fn search_matches_a_brute_force_scan_across_flushes() {
     assert_eq!(got, want, "pagination across a flush");
     assert!(store.log_view().head.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_past_its_deadline_stops_with_a_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(StoreConfig::new(dir.path())).expect("open");
+    let mut rng = StdRng::seed_from_u64(11);
+    let lines = generate(&mut rng, 200, 0);
+    append(&store, &lines).await;
+    store.flush().await.expect("flush");
+    let req = SearchRequest {
+        expr: Expr::All,
+        start: i64::MIN,
+        end: i64::MAX,
+        limit: 10,
+        cursor: None,
+        buckets: 1,
+    };
+    let timeout = Duration::from_millis(5);
+    let past = std::time::Instant::now()
+        .checked_sub(Duration::from_millis(1))
+        .expect("an instant in the past");
+    match super::exec::search_until(&store, &req, Some((past, timeout))) {
+        Err(super::error::SearchError::Timeout(t)) => assert_eq!(t, timeout),
+        other => panic!("expected a timeout, got {:?}", other.map(|r| r.total)),
+    }
+    let e = super::error::SearchError::Timeout(timeout);
+    assert_eq!(e.http_status(), 504);
+    assert!(e.to_string().contains("--query-timeout"), "{e}");
+    // With time left, the same search answers.
+    let later = std::time::Instant::now() + Duration::from_secs(60);
+    let found = super::exec::search_until(&store, &req, Some((later, Duration::from_secs(60))))
+        .expect("search");
+    assert_eq!(found.total, 200);
+}

@@ -153,6 +153,10 @@ pub struct Evaluator {
     pub lookback: i64,
     deadline: Instant,
     timeout: Duration,
+    /// Most points evaluation may produce (`--query-max-samples`).
+    max_samples: usize,
+    /// Points produced so far by range evaluations (range queries and subqueries).
+    produced: std::cell::Cell<usize>,
     /// Grouping labels already computed: (aggregation node, input label set) → group.
     /// Each entry holds its input set, so the identity cannot be reused while cached.
     groups: RefCell<IdMap<(usize, usize), (Labels, Labels)>>,
@@ -175,6 +179,7 @@ impl Evaluator {
         end: i64,
         lookback: i64,
         timeout: Duration,
+        max_samples: usize,
     ) -> Evaluator {
         let data = data
             .into_iter()
@@ -198,6 +203,8 @@ impl Evaluator {
             lookback,
             deadline: Instant::now() + timeout,
             timeout,
+            max_samples,
+            produced: std::cell::Cell::new(0),
             groups: RefCell::new(IdMap::default()),
             interned: RefCell::new(HashSet::new()),
             steps: None,
@@ -461,6 +468,23 @@ impl Evaluator {
             .collect()
     }
 
+    /// Counts `n` points produced against the samples limit, as Prometheus's
+    /// `--query.max-samples` does.
+    ///
+    /// # Errors
+    /// `execution` once the query has produced more than the limit.
+    fn produce(&self, n: usize) -> Result<(), PromError> {
+        let total = self.produced.get().saturating_add(n);
+        self.produced.set(total);
+        if total > self.max_samples {
+            return Err(PromError::execution(format!(
+                "query processing would load too many samples into memory in query execution (more than {}, --query-max-samples); narrow the range or raise the step",
+                self.max_samples
+            )));
+        }
+        Ok(())
+    }
+
     /// `expr` evaluated at the multiples of `step` in `[lo, hi]`, as series.
     pub fn subquery(
         &self,
@@ -492,8 +516,12 @@ impl Evaluator {
         let mut t = first;
         while t <= last {
             match self.eval(expr, t)? {
-                Value::Scalar(v) => series.entry(Labels::default()).or_default().push((t, v)),
+                Value::Scalar(v) => {
+                    self.produce(1)?;
+                    series.entry(Labels::default()).or_default().push((t, v))
+                }
                 Value::Vector(v) => {
+                    self.produce(v.len())?;
                     for e in v {
                         series.entry(e.labels).or_default().push((t, e.value));
                     }

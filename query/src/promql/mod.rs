@@ -81,6 +81,7 @@ async fn prepare(
         end,
         LOOKBACK_MS,
         engine.config().timeout,
+        engine.config().max_samples,
     ))
 }
 

@@ -5,7 +5,7 @@
 use axum::extract::{Query, State};
 use axum::response::Html;
 use leptos::prelude::*;
-use periscope_query::logsearch::{SearchRequest, search};
+use periscope_query::logsearch::{SearchRequest, search_until};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -102,7 +102,11 @@ pub async fn handler(State(s): State<UiState>, Query(p): Query<Params>) -> Html<
                     buckets: 60,
                 };
                 let store = s.store.clone();
-                match tokio::task::spawn_blocking(move || search(&store, &request)).await {
+                let timeout = s.engine.config().timeout;
+                let deadline = Some((std::time::Instant::now() + timeout, timeout));
+                match tokio::task::spawn_blocking(move || search_until(&store, &request, deadline))
+                    .await
+                {
                     Ok(Ok(r)) => Ok((r, preset)),
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(e) => Err(format!("the search failed: {e}")),

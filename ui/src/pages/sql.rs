@@ -1,19 +1,59 @@
 //! The SQL console: a query box, the result table with column types, clear errors, a
 //! CSV download, and example queries over `spans`, `logs` and `metrics`.
 
+use arrow::datatypes::Schema;
+use arrow::record_batch::RecordBatch;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, Response};
 use leptos::prelude::*;
-use periscope_query::{QueryResult, cell_text, value_json};
+use periscope_query::{AnswerWriter, QueryError, cell_text, value_json};
 use serde::Deserialize;
 
 use crate::format::q;
 use crate::shell::page;
 use crate::state::UiState;
 
-/// Most rows drawn in the page (the CSV download has them all).
+/// Most rows drawn in the page (the CSV download has up to `--query-max-rows`).
 const SHOWN_ROWS: usize = 1000;
+
+/// The rows of an answer as the page draws them: column names and types, then each
+/// cell's text and whether it is a number.
+#[derive(Debug, Default)]
+struct Table {
+    columns: Vec<(String, String)>,
+    rows: Vec<Vec<(String, bool)>>,
+}
+
+impl AnswerWriter for Table {
+    fn columns(&mut self, schema: &Schema) {
+        self.columns = schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().to_string()))
+            .collect();
+    }
+
+    fn row(&mut self, batch: &RecordBatch, row: usize) -> Result<usize, QueryError> {
+        let mut bytes = 0;
+        let cells = batch
+            .columns()
+            .iter()
+            .map(|c| {
+                let v = value_json(c, row);
+                let numeric = v.is_number();
+                let text = if v.is_null() {
+                    "NULL".to_string()
+                } else {
+                    cell_text(&v)
+                };
+                bytes += text.len() + 16;
+                (text, numeric)
+            })
+            .collect();
+        self.rows.push(cells);
+        Ok(bytes)
+    }
+}
 
 /// Example queries: title and SQL.
 const EXAMPLES: [(&str, &str); 4] = [
@@ -47,12 +87,21 @@ pub async fn handler(State(s): State<UiState>, Query(p): Query<Params>) -> Html<
     let outcome = if query.trim().is_empty() {
         None
     } else {
-        Some(s.engine.execute(&query).await.map_err(|e| e.to_string()))
+        // One row more than is shown tells whether there are more.
+        let mut table = Table::default();
+        let max = SHOWN_ROWS.min(s.engine.config().max_rows) + 1;
+        Some(
+            s.engine
+                .answer(&query, max, &mut table)
+                .await
+                .map(|answered| (table, answered.warnings))
+                .map_err(|e| e.to_string()),
+        )
     };
     let result_view = match outcome {
         None => None,
         Some(Err(e)) => Some(view! { <div class="error" id="sql-error">{e}</div> }.into_any()),
-        Some(Ok(result)) => Some(table(&result, &query).into_any()),
+        Some(Ok((result, warnings))) => Some(table(result, &warnings, &query).into_any()),
     };
     let examples = EXAMPLES
         .iter()
@@ -78,43 +127,30 @@ pub async fn handler(State(s): State<UiState>, Query(p): Query<Params>) -> Html<
     page("SQL", "/ui/sql", body)
 }
 
-fn table(result: &QueryResult, query: &str) -> impl IntoView + use<> {
+fn table(result: Table, warnings: &[String], query: &str) -> impl IntoView + use<> {
     let header = result
-        .schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let name = f.name().clone();
-            let ty = f.data_type().to_string();
-            view! { <th>{name}<span class="type">{ty}</span></th> }
+        .columns
+        .into_iter()
+        .map(|(name, ty)| view! { <th>{name}<span class="type">{ty}</span></th> })
+        .collect_view();
+    let total = result.rows.len();
+    let rows = result
+        .rows
+        .into_iter()
+        .take(SHOWN_ROWS)
+        .map(|cells| {
+            let cells = cells
+                .into_iter()
+                .map(|(text, numeric)| view! { <td class:num=numeric>{text}</td> })
+                .collect_view();
+            view! { <tr>{cells}</tr> }
         })
         .collect_view();
-    let total: usize = result.batches.iter().map(|b| b.num_rows()).sum();
-    let mut rows = Vec::new();
-    'outer: for batch in &result.batches {
-        for row in 0..batch.num_rows() {
-            if rows.len() >= SHOWN_ROWS {
-                break 'outer;
-            }
-            let cells = batch
-                .columns()
-                .iter()
-                .map(|c| {
-                    let v = value_json(c, row);
-                    let numeric = v.is_number();
-                    let text = if v.is_null() {
-                        "NULL".to_string()
-                    } else {
-                        cell_text(&v)
-                    };
-                    view! { <td class:num=numeric>{text}</td> }
-                })
-                .collect_view();
-            rows.push(view! { <tr>{cells}</tr> });
-        }
-    }
+    // Past SHOWN_ROWS the answer was cut on purpose; a cut below it is a cap's.
     let note = if total > SHOWN_ROWS {
-        format!("{total} rows; the first {SHOWN_ROWS} are shown, the CSV has them all.")
+        format!("More than {SHOWN_ROWS} rows; the first {SHOWN_ROWS} are shown, the CSV has more.")
+    } else if let Some(w) = warnings.first() {
+        format!("{total} rows shown: {w}")
     } else {
         format!("{total} row{}", if total == 1 { "" } else { "s" })
     };
@@ -130,11 +166,8 @@ fn table(result: &QueryResult, query: &str) -> impl IntoView + use<> {
     }
 }
 
-/// `GET /ui/sql.csv?q=...`: the whole result as CSV.
+/// `GET /ui/sql.csv?q=...`: the result as CSV, up to `--query-max-rows` rows.
 pub async fn csv(State(s): State<UiState>, Query(p): Query<Params>) -> Response {
     let query = p.q.unwrap_or_default();
-    match s.engine.execute(&query).await {
-        Ok(result) => periscope_query::csv_response(&result),
-        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-    }
+    periscope_query::csv_answer(&s.engine, &query, s.engine.config().max_rows).await
 }
