@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod budget;
 mod catalog;
 mod compaction;
 mod error;
@@ -35,6 +36,7 @@ mod head;
 pub mod logindex;
 mod metrics;
 pub mod otlp;
+mod reserve;
 mod retention;
 mod schema;
 mod segment;
