@@ -198,7 +198,7 @@ impl Store {
             }
             last_segment = last_segment.max(id);
             let replayed = wal::replay_segment(&path)?;
-            report_damage(&path, &replayed, &metrics)?;
+            report_damage(&path, &replayed, &metrics);
             if replayed.format < wal::FORMAT {
                 info!(path = %path.display(), format = replayed.format, "Replaying a WAL segment of an older format; its rows are converted and written in today's format.");
             }
@@ -765,25 +765,37 @@ fn held_bytes(signal: Signal, batch: &RecordBatch) -> u64 {
     }
 }
 
-/// Counts, logs and quarantines what replaying one segment had to skip.
-fn report_damage(path: &Path, replayed: &wal::Replayed, metrics: &StorageMetrics) -> Result<()> {
+/// Counts, logs and quarantines what replaying one segment had to skip. A segment that
+/// cannot be quarantined (a full disk) is logged as an error and replayed all the same:
+/// refusing to start would keep every acknowledged row of the WAL from being served.
+fn report_damage(path: &Path, replayed: &wal::Replayed, metrics: &StorageMetrics) {
     if replayed.skipped == 0 {
-        return Ok(());
+        return;
     }
     metrics.wal_corrupt_records.inc_by(replayed.corrupt as u64);
     metrics.wal_torn_tails.inc_by(u64::from(replayed.torn));
-    let kept = wal::quarantine(path)?;
-    metrics.wal_quarantined_segments.inc();
-    warn!(
-        path = %path.display(),
-        corrupt = replayed.corrupt,
-        torn_tail = replayed.torn,
-        recovered_records = replayed.recovered,
-        replayed_batches = replayed.batches.len(),
-        quarantine = %kept.display(),
-        "WAL segment had damaged records; they were skipped, the intact ones replayed, and the segment kept in quarantine."
-    );
-    Ok(())
+    match wal::quarantine(path) {
+        Ok(kept) => {
+            metrics.wal_quarantined_segments.inc();
+            warn!(
+                path = %path.display(),
+                corrupt = replayed.corrupt,
+                torn_tail = replayed.torn,
+                recovered_records = replayed.recovered,
+                replayed_batches = replayed.batches.len(),
+                quarantine = %kept.display(),
+                "WAL segment had damaged records; they were skipped, the intact ones replayed, and the segment kept in quarantine."
+            );
+        }
+        Err(error) => tracing::error!(
+            path = %path.display(),
+            corrupt = replayed.corrupt,
+            torn_tail = replayed.torn,
+            recovered_records = replayed.recovered,
+            %error,
+            "WAL segment had damaged records and could not be quarantined; it will be deleted after the next flush. Copy it now to keep it."
+        ),
+    }
 }
 
 /// The WAL writer thread: group commit of every queued append, and rotation on request.
