@@ -49,6 +49,14 @@ pub enum Error {
     /// A batch does not have the columns its table must have.
     #[error("schema: {0}")]
     Schema(String),
+    /// A WAL segment cannot be replayed by this version.
+    #[error("WAL segment {path} {message}")]
+    WalFormat {
+        /// The segment.
+        path: PathBuf,
+        /// Why, and what to do.
+        message: String,
+    },
     /// A compaction found its inputs not as the catalog describes them; the partition
     /// is left as it was.
     #[error("compacting {partition}: {message}")]

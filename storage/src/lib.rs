@@ -11,9 +11,11 @@
 //! ```
 //!
 //! Promises kept here: an append returns only after its rows are fsynced in the WAL, a
-//! restart replays every acknowledged row exactly once (torn tail records are skipped),
-//! and memory held by unflushed rows is bounded: past the budget, appends fail with the
-//! retryable [`Error::Overloaded`].
+//! restart replays every acknowledged row exactly once (torn tail records are skipped; a
+//! damaged record mid-segment costs only itself, and its segment is kept in
+//! `wal/quarantine/`), and memory held by unflushed rows is bounded: past the budget,
+//! appends fail with the retryable [`Error::Overloaded`], and an append whose caller
+//! gave up gives its share back at once.
 //!
 //! ```no_run
 //! # async fn demo(request: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest) -> Result<(), Box<dyn std::error::Error>> {
@@ -27,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+mod budget;
 mod catalog;
 mod compaction;
 mod error;
@@ -35,6 +38,7 @@ mod head;
 pub mod logindex;
 mod metrics;
 pub mod otlp;
+mod reserve;
 mod retention;
 mod schema;
 mod segment;

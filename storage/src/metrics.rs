@@ -23,6 +23,11 @@ pub struct StorageMetrics {
     pub(crate) compactions: Counter,
     pub(crate) compaction_errors: Counter,
     pub(crate) compaction_seconds: Histogram,
+    pub(crate) wal_corrupt_records: Counter,
+    pub(crate) wal_torn_tails: Counter,
+    pub(crate) wal_quarantined_segments: Counter,
+    pub(crate) log_index_queue_bytes: Gauge,
+    pub(crate) log_index_queue_waits: Counter,
 }
 
 impl Default for StorageMetrics {
@@ -39,6 +44,11 @@ impl Default for StorageMetrics {
             compactions: Counter::default(),
             compaction_errors: Counter::default(),
             compaction_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            wal_corrupt_records: Counter::default(),
+            wal_torn_tails: Counter::default(),
+            wal_quarantined_segments: Counter::default(),
+            log_index_queue_bytes: Gauge::default(),
+            log_index_queue_waits: Counter::default(),
         }
     }
 }
@@ -100,6 +110,31 @@ impl StorageMetrics {
             "periscope_compaction_seconds",
             "Duration of one merge of a partition's small files, commit included",
             self.compaction_seconds.clone(),
+        );
+        registry.register(
+            "periscope_wal_corrupt_records",
+            "Damaged WAL records found at start-up with intact records after them (skipped; the rest recovered)",
+            self.wal_corrupt_records.clone(),
+        );
+        registry.register(
+            "periscope_wal_torn_tails",
+            "WAL segments found at start-up ending in a torn (never acknowledged) write",
+            self.wal_torn_tails.clone(),
+        );
+        registry.register(
+            "periscope_wal_quarantined_segments",
+            "WAL segments with skipped records kept in wal/quarantine/",
+            self.wal_quarantined_segments.clone(),
+        );
+        registry.register(
+            "periscope_log_index_queue_bytes",
+            "Bytes of acknowledged log rows waiting for the head log index",
+            self.log_index_queue_bytes.clone(),
+        );
+        registry.register(
+            "periscope_log_index_queue_waits",
+            "Times the WAL writer waited because the head log index queue was full",
+            self.log_index_queue_waits.clone(),
         );
     }
 }

@@ -254,6 +254,60 @@ static METRICS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+/// Version of the three table schemas, written in every WAL segment's header. Bump it
+/// when a column is added, removed or changes type; replay converts older rows with
+/// [`conform`].
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+/// Bytes of memory the rows of `batch` occupy: the sizes of the slices of buffers its
+/// columns use. Unlike [`RecordBatch::get_array_memory_size`], a buffer shared by several
+/// columns (as in a batch decoded from one Arrow IPC message) is not counted once per
+/// column, and an array's unused capacity is not counted.
+pub(crate) fn batch_bytes(batch: &arrow::record_batch::RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size()) as u64
+        })
+        .sum()
+}
+
+/// `batch` with the columns of today's schema of `signal`'s table: columns are matched
+/// by name, cast where their type changed, filled with nulls where they did not exist
+/// yet; columns the table no longer has are dropped.
+///
+/// # Errors
+/// When the time column is missing or a column cannot be cast.
+pub(crate) fn conform(
+    signal: Signal,
+    batch: arrow::record_batch::RecordBatch,
+) -> Result<arrow::record_batch::RecordBatch, String> {
+    let schema = signal.schema();
+    if batch.schema() == schema {
+        return Ok(batch);
+    }
+    if batch.column_by_name(signal.time_column()).is_none() {
+        return Err(format!("no time column `{}`", signal.time_column()));
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
+            Some(column) => arrow::compute::cast(column, field.data_type())
+                .map_err(|e| format!("column `{}`: {e}", field.name())),
+            None => Ok(arrow::array::new_null_array(
+                field.data_type(),
+                batch.num_rows(),
+            )),
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    arrow::record_batch::RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

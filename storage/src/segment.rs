@@ -215,7 +215,7 @@ fn chunks(batches: &[RecordBatch], chunk_bytes: u64) -> Vec<&[RecordBatch]> {
     let mut out = Vec::new();
     let (mut start, mut size) = (0, 0u64);
     for (i, b) in batches.iter().enumerate() {
-        let bytes = b.get_array_memory_size() as u64;
+        let bytes = crate::schema::batch_bytes(b);
         if i > start && size + bytes > chunk_bytes {
             out.push(&batches[start..i]);
             (start, size) = (i, 0);
@@ -233,9 +233,11 @@ fn chunks(batches: &[RecordBatch], chunk_bytes: u64) -> Vec<&[RecordBatch]> {
 /// rows are taken a chunk at a time, so the memory a flush needs besides its input is
 /// bounded by `limits`, whatever the size of the head.
 ///
+/// The path (relative to `data_dir`) of every file started is added to `outputs`, for
+/// [`remove_outputs`] to delete if the flush fails.
+///
 /// # Errors
-/// When sorting, encoding or any file operation fails; files already written by this
-/// call are then orphans that the next start-up removes.
+/// When sorting, encoding or any file operation fails.
 pub(crate) fn write_files(
     data_dir: &Path,
     signal: Signal,
@@ -243,6 +245,7 @@ pub(crate) fn write_files(
     flush_id: u64,
     log_fields: &LogFields,
     limits: FlushLimits,
+    outputs: &mut Vec<String>,
 ) -> Result<Vec<FileEntry>> {
     let mut entries = Vec::new();
     for (n, chunk) in chunks(batches, limits.chunk_bytes).into_iter().enumerate() {
@@ -265,10 +268,12 @@ pub(crate) fn write_files(
             } else {
                 format!("{flush_id:012}-{n:03}.parquet")
             };
+            let rel_dir = partition_dir(signal, hour);
+            outputs.push(format!("{rel_dir}/{name}"));
             let mut file = FileWriter::create(
                 data_dir,
                 signal,
-                &partition_dir(signal, hour),
+                &rel_dir,
                 &name,
                 part.num_rows(),
                 log_fields,
@@ -279,6 +284,32 @@ pub(crate) fn write_files(
         }
     }
     Ok(entries)
+}
+
+/// Deletes the files a failed flush started (see [`write_files`]): each Parquet file, its
+/// temporary file and its log index. Files that are not there are skipped; a file that
+/// cannot be deleted is logged and left for the next start, which removes orphans.
+pub(crate) fn remove_outputs(data_dir: &Path, outputs: &[String]) {
+    for rel in outputs {
+        let path = data_dir.join(rel);
+        let tmp = path.with_file_name(format!(
+            "{}.tmp",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let index = crate::logindex::index_path(&path);
+        let removed = [&path, &tmp]
+            .into_iter()
+            .map(std::fs::remove_file)
+            .chain([std::fs::remove_dir_all(&index)])
+            .filter(|r| {
+                r.as_ref()
+                    .is_err_and(|e| e.kind() != std::io::ErrorKind::NotFound)
+            })
+            .collect::<Vec<_>>();
+        if let Some(Err(error)) = removed.into_iter().next() {
+            tracing::warn!(%error, path = %path.display(), "Could not delete the output of a failed flush.");
+        }
+    }
 }
 
 /// Limits large enough not to matter in unit tests.
@@ -334,6 +365,7 @@ mod tests {
             9,
             &LogFields::new(),
             TEST_LIMITS,
+            &mut Vec::new(),
         )
         .unwrap();
         assert_eq!(entries.len(), 2);

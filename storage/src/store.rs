@@ -18,6 +18,7 @@ use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::budget::{Budget, Reservation};
 use crate::catalog::{Catalog, FileEntry};
 use crate::compaction::{self, CompactionConfig, MergeTarget};
 use crate::error::{Error, Result};
@@ -25,10 +26,11 @@ use crate::filewriter::WriteLimits;
 use crate::head::Head;
 use crate::logindex::{self, FileIndexes, HeadIndex, LogFields, LogView};
 use crate::metrics::StorageMetrics;
+use crate::reserve::{self, Reserve};
 use crate::retention::{self, Retention};
-use crate::schema::Signal;
+use crate::schema::{self, Signal};
 use crate::segment::{self, FlushLimits};
-use crate::wal::{self, Segment};
+use crate::wal::{self, Log};
 
 /// How the store is set up.
 #[derive(Debug, Clone)]
@@ -104,7 +106,8 @@ enum Command {
     Append {
         signal: Signal,
         batch: RecordBatch,
-        bytes: u64,
+        /// Given back if the command is dropped before its rows reach the head.
+        reservation: Reservation,
         record: Vec<u8>,
         done: oneshot::Sender<Result<()>>,
     },
@@ -123,7 +126,8 @@ struct Inner {
     wal_dir: PathBuf,
     state: RwLock<State>,
     commands: mpsc::Sender<Command>,
-    buffered: AtomicU64,
+    budget: Arc<Budget>,
+    reserve: Reserve,
     flush_lock: tokio::sync::Mutex<()>,
     metrics: StorageMetrics,
     next_log_id: AtomicU64,
@@ -173,11 +177,16 @@ impl Store {
         }
         let log_fields = LogFields::new();
         build_missing_indexes(&data_dir, &catalog, &log_fields)?;
-        let head_index = HeadIndex::start(log_fields.clone(), config.write_limits().index_bytes)?;
-        let mut next_log_id = catalog.next_log_id;
         let metrics = StorageMetrics::default();
+        let head_index = HeadIndex::start(
+            log_fields.clone(),
+            config.write_limits().index_bytes,
+            metrics.log_index_queue_bytes.clone(),
+            metrics.log_index_queue_waits.clone(),
+        )?;
+        let budget = Budget::new(config.max_buffered_bytes, metrics.buffered_bytes.clone());
+        let mut next_log_id = catalog.next_log_id;
         let mut head = Head::default();
-        let mut buffered = 0u64;
         let mut last_segment = catalog.flushed_upto;
         let mut replayed_rows = 0usize;
         for id in wal::list_segments(&wal_dir)? {
@@ -189,10 +198,14 @@ impl Store {
             }
             last_segment = last_segment.max(id);
             let replayed = wal::replay_segment(&path)?;
+            report_damage(&path, &replayed, &metrics);
+            if replayed.format < wal::FORMAT {
+                info!(path = %path.display(), format = replayed.format, "Replaying a WAL segment of an older format; its rows are converted and written in today's format.");
+            }
             for (signal, batch) in replayed.batches {
                 let bytes = held_bytes(signal, &batch);
                 replayed_rows += batch.num_rows();
-                buffered += bytes;
+                budget.hold(bytes);
                 if signal == Signal::Logs {
                     next_log_id = next_log_id.max(max_log_id(&batch).map_or(0, |id| id + 1));
                     let seq = head.push(signal, batch.clone(), bytes);
@@ -205,15 +218,17 @@ impl Store {
         if replayed_rows > 0 {
             info!(rows = replayed_rows, "Replayed the write-ahead log.");
         }
-        let segment = Segment::create(&wal_dir, last_segment + 1)?;
-        metrics.buffered_bytes.set(buffered as i64);
-        let (tx, rx) = mpsc::channel(4096);
+        let log = Log::new(&wal_dir, last_segment);
+        let reserve = Reserve::new(&data_dir, reserve::RESERVE_BYTES);
+        reserve.ensure();
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let inner = Arc::new(Inner {
             config,
             wal_dir,
             state: RwLock::new(State { head, catalog }),
             commands: tx,
-            buffered: AtomicU64::new(buffered),
+            budget,
+            reserve,
             flush_lock: tokio::sync::Mutex::new(()),
             metrics,
             next_log_id: AtomicU64::new(next_log_id),
@@ -228,7 +243,7 @@ impl Store {
         let writer = Arc::clone(&inner);
         std::thread::Builder::new()
             .name("periscope-wal".into())
-            .spawn(move || wal_writer(writer, segment, rx))
+            .spawn(move || wal_writer(writer, log, rx))
             .map_err(Error::io("start WAL writer thread", &data_dir))?;
         Ok(Store { inner })
     }
@@ -250,13 +265,13 @@ impl Store {
 
     /// Bytes of acknowledged rows currently held in memory.
     pub fn buffered_bytes(&self) -> u64 {
-        self.inner.buffered.load(Ordering::Relaxed)
+        self.inner.budget.used()
     }
 
     /// Whether unflushed rows fill their memory budget, so that any append would be
     /// refused: receivers check this before reading a request's body.
     pub fn is_full(&self) -> bool {
-        self.buffered_bytes() >= self.inner.config.max_buffered_bytes
+        self.inner.budget.is_full()
     }
 
     /// Durably appends rows to a table. Returns once the rows are fsynced in the WAL and
@@ -275,25 +290,9 @@ impl Store {
         } else {
             batch
         };
-        let bytes = held_bytes(signal, &batch);
-        let limit = self.inner.config.max_buffered_bytes;
-        let used = self.inner.buffered.fetch_add(bytes, Ordering::AcqRel);
-        if used + bytes > limit {
-            self.inner.buffered.fetch_sub(bytes, Ordering::AcqRel);
-            return Err(Error::Overloaded { used, limit });
-        }
-        let result = self.append_reserved(signal, batch, bytes).await;
-        if result.is_err() {
-            self.inner.buffered.fetch_sub(bytes, Ordering::AcqRel);
-        }
-        self.inner
-            .metrics
-            .buffered_bytes
-            .set(self.inner.buffered.load(Ordering::Relaxed) as i64);
-        result
-    }
-
-    async fn append_reserved(&self, signal: Signal, batch: RecordBatch, bytes: u64) -> Result<()> {
+        // Given back on every path that does not end with the rows in the head, a
+        // caller that stops waiting (cancels this future) included.
+        let reservation = self.inner.budget.reserve(held_bytes(signal, &batch))?;
         let record = wal::encode_record(signal, &batch)?;
         let (done, wait) = oneshot::channel();
         self.inner
@@ -301,7 +300,7 @@ impl Store {
             .send(Command::Append {
                 signal,
                 batch,
-                bytes,
+                reservation,
                 record,
                 done,
             })
@@ -420,10 +419,6 @@ impl Store {
             Ok((rows, bytes)) => {
                 self.inner.metrics.flushes.inc();
                 self.inner.metrics.parquet_bytes.inc_by(bytes);
-                self.inner
-                    .metrics
-                    .buffered_bytes
-                    .set(self.inner.buffered.load(Ordering::Relaxed) as i64);
                 if rows > 0 {
                     info!(
                         rows,
@@ -467,7 +462,14 @@ impl Store {
             return Ok((0, 0));
         }
         catalog.files = kept;
-        self.commit_catalog(catalog).await?;
+        match self.commit_catalog(catalog.clone()).await {
+            // A full disk: the catalog write needs the space it is meant to free.
+            Err(error) if reserve::is_out_of_space(&error) && self.inner.reserve.release() => {
+                warn!(%error, "The disk is full; retention uses the space reserve to drop files.");
+                self.commit_catalog(catalog).await?;
+            }
+            result => result?,
+        }
         let bytes: u64 = expired.iter().map(|f| f.bytes + f.index_bytes).sum();
         let files = expired.len();
         self.doom(expired);
@@ -666,6 +668,11 @@ impl Store {
                 if let Err(error) = self.apply_retention().await {
                     warn!(%error, "Applying retention failed, will retry.");
                 }
+                // Made again once what retention dropped is deleted; not more often,
+                // since a try on a full disk holds its free space for a moment.
+                if self.inner.doomed.lock().is_empty() {
+                    self.inner.reserve.ensure();
+                }
             }
             self.delete_doomed();
         }
@@ -679,35 +686,25 @@ impl Store {
 
 impl Inner {
     /// Writes the frozen head to files and commits them; returns rows and bytes written.
+    /// A flush that fails deletes every file it wrote at once, so retries on a nearly
+    /// full disk do not eat the space they wait for.
     fn write_frozen(&self, upto: u64) -> Result<(u64, u64)> {
         let data_dir = &self.config.data_dir;
-        let mut written = Vec::new();
-        for signal in Signal::ALL {
-            let frozen = self.state.read().head.frozen(signal);
-            written.extend(segment::write_files(
-                data_dir,
-                signal,
-                &frozen,
-                upto,
-                &self.log_fields,
-                self.config.flush_limits(),
-            )?);
+        let mut outputs = Vec::new();
+        let written = self.write_and_commit(upto, &mut outputs);
+        if written.is_err() {
+            segment::remove_outputs(data_dir, &outputs);
         }
-        let mut catalog = self.state.read().catalog.clone();
-        catalog.files.extend(written.iter().cloned());
-        catalog.flushed_upto = upto;
-        catalog.next_log_id = self.next_log_id.load(Ordering::Relaxed);
-        catalog.version = 1;
-        catalog.store(data_dir)?;
+        let (written, catalog) = written?;
         let released = {
+            // One step: a query sees the rows either in the head or in the files.
             let mut state = self.state.write();
             state.catalog = catalog;
             let released = state.head.release_frozen();
-            self.head_index
-                .release_below(state.head.min_seq(Signal::Logs));
-            released
+            self.budget.release(released);
+            state.head.min_seq(Signal::Logs)
         };
-        self.buffered.fetch_sub(released, Ordering::AcqRel);
+        self.head_index.release_below(released);
         for id in wal::list_segments(&self.wal_dir)? {
             if id <= upto {
                 let path = wal::segment_path(&self.wal_dir, id);
@@ -720,13 +717,47 @@ impl Inner {
         let bytes = written.iter().map(|f| f.bytes).sum();
         Ok((rows, bytes))
     }
+
+    /// The work of [`Inner::write_frozen`] up to the catalog write; returns the files
+    /// written and the new catalog. `outputs` collects every file it starts.
+    fn write_and_commit(
+        &self,
+        upto: u64,
+        outputs: &mut Vec<String>,
+    ) -> Result<(Vec<FileEntry>, Catalog)> {
+        let data_dir = &self.config.data_dir;
+        let mut written = Vec::new();
+        for signal in Signal::ALL {
+            let frozen = self.state.read().head.frozen(signal);
+            written.extend(segment::write_files(
+                data_dir,
+                signal,
+                &frozen,
+                upto,
+                &self.log_fields,
+                self.config.flush_limits(),
+                outputs,
+            )?);
+        }
+        let mut catalog = self.state.read().catalog.clone();
+        catalog.files.extend(written.iter().cloned());
+        catalog.flushed_upto = upto;
+        catalog.next_log_id = self.next_log_id.load(Ordering::Relaxed);
+        catalog.version = 1;
+        catalog.store(data_dir)?;
+        Ok((written, catalog))
+    }
 }
 
-/// Memory that holding `batch` in the head costs: its Arrow buffers, and for `logs` as
+/// How many appends may wait for the WAL writer.
+const COMMAND_QUEUE: usize = if cfg!(test) { 64 } else { 4096 };
+
+/// Memory that holding `batch` in the head costs: its Arrow buffers (their slices: a
+/// batch replayed from the WAL shares one buffer among its columns), and for `logs` as
 /// much again for the head's search index (its in-memory segments), so the memory budget
 /// covers the index too.
 fn held_bytes(signal: Signal, batch: &RecordBatch) -> u64 {
-    let bytes = batch.get_array_memory_size() as u64;
+    let bytes = schema::batch_bytes(batch);
     if signal == Signal::Logs {
         bytes * 2
     } else {
@@ -734,8 +765,41 @@ fn held_bytes(signal: Signal, batch: &RecordBatch) -> u64 {
     }
 }
 
+/// Counts, logs and quarantines what replaying one segment had to skip. A segment that
+/// cannot be quarantined (a full disk) is logged as an error and replayed all the same:
+/// refusing to start would keep every acknowledged row of the WAL from being served.
+fn report_damage(path: &Path, replayed: &wal::Replayed, metrics: &StorageMetrics) {
+    if replayed.skipped == 0 {
+        return;
+    }
+    metrics.wal_corrupt_records.inc_by(replayed.corrupt as u64);
+    metrics.wal_torn_tails.inc_by(u64::from(replayed.torn));
+    match wal::quarantine(path) {
+        Ok(kept) => {
+            metrics.wal_quarantined_segments.inc();
+            warn!(
+                path = %path.display(),
+                corrupt = replayed.corrupt,
+                torn_tail = replayed.torn,
+                recovered_records = replayed.recovered,
+                replayed_batches = replayed.batches.len(),
+                quarantine = %kept.display(),
+                "WAL segment had damaged records; they were skipped, the intact ones replayed, and the segment kept in quarantine."
+            );
+        }
+        Err(error) => tracing::error!(
+            path = %path.display(),
+            corrupt = replayed.corrupt,
+            torn_tail = replayed.torn,
+            recovered_records = replayed.recovered,
+            %error,
+            "WAL segment had damaged records and could not be quarantined; it will be deleted after the next flush. Copy it now to keep it."
+        ),
+    }
+}
+
 /// The WAL writer thread: group commit of every queued append, and rotation on request.
-fn wal_writer(inner: Arc<Inner>, mut segment: Segment, mut rx: mpsc::Receiver<Command>) {
+fn wal_writer(inner: Arc<Inner>, mut log: Log, mut rx: mpsc::Receiver<Command>) {
     let mut group: Vec<Command> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
@@ -750,25 +814,24 @@ fn wal_writer(inner: Arc<Inner>, mut segment: Segment, mut rx: mpsc::Receiver<Co
             match cmd {
                 Command::Append { .. } => appends.push(cmd),
                 Command::Rotate { done } => {
-                    commit(&inner, &mut segment, std::mem::take(&mut appends));
-                    let _ = done.send(rotate(&inner, &mut segment));
+                    commit(&inner, &mut log, std::mem::take(&mut appends));
+                    let _ = done.send(Ok(rotate(&inner, &mut log)));
                 }
             }
         }
-        commit(&inner, &mut segment, appends);
+        commit(&inner, &mut log, appends);
     }
     debug!("WAL writer stopped.");
 }
 
 /// Starts a new segment and freezes the head, atomically with respect to appends.
-fn rotate(inner: &Inner, segment: &mut Segment) -> Result<u64> {
-    let old = segment.id();
-    *segment = Segment::create(&inner.wal_dir, old + 1)?;
+fn rotate(inner: &Inner, log: &mut Log) -> u64 {
+    let upto = log.rotate();
     inner.state.write().head.freeze();
-    Ok(old)
+    upto
 }
 
-fn commit(inner: &Inner, segment: &mut Segment, appends: Vec<Command>) {
+fn commit(inner: &Inner, log: &mut Log, appends: Vec<Command>) {
     if appends.is_empty() {
         return;
     }
@@ -786,7 +849,7 @@ fn commit(inner: &Inner, segment: &mut Segment, appends: Vec<Command>) {
         }
     }
     let started = Instant::now();
-    let result = segment.append_durable(&buf);
+    let result = log.append(&buf);
     inner
         .metrics
         .wal_fsync_seconds
@@ -796,13 +859,14 @@ fn commit(inner: &Inner, segment: &mut Segment, appends: Vec<Command>) {
             inner.metrics.wal_fsyncs.inc();
             inner.metrics.wal_bytes.inc_by(buf.len() as u64);
             let mut dones = Vec::with_capacity(appends.len());
+            let mut to_index = Vec::new();
             {
                 let mut state = inner.state.write();
                 for c in appends {
                     if let Command::Append {
                         signal,
                         batch,
-                        bytes,
+                        reservation,
                         done,
                         ..
                     } = c
@@ -812,15 +876,20 @@ fn commit(inner: &Inner, segment: &mut Segment, appends: Vec<Command>) {
                             .rows_written
                             .get_or_create(&vec![("signal", signal.name())])
                             .inc_by(batch.num_rows() as u64);
+                        let bytes = reservation.into_head();
                         if signal == Signal::Logs {
                             let seq = state.head.push(signal, batch.clone(), bytes);
-                            inner.head_index.add(seq, batch);
+                            to_index.push((seq, batch));
                         } else {
                             state.head.push(signal, batch, bytes);
                         }
                         dones.push(done);
                     }
                 }
+            }
+            // Outside the state lock: the index queue may make this thread wait.
+            for (seq, batch) in to_index {
+                inner.head_index.add(seq, batch);
             }
             for done in dones {
                 let _ = done.send(Ok(()));
@@ -1033,6 +1102,7 @@ mod tests {
             1,
             &LogFields::new(),
             segment::TEST_LIMITS,
+            &mut Vec::new(),
         )
         .unwrap();
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
@@ -1463,5 +1533,256 @@ mod tests {
             .filter(|n| n.starts_with('c'))
             .collect();
         assert!(partial.is_empty(), "no partial output left: {partial:?}");
+    }
+
+    /// Every Parquet or temporary file under `dir`.
+    fn data_files(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() && path.extension().is_none_or(|e| e != "index") {
+                out.extend(data_files(&path));
+            } else if path
+                .extension()
+                .is_some_and(|e| e == "parquet" || e == "tmp" || e == "index")
+            {
+                out.push(path);
+            }
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_given_up_while_the_wal_is_slow_leave_no_budget_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        // A slow WAL: the writer stalls on the state lock after its first write.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (held, holding) = std::sync::mpsc::channel::<()>();
+        let stall = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let _state = store.inner.state.read();
+                held.send(()).unwrap();
+                let _ = released.recv();
+            })
+        };
+        holding.recv().unwrap();
+        let tasks: Vec<_> = (0..300u32)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.append(Signal::Spans, spans(5, i as u8)).await })
+            })
+            .collect();
+        // Until the writer's queue is full and appends wait to be queued.
+        for _ in 0..3000 {
+            if store.inner.commands.capacity() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(store.inner.commands.capacity(), 0, "the queue filled up");
+        // The clients hang up (deadline, closed connection).
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        release.send(()).unwrap();
+        stall.join().unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(
+            store.buffered_bytes(),
+            0,
+            "a given-up append kept its budget"
+        );
+        assert_eq!(store.inner.metrics.buffered_bytes.get(), 0);
+        store.append(Signal::Spans, spans(5, 1)).await.unwrap();
+    }
+
+    /// Flips a byte in the middle of the `n`th record (from 0) of a format-2 segment.
+    fn damage_record(path: &Path, n: usize) {
+        let mut data = std::fs::read(path).unwrap();
+        let mut pos = 16;
+        for _ in 0..n {
+            let len = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap()) as usize;
+            pos += 12 + len;
+        }
+        let len = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        data[pos + 12 + len / 2] ^= 0xff;
+        std::fs::write(path, data).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_mid_segment_is_counted_quarantined_and_the_rest_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+            for seed in 1..=3 {
+                store.append(Signal::Spans, spans(3, seed)).await.unwrap();
+            }
+        }
+        let wal_dir = dir.path().join("wal");
+        let segment = wal::segment_path(&wal_dir, 1);
+        damage_record(&segment, 1);
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        assert_eq!(
+            rows(&store.snapshot(Signal::Spans)),
+            6,
+            "the records after the bad one are back"
+        );
+        assert_eq!(store.metrics().wal_corrupt_records.get(), 1);
+        assert_eq!(store.metrics().wal_quarantined_segments.get(), 1);
+        let mut registry = prometheus_client::registry::Registry::default();
+        store.metrics().register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("periscope_wal_corrupt_records_total 1"),
+            "{text}"
+        );
+        // The flush that covers the segment deletes it from the WAL, not from quarantine.
+        store.flush().await.unwrap();
+        assert!(!segment.exists());
+        let kept = wal_dir.join(wal::QUARANTINE).join("000000000001.wal");
+        let replayed = wal::replay_segment(&kept).unwrap();
+        assert_eq!((replayed.batches.len(), replayed.corrupt), (2, 1));
+        drop(store);
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        assert_eq!(rows(&store.snapshot(Signal::Spans)), 6);
+        assert_eq!(
+            store.metrics().wal_corrupt_records.get(),
+            0,
+            "reported once"
+        );
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_wal_write_acknowledged_rows_never_land_after_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("wal");
+        {
+            let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+            store.append(Signal::Spans, spans(3, 1)).await.unwrap();
+            wal::inject_fault(&wal::segment_path(&wal_dir, 1));
+            let error = store.append(Signal::Spans, spans(3, 2)).await.unwrap_err();
+            assert!(matches!(error, Error::Io { .. }), "{error}");
+            store.append(Signal::Spans, spans(4, 3)).await.unwrap();
+            assert_eq!(wal::list_segments(&wal_dir).unwrap(), [1, 2]);
+            let second = wal::replay_segment(&wal::segment_path(&wal_dir, 2)).unwrap();
+            assert_eq!((second.batches.len(), second.skipped), (1, 0));
+        }
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        assert_eq!(rows(&store.snapshot(Signal::Spans)), 7);
+        assert_eq!(store.buffered_bytes(), {
+            let s = store.snapshot(Signal::Spans);
+            s.batches.iter().map(schema::batch_bytes).sum::<u64>()
+        });
+    }
+
+    #[tokio::test]
+    async fn a_segment_creation_that_failed_halfway_does_not_stop_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("wal");
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.append(Signal::Spans, spans(3, 1)).await.unwrap();
+        // The next segment's file exists: its creation failed after the file was made.
+        std::fs::write(wal::segment_path(&wal_dir, 2), b"PSC").unwrap();
+        store.flush().await.unwrap();
+        store.append(Signal::Spans, spans(2, 2)).await.unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(rows(&store.snapshot(Signal::Spans)), 5);
+        drop(store);
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        assert_eq!(rows(&store.snapshot(Signal::Spans)), 5);
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_deletes_the_files_it_wrote_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.append(Signal::Spans, spans(3, 1)).await.unwrap();
+        store.append(Signal::Logs, logs(&["a", "b"])).await.unwrap();
+        // The logs table's directory cannot be made: the spans files are written first.
+        let blocker = dir.path().join("logs");
+        std::fs::write(&blocker, b"").unwrap();
+        store.flush().await.unwrap_err();
+        assert_eq!(data_files(dir.path()), Vec::<PathBuf>::new());
+        std::fs::remove_file(&blocker).unwrap();
+        // The catalog cannot be written: every table's files are written first.
+        let blocker = dir.path().join("catalog.json.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        store.flush().await.unwrap_err();
+        assert_eq!(data_files(dir.path()), Vec::<PathBuf>::new());
+        std::fs::remove_dir(&blocker).unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(rows(&store.snapshot(Signal::Spans)), 3);
+        assert_eq!(rows(&store.snapshot(Signal::Logs)), 2);
+        assert_eq!(data_files(dir.path()).len(), 3, "two files and one index");
+    }
+
+    #[tokio::test]
+    async fn replayed_rows_are_counted_at_their_real_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let appended = {
+            let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+            for seed in 1..=20 {
+                store.append(Signal::Spans, spans(50, seed)).await.unwrap();
+            }
+            store.buffered_bytes()
+        };
+        let mut config = StoreConfig::new(dir.path());
+        // Room for all of them in one sorted chunk, so one file.
+        config.work_bytes = appended * 4;
+        let store = Store::open(config).unwrap();
+        let replayed = store.buffered_bytes();
+        assert!(
+            replayed <= appended + appended / 10,
+            "replayed rows count {replayed} bytes, {appended} when appended"
+        );
+        store.flush().await.unwrap();
+        assert_eq!(store.snapshot(Signal::Spans).files.len(), 1);
+        assert_eq!(store.buffered_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wal_of_the_old_format_is_replayed_and_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("wal");
+        std::fs::create_dir_all(&wal_dir).unwrap();
+        let mut old = wal::legacy_record(Signal::Spans, &spans(3, 1));
+        old.extend(wal::legacy_record(Signal::Logs, &logs(&["old format"])));
+        std::fs::write(wal::segment_path(&wal_dir, 1), old).unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        assert_eq!(rows(&store.snapshot(Signal::Spans)), 3);
+        store.flush().await.unwrap();
+        assert_eq!(rows(&store.snapshot(Signal::Spans)), 3);
+        assert_eq!(rows(&store.snapshot(Signal::Logs)), 1);
+        assert!(!wal::segment_path(&wal_dir, 1).exists());
+
+        // A newer format: a clear refusal, naming the segment.
+        drop(store);
+        let last = *wal::list_segments(&wal_dir).unwrap().last().unwrap();
+        let path = wal::segment_path(&wal_dir, last);
+        let mut newer = std::fs::read(&path).unwrap();
+        newer[8] = 7;
+        std::fs::write(&path, newer).unwrap();
+        let error = Store::open(StoreConfig::new(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&format!("{last:012}.wal")) && error.contains("format 7"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_index_queue_is_counted_and_drains() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.append(Signal::Logs, logs(&["queued"])).await.unwrap();
+        until_indexed(&store, "queued", (1, 0)).await;
+        assert_eq!(store.metrics().log_index_queue_bytes.get(), 0);
     }
 }

@@ -2,6 +2,7 @@
 //! and duplicates none.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,14 +19,17 @@ async fn kill_9_during_ingest_loses_no_acknowledged_span() {
     // Frequent flushes, so the kill can land in the middle of one.
     let mut server = Server::start(dir.path(), &["--flush-interval", "150ms"]);
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // Set before the kill: an export that fails earlier is a failure of the test.
+    let killed = Arc::new(AtomicBool::new(false));
     let mut senders = Vec::new();
     for worker in 0..4u64 {
         let endpoint = server.grpc();
         let acked = Arc::clone(&acked);
+        let killed = Arc::clone(&killed);
         senders.push(tokio::spawn(async move {
-            let Ok(mut client) = TraceServiceClient::connect(endpoint).await else {
-                return;
-            };
+            let mut client = TraceServiceClient::connect(endpoint)
+                .await
+                .expect("connect to the running server");
             for n in 0u64.. {
                 let first = (worker << 40) | (n * SPANS_PER_EXPORT);
                 let spans = (first..first + SPANS_PER_EXPORT)
@@ -39,16 +43,26 @@ async fn kill_9_during_ingest_loses_no_acknowledged_span() {
                             set.insert(hex::encode((id + 1).to_be_bytes()));
                         }
                     }
-                    Err(_) => return, // the server is gone
+                    Err(status) => {
+                        assert!(
+                            killed.load(Ordering::SeqCst),
+                            "an export failed before the kill: {status}"
+                        );
+                        return; // the server is gone
+                    }
                 }
             }
         }));
     }
     let wait = rand::rng().random_range(400..1500);
     tokio::time::sleep(Duration::from_millis(wait)).await;
+    killed.store(true, Ordering::SeqCst);
     server.kill9();
+    // A sender's failed assertion fails the test.
     for s in senders {
-        let _ = s.await;
+        if let Err(error) = s.await {
+            std::panic::resume_unwind(error.into_panic());
+        }
     }
     let acked = acked.lock().unwrap().clone();
     assert!(

@@ -109,6 +109,22 @@ async fn count(server: &Server, sql: &str) -> i64 {
     server.scalar(sql).await
 }
 
+/// How many log lines the log search finds for `query` over the last six hours.
+async fn search_total(server: &Server, query: &str) -> u64 {
+    let search: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/logs", server.api()))
+        .query(&[("query", query), ("start", "now-6h"), ("end", "now")])
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    search["total"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no total: {search}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_drops_old_files_while_ingest_and_queries_run() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -140,6 +156,14 @@ async fn retention_drops_old_files_while_ingest_and_queries_run() {
         .export(logs("fresh entry", now_ns(), PER_EXPORT))
         .await
         .expect("new logs");
+    // The log search finds the old lines while they are there (once the head's index
+    // committed them, within 200 ms; retention drops files only, after a flush).
+    eventually("the old lines to be searchable", 10, || async {
+        let total = search_total(&server, "ancient").await;
+        assert!(total <= PER_EXPORT as u64, "{total} hits");
+        (total == PER_EXPORT as u64).then_some(())
+    })
+    .await;
     let old_spans_dir = partition(dir.path(), "spans", three_hours_ago);
     let old_logs_dir = partition(dir.path(), "logs", three_hours_ago);
 
@@ -235,24 +259,20 @@ async fn retention_drops_old_files_while_ingest_and_queries_run() {
         .await,
         PER_EXPORT
     );
-    let search: serde_json::Value = reqwest::get(format!(
-        "{}/api/v1/logs?q=ancient&start=now-6h&end=now",
-        server.api()
-    ))
-    .await
-    .expect("search")
-    .json()
-    .await
-    .expect("json");
-    assert_eq!(
-        search.to_string().matches("ancient entry").count(),
-        0,
-        "{search}"
-    );
+    assert_eq!(search_total(&server, "ancient").await, 0);
+    assert_eq!(search_total(&server, "fresh").await, PER_EXPORT as u64);
 
     // Kill -9 right after the catalog dropped the files, inside the grace period: the
     // next start removes them as orphans, Parquet file and index together, and nothing
-    // acknowledged is lost.
+    // acknowledged is lost. The files are still there (grace period) when it lands.
+    assert!(
+        !files_in(&old_spans_dir).is_empty(),
+        "the old spans' files went before the kill: the kill misses the grace period"
+    );
+    assert!(
+        !files_in(&old_logs_dir).is_empty(),
+        "the old logs' files went before the kill: the kill misses the grace period"
+    );
     server.kill9();
     let server = start(dir.path());
     assert!(

@@ -25,6 +25,7 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDo
 use tracing::warn;
 
 use super::fields::{LogColumns, LogFields};
+use super::queue::QueueBudget;
 use super::search::Collect;
 use crate::error::Result;
 
@@ -34,7 +35,8 @@ pub const COMMIT_EVERY: Duration = Duration::from_millis(200);
 const TAIL_LIMIT: usize = 10_000;
 
 enum Message {
-    Batch(u64, RecordBatch),
+    /// A batch, its sequence number and its bytes in the queue.
+    Batch(u64, RecordBatch, u64),
     Release(u64),
 }
 
@@ -51,6 +53,7 @@ pub struct HeadIndex {
     reader: IndexReader,
     sender: Sender<Message>,
     subscribers: Arc<Mutex<Vec<Subscriber>>>,
+    queue: Arc<QueueBudget>,
 }
 
 impl std::fmt::Debug for HeadIndex {
@@ -62,10 +65,18 @@ impl std::fmt::Debug for HeadIndex {
 impl HeadIndex {
     /// Creates the index and starts its indexer thread, which buffers up to `memory`
     /// bytes of new documents (between 15 MB and 64 MiB) before it writes a segment.
+    /// At most `memory` bytes of batches wait for the indexer (see [`HeadIndex::add`]);
+    /// their size is published on `queue_bytes` and waits for room counted in
+    /// `queue_waits`.
     ///
     /// # Errors
     /// When tantivy cannot create the writer or the thread cannot start.
-    pub fn start(fields: LogFields, memory: usize) -> Result<HeadIndex> {
+    pub(crate) fn start(
+        fields: LogFields,
+        memory: usize,
+        queue_bytes: prometheus_client::metrics::gauge::Gauge,
+        queue_waits: prometheus_client::metrics::counter::Counter,
+    ) -> Result<HeadIndex> {
         let index = Index::create_in_ram(fields.schema.clone());
         LogFields::register_tokenizers(&index);
         let writer: IndexWriter<TantivyDocument> =
@@ -76,10 +87,12 @@ impl HeadIndex {
             .try_into()?;
         let (sender, receiver) = channel();
         let subscribers = Arc::new(Mutex::new(Vec::new()));
+        let queue = Arc::new(QueueBudget::new(memory as u64, queue_bytes, queue_waits));
         let head = HeadIndex {
             reader,
             sender,
             subscribers: Arc::clone(&subscribers),
+            queue: Arc::clone(&queue),
         };
         let indexer = Indexer {
             fields,
@@ -87,6 +100,7 @@ impl HeadIndex {
             reader: head.reader.clone(),
             subscribers,
             pending: VecDeque::new(),
+            queue,
         };
         std::thread::Builder::new()
             .name("periscope-log-index".into())
@@ -95,9 +109,14 @@ impl HeadIndex {
         Ok(head)
     }
 
-    /// Queues an acknowledged batch for indexing.
+    /// Queues an acknowledged batch for indexing; waits while the batches queued before
+    /// it fill the queue's byte budget.
     pub(crate) fn add(&self, seq: u64, batch: RecordBatch) {
-        let _ = self.sender.send(Message::Batch(seq, batch));
+        let bytes = crate::schema::batch_bytes(&batch);
+        self.queue.take(bytes);
+        if self.sender.send(Message::Batch(seq, batch, bytes)).is_err() {
+            self.queue.give(bytes);
+        }
     }
 
     /// Says that every batch below `seq` is now in Parquet files.
@@ -139,6 +158,7 @@ struct Indexer {
     subscribers: Arc<Mutex<Vec<Subscriber>>>,
     /// Batches added since the last commit, for the tail subscribers.
     pending: VecDeque<(u64, RecordBatch)>,
+    queue: Arc<QueueBudget>,
 }
 
 impl Indexer {
@@ -150,10 +170,11 @@ impl Indexer {
                 None => Duration::from_secs(3600),
             };
             match receiver.recv_timeout(wait) {
-                Ok(Message::Batch(seq, batch)) => {
+                Ok(Message::Batch(seq, batch, bytes)) => {
                     if let Err(error) = self.add(seq, &batch) {
                         warn!(%error, "Could not index a log batch; it stays queryable by SQL.");
                     }
+                    self.queue.give(bytes);
                     self.pending.push_back((seq, batch));
                     dirty_since.get_or_insert_with(Instant::now);
                 }

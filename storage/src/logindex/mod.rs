@@ -11,6 +11,7 @@
 mod fields;
 pub(crate) mod file;
 mod head;
+mod queue;
 mod search;
 mod tokenizer;
 
