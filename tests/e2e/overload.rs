@@ -188,8 +188,9 @@ fn rss_bytes(pid: u32) -> u64 {
 struct Overloaded {
     /// The first item id of every acknowledged export.
     acked: Vec<u64>,
-    /// gRPC refusals made before the message was read (the admission check's answer).
-    grpc_refused_early: u32,
+    /// gRPC refusals made before the message was decoded: by the admission check before
+    /// it is read (the head is full), or by the decoding budget once it is read.
+    grpc_refused_undecoded: u32,
 }
 
 /// A load above capacity for a bounded time against a server with a 256 MiB budget:
@@ -270,10 +271,10 @@ async fn sustained_overload(
             (acked, refused)
         }));
     }
-    // OTLP/gRPC exporters: refused with UNAVAILABLE before their message is read.
-    let early = Arc::new(AtomicU64::new(0));
+    // OTLP/gRPC exporters: refused with UNAVAILABLE before their message is decoded.
+    let undecoded = Arc::new(AtomicU64::new(0));
     for sender in 8..8 + grpc_senders {
-        let (stop, url, early) = (Arc::clone(&stop), server.grpc(), Arc::clone(&early));
+        let (stop, url, undecoded) = (Arc::clone(&stop), server.grpc(), Arc::clone(&undecoded));
         senders.push(tokio::spawn(async move {
             let mut client = TraceServiceClient::connect(url)
                 .await
@@ -290,8 +291,10 @@ async fn sustained_overload(
                         assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
                         assert!(!status.details().is_empty(), "no RetryInfo: {status}");
                         refused += 1;
-                        if status.message().contains("retry after the next flush") {
-                            early.fetch_add(1, Ordering::Relaxed);
+                        if status.message().contains("retry after the next flush")
+                            || status.message().contains("decoded at once")
+                        {
+                            undecoded.fetch_add(1, Ordering::Relaxed);
                         }
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
@@ -328,7 +331,7 @@ async fn sustained_overload(
     );
     Overloaded {
         acked,
-        grpc_refused_early: early.load(Ordering::Relaxed) as u32,
+        grpc_refused_undecoded: undecoded.load(Ordering::Relaxed) as u32,
     }
 }
 
@@ -346,8 +349,8 @@ async fn under_sustained_overload_resident_memory_stays_under_the_budget() {
     )
     .await;
     assert!(
-        run.grpc_refused_early > 0,
-        "gRPC exports were never refused before being read"
+        run.grpc_refused_undecoded > 0,
+        "gRPC exports were never refused before being decoded"
     );
     server
         .assert_spans_exactly_once(run.acked.len() as i64 * 400)
