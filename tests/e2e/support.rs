@@ -336,3 +336,9 @@ pub const CUT_OFF_WITHIN: Duration = Duration::from_secs(5);
 /// Header size between a `--max-header-bytes 16KiB` and the 64 KiB default: refused with
 /// the flag, accepted without it.
 pub const BETWEEN_FLAG_AND_DEFAULT: usize = 24 << 10;
+
+/// Whether a status line from [`status_for_header_of`] shows the header block was read
+/// and routed (200 on the API port's `/healthz`, 404 on the OTLP port, which has none).
+pub fn header_block_taken(status: &str) -> bool {
+    status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.1 404")
+}
