@@ -134,6 +134,30 @@ pub struct ServeArgs {
     /// --tls-cert. TOML `[tls] client_ca`.
     #[arg(long, env = "PERISCOPE_TLS_CLIENT_CA", value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Host names the HTTP ports answer to besides IP addresses and `localhost`, e.g.
+    /// `periscope.internal`; other `Host` headers get 403 when authentication is off or
+    /// when this or --public-url is set (DNS rebinding guard).
+    #[arg(
+        long = "allowed-hosts",
+        env = "PERISCOPE_ALLOWED_HOSTS",
+        value_name = "HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// The URL browsers use to reach the UI when it differs from the listening address
+    /// (behind a reverse proxy), e.g. `https://periscope.example.com`: its host is
+    /// allowed and its origin is same-origin.
+    #[arg(long, env = "PERISCOPE_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Web origins whose pages may send OTLP/HTTP from the browser (CORS), e.g.
+    /// `https://shop.example.com`, or `*` [default: none; other origins get 403].
+    #[arg(
+        long = "cors-allowed-origins",
+        env = "PERISCOPE_CORS_ALLOWED_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -186,6 +210,9 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
+    allowed_hosts: Option<Vec<String>>,
+    public_url: Option<String>,
+    cors_allowed_origins: Option<Vec<String>>,
 }
 
 /// `[tls]` in the TOML file.
@@ -249,6 +276,8 @@ pub struct Settings {
     pub max_header_bytes: u64,
     /// TLS on the three ports; `None` serves plain HTTP and gRPC.
     pub tls: Option<crate::tls::ServerTls>,
+    /// The `Host`, `Origin` and CORS rules of the HTTP ports.
+    pub browser: std::sync::Arc<crate::auth::origin::BrowserPolicy>,
 }
 
 impl Settings {
@@ -545,6 +574,19 @@ impl Settings {
             pick(args.query_memory_limit, file.query_memory_limit),
             memory_limit / 4,
         )?;
+        let list = |flag: Vec<String>, file: Option<Vec<String>>| {
+            if flag.is_empty() {
+                file.unwrap_or_default()
+            } else {
+                flag
+            }
+        };
+        let browser = crate::auth::origin::BrowserPolicy::new(
+            &list(args.allowed_hosts, file.allowed_hosts),
+            pick(args.public_url, file.public_url).as_deref(),
+            &list(args.cors_allowed_origins, file.cors_allowed_origins),
+            auth.is_some(),
+        )?;
         Ok(Settings {
             otlp_grpc_addr,
             otlp_http_addr,
@@ -607,6 +649,7 @@ impl Settings {
                 64 << 10,
             )?,
             tls,
+            browser: std::sync::Arc::new(browser),
         })
     }
 
@@ -901,6 +944,52 @@ mod tests {
         );
         let err = auth_decision(public, &[local], true, none(), false).unwrap_err();
         assert!(err.to_string().contains("refusing"), "{err}");
+    }
+
+    #[test]
+    fn browser_settings_come_from_flags_or_the_file_and_bad_ones_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(
+            &file,
+            "allowed_hosts = [\"periscope.internal\"]\npublic_url = \"https://obs.example.com\"\n\
+             cors_allowed_origins = [\"https://shop.example.com\", \"*\"]\n",
+        )
+        .unwrap();
+        assert!(
+            Settings::resolve(ServeArgs {
+                config: Some(file.clone()),
+                ..Default::default()
+            })
+            .is_ok()
+        );
+        for (args, key) in [
+            (
+                ServeArgs {
+                    public_url: Some("obs.example.com".into()),
+                    ..Default::default()
+                },
+                "public-url",
+            ),
+            (
+                ServeArgs {
+                    config: Some(file),
+                    cors_allowed_origins: vec!["shop.example.com".into()],
+                    ..Default::default()
+                },
+                "cors-allowed-origins",
+            ),
+            (
+                ServeArgs {
+                    allowed_hosts: vec!["http://periscope.internal".into()],
+                    ..Default::default()
+                },
+                "allowed-hosts",
+            ),
+        ] {
+            let err = format!("{:#}", Settings::resolve(args).unwrap_err());
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

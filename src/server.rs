@@ -278,6 +278,11 @@ pub async fn serve_until(
             crate::auth::middleware::ingest,
         ));
     }
+    // Host and Origin first: a foreign page is refused (or given CORS) before anything else.
+    let otlp_router = otlp_router.layer(axum::middleware::from_fn_with_state(
+        settings.browser.clone(),
+        crate::auth::origin::otlp,
+    ));
     let limits = crate::http_serve::Limits {
         header_read_timeout: settings.header_read_timeout,
         max_header_bytes: settings.max_header_bytes as usize,
@@ -331,11 +336,24 @@ pub async fn serve_until(
             )
         });
     let api = match &settings.auth {
-        Some(tokens) => api.merge(crate::auth::login::router(tokens.clone())).layer(
-            axum::middleware::from_fn_with_state(tokens.clone(), crate::auth::middleware::api),
-        ),
+        Some(tokens) => api
+            .merge(crate::auth::login::router(
+                tokens.clone(),
+                settings.tls.is_some(),
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                tokens.clone(),
+                crate::auth::middleware::api,
+            )),
         None => api,
     };
+    // Outermost: the security headers reach every answer, refusals included.
+    let api = api
+        .layer(axum::middleware::from_fn_with_state(
+            settings.browser.clone(),
+            crate::auth::origin::api,
+        ))
+        .layer(axum::middleware::from_fn(crate::auth::headers::secure));
     let api = crate::http_serve::serve(
         api_listener,
         api,

@@ -99,14 +99,14 @@ async fn send(client: &reqwest::Client, target: &Target, n: &Notification) -> Re
         .body(n.body.clone())
         .send()
         .await
-        .map_err(|e| Failure::Retry(format!("request failed: {e}")))?;
+        .map_err(|e| Failure::Retry(format!("request failed: {}", request_error(e))))?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
     let text = response.text().await.unwrap_or_default();
     let excerpt: String = text.chars().take(200).collect();
-    let message = format!("the receiver answered {status}: {excerpt}");
+    let message = without_urls(&format!("the receiver answered {status}: {excerpt}"));
     if status.is_server_error()
         || status == http::StatusCode::TOO_MANY_REQUESTS
         || status == http::StatusCode::REQUEST_TIMEOUT
@@ -115,6 +115,47 @@ async fn send(client: &reqwest::Client, target: &Target, n: &Notification) -> Re
     } else {
         Err(Failure::Permanent(message))
     }
+}
+
+/// A failed request's error and its causes, without the URL: webhook URLs often carry
+/// their secret (Slack's `/services/T…/B…/<secret>`), and these texts are logged and kept
+/// in the dead letters that any `read` token may list.
+fn request_error(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "error"
+    };
+    let e = e.without_url();
+    let mut text = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    without_urls(&text)
+}
+
+/// `text` with every `scheme://…` word replaced by `<url>`, so that no URL reaches a log
+/// or a stored error whatever the library or the receiver put in its message.
+pub(crate) fn without_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        let end = rest[at + 3..]
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ','))
+            .map_or(rest.len(), |i| at + 3 + i);
+        out.push_str(&rest[..start]);
+        out.push_str("<url>");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn now_ms() -> i64 {
@@ -209,6 +250,37 @@ mod tests {
             signature("Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn urls_are_cut_out_of_error_texts() {
+        assert_eq!(
+            without_urls(
+                "error sending request for url (https://hooks.slack.com/services/T0/B0/s3cr3t?x=1): closed"
+            ),
+            "error sending request for url (<url>): closed"
+        );
+        assert_eq!(
+            without_urls("a http://u:p@h/x, and \"ftp://h/y\" end"),
+            "a <url>, and \"<url>\" end"
+        );
+        assert_eq!(without_urls("no url here"), "no url here");
+        assert_eq!(without_urls("https://x"), "<url>");
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_names_no_part_of_its_url() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let e = reqwest::Client::new()
+            .post(format!("http://{addr}/services/T000/B000/s3cr3t"))
+            .send()
+            .await
+            .expect_err("nothing listens");
+        let text = request_error(e);
+        assert!(!text.contains("s3cr3t") && !text.contains("http"), "{text}");
+        assert!(text.contains("could not connect"), "{text}");
     }
 
     #[test]

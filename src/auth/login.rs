@@ -1,5 +1,7 @@
 //! The UI's login: a form that takes a token once and keeps it in an HttpOnly,
-//! SameSite=Strict cookie, and a logout that clears it.
+//! SameSite=Strict cookie (`Secure` when the port speaks TLS), and a logout that clears
+//! it. After the login the browser goes back to the page it asked for, which must be a
+//! path on this server.
 
 use std::sync::Arc;
 
@@ -14,12 +16,23 @@ use serde::Deserialize;
 use super::middleware::COOKIE;
 use super::{Role, Tokens};
 
-/// `GET/POST /ui/login`, `GET /ui/logout`.
-pub fn router(tokens: Arc<Tokens>) -> Router {
+/// What the login handlers need.
+#[derive(Clone)]
+struct Login {
+    tokens: Arc<Tokens>,
+    /// `; Secure` when the port speaks TLS, else empty.
+    secure: &'static str,
+}
+
+/// `GET/POST /ui/login`, `GET /ui/logout`; `tls` marks the cookie `Secure`.
+pub fn router(tokens: Arc<Tokens>, tls: bool) -> Router {
     Router::new()
         .route("/ui/login", get(form).post(submit))
         .route("/ui/logout", get(logout))
-        .with_state(tokens)
+        .with_state(Login {
+            tokens,
+            secure: if tls { "; Secure" } else { "" },
+        })
 }
 
 #[derive(Deserialize)]
@@ -33,10 +46,25 @@ struct Submitted {
     next: Option<String>,
 }
 
-/// Only local UI paths: no scheme, no `//host`, no backslashes.
+/// Only paths on this server: an absolute path that parses as one (no scheme, no
+/// `//host`), with no backslash, control character or whitespace anywhere. Browsers drop
+/// tabs and newlines from URLs and read `\\` as `/`, so `/\t/evil.example/` or
+/// `/\\evil.example` would otherwise lead to `//evil.example/`.
 fn safe_next(next: Option<&str>) -> String {
+    let local = |n: &str| {
+        n.starts_with('/')
+            && !n
+                .chars()
+                .any(|c| c == '\\' || c.is_control() || c.is_whitespace())
+            && n.parse::<http::Uri>().is_ok_and(|u| {
+                u.scheme().is_none()
+                    && u.authority().is_none()
+                    && u.path().starts_with('/')
+                    && !u.path().starts_with("//")
+            })
+    };
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        Some(n) if local(n) => n.to_owned(),
         _ => "/ui/".to_owned(),
     }
 }
@@ -70,10 +98,13 @@ async fn form(Query(q): Query<Next>) -> Html<String> {
     Html(page(&safe_next(q.next.as_deref()), None))
 }
 
-async fn submit(State(tokens): State<Arc<Tokens>>, Form(f): Form<Submitted>) -> Response {
+async fn submit(State(login): State<Login>, Form(f): Form<Submitted>) -> Response {
     let next = safe_next(f.next.as_deref());
     let token = f.token.trim();
-    if tokens.check(Some(token), Role::Read, Utc::now()).is_err()
+    if login
+        .tokens
+        .check(Some(token), Role::Read, Utc::now())
+        .is_err()
         || !token
             .bytes()
             .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
@@ -84,7 +115,10 @@ async fn submit(State(tokens): State<Arc<Tokens>>, Form(f): Form<Submitted>) -> 
         )
             .into_response();
     }
-    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+    let cookie = format!(
+        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{}",
+        login.secure
+    );
     let mut resp = Redirect::to(&next).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -92,12 +126,15 @@ async fn submit(State(tokens): State<Arc<Tokens>>, Form(f): Form<Submitted>) -> 
     resp
 }
 
-async fn logout() -> Response {
+async fn logout(State(login): State<Login>) -> Response {
     let mut resp = Redirect::to("/ui/login").into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("periscope_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    let cookie = format!(
+        "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        login.secure
     );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
     resp
 }
 
@@ -111,6 +148,20 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example/")), "/ui/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/ui/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/ui/");
+        for bad in [
+            "/\t/evil.example/",
+            "/\n/evil.example/",
+            "/\r/evil.example/",
+            "/ /evil.example/",
+            "/\u{7f}/evil.example/",
+            "/ui/\\..\\\\evil.example",
+            "/\u{85}/evil.example/",
+            "http:/evil.example/",
+            "evil.example",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/ui/", "{bad:?}");
+        }
+        assert_eq!(safe_next(Some("/ui/trace/ab12")), "/ui/trace/ab12");
         assert_eq!(safe_next(None), "/ui/");
         assert!(!page("\"><script>", None).contains("<script>"));
     }

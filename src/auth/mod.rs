@@ -9,8 +9,10 @@
 //! grafana      read    sha256:9a41…07
 //! ```
 
+pub mod headers;
 pub mod login;
 pub mod middleware;
+pub mod origin;
 
 use std::path::Path;
 

@@ -642,6 +642,46 @@ async fn a_spent_retry_budget_makes_a_dead_letter() {
     assert!(hook.got().is_empty());
 }
 
+/// Item: a webhook URL carries its secret (Slack's `/services/T…/B…/<secret>`); a failed
+/// delivery's stored error names no part of it, so `GET /api/v1/notifications` (any read
+/// token) does not show it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delivery_keeps_no_part_of_the_webhook_url() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let secret_url = format!("http://{dead}/services/T0000/B0000/s3cr3tH00kT0ken");
+    let dir = tempfile::tempdir().unwrap();
+    let rules = write(
+        dir.path(),
+        "rules.yml",
+        "groups:\n  - name: leak\n    interval: 200ms\n    rules:\n      - alert: Leak\n        \
+         expr: vector(1)\n",
+    );
+    let config = write(
+        dir.path(),
+        "periscope.toml",
+        &format!(
+            "[alerting]\n{}[alerting.delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\nretry_for = \"1s\"\n",
+            webhook("hook", &secret_url, "[\"alertname\"]")
+        ),
+    );
+    let server = start(&dir.path().join("data"), &config, &rules, &[]);
+    let dead_letter = eventually("the dead letter", 20, || async {
+        let n = notifications(&server).await;
+        n["dead"].as_array().and_then(|d| d.first().cloned())
+    })
+    .await;
+    let error = dead_letter["error"].as_str().unwrap();
+    assert!(error.contains("could not connect"), "{error}");
+    assert!(!error.contains("http"), "{error}");
+    let everything = notifications(&server).await.to_string();
+    for part in ["s3cr3tH00kT0ken", "/services/", &dead.to_string()] {
+        assert!(!everything.contains(part), "{part} shown: {everything}");
+    }
+}
+
 fn log_request(service: &str, count: usize) -> ExportLogsServiceRequest {
     let now = now_ms() as u64 * 1_000_000;
     ExportLogsServiceRequest {

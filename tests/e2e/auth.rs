@@ -99,7 +99,8 @@ async fn each_role_does_exactly_what_it_may_on_every_endpoint() {
         assert_eq!(r.status(), 200, "{path}");
     }
 
-    // (method, path, body, role needed)
+    // (method, path, body, role needed); every allowed call answers 200 except the
+    // remote write of a body that is not snappy (400).
     let sql = serde_json::json!({"query": "SELECT count(*) FROM spans"}).to_string();
     let endpoints: Vec<(&str, String, String, &str)> = vec![
         ("POST", "/api/v1/sql".into(), sql, "read"),
@@ -166,7 +167,14 @@ async fn each_role_does_exactly_what_it_may_on_every_endpoint() {
         ),
     ];
     let mut denial_bodies = Vec::new();
+    let mut unauthenticated_bodies = std::collections::BTreeSet::new();
+    let mut forbidden_bodies = std::collections::BTreeSet::new();
     for (method, path, body, needs) in &endpoints {
+        let expected_ok = if path == "/api/v1/write" {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
         let send = |token: Option<&str>| {
             let mut r = http
                 .request(
@@ -192,16 +200,14 @@ async fn each_role_does_exactly_what_it_may_on_every_endpoint() {
         ] {
             let (status, text) = send(Some(token)).await;
             if allowed(role) {
-                assert!(
-                    status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
-                    "{role} on {method} {path}: {status} {text}"
-                );
+                assert_eq!(status, expected_ok, "{role} on {method} {path}: {text}");
             } else {
                 assert_eq!(
                     status,
                     StatusCode::FORBIDDEN,
                     "{role} on {method} {path}: {text}"
                 );
+                forbidden_bodies.insert(text.clone());
                 denial_bodies.push(text);
             }
         }
@@ -217,6 +223,7 @@ async fn each_role_does_exactly_what_it_may_on_every_endpoint() {
                     StatusCode::UNAUTHORIZED,
                     "{token:?} on {method} {path}: {text}"
                 );
+                unauthenticated_bodies.insert(text.clone());
                 denial_bodies.push(text);
             }
         }
@@ -228,11 +235,17 @@ async fn each_role_does_exactly_what_it_may_on_every_endpoint() {
             assert!(!body.contains(secret), "{body} mentions {secret}");
         }
     }
-    let unauth: std::collections::BTreeSet<&String> = denial_bodies
-        .iter()
-        .filter(|b| b.contains("missing"))
-        .collect();
-    assert_eq!(unauth.len(), 1, "one 401 body for every cause: {unauth:?}");
+    // Every 401 is the same body whatever the cause and the endpoint, and so is every 403.
+    assert_eq!(
+        unauthenticated_bodies.len(),
+        1,
+        "one 401 body for every cause: {unauthenticated_bodies:?}"
+    );
+    assert_eq!(
+        forbidden_bodies.len(),
+        1,
+        "one 403 body for every role: {forbidden_bodies:?}"
+    );
 
     // SQL stays read-only under every role, admin included.
     for statement in [
@@ -461,4 +474,432 @@ fn a_public_address_without_tokens_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tokens:1"), "{err}");
+}
+
+/// Sends `method url` with `headers` (a `host` header replaces reqwest's) and `body`;
+/// returns the status, the headers and the body. Redirects are not followed.
+async fn send_raw(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let mut r = client
+        .request(
+            reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+            url,
+        )
+        .body(body.to_string());
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let resp = r.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.expect("body"))
+}
+
+fn sql_body() -> String {
+    serde_json::json!({"query": "SELECT 1 AS one"}).to_string()
+}
+
+/// Item: a page the operator visits cannot drive a server that runs without tokens on
+/// loopback, neither by a cross-site request nor by DNS rebinding, while curl-like
+/// clients (no Origin) and the UI's own origin keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_page_cannot_use_an_open_loopback_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let api = server.api();
+    let sql_url = format!("{api}/api/v1/sql");
+    let json = ("content-type", "application/json");
+    let own = api.clone();
+    let own_origin = ("origin", own.as_str());
+    let port = server
+        .api_addr
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_string();
+
+    // curl -d and the SDKs send no Origin: served.
+    let (status, _, text) = send_raw("POST", &sql_url, &[json], &sql_body()).await;
+    assert_eq!(status, 200, "{text}");
+    // The UI's own origin (browsers send Origin on every POST): served, no CORS headers.
+    let (status, headers, text) =
+        send_raw("POST", &sql_url, &[json, own_origin], &sql_body()).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(headers.get("access-control-allow-origin").is_none());
+    // `fetch(url, {mode: 'no-cors', method: 'POST', body})` from another site: a
+    // text/plain body needs no preflight, so the server itself must refuse.
+    for (origin, content_type) in [
+        ("http://evil.example", "text/plain"),
+        ("http://evil.example", "application/json"),
+        ("http://127.0.0.1", "text/plain"),
+        ("http://127.0.0.1:1", "text/plain"),
+        ("null", "text/plain"),
+    ] {
+        let (status, headers, text) = send_raw(
+            "POST",
+            &sql_url,
+            &[("content-type", content_type), ("origin", origin)],
+            &sql_body(),
+        )
+        .await;
+        assert_eq!(status, 403, "Origin {origin}: {text}");
+        assert!(headers.get("access-control-allow-origin").is_none());
+    }
+    let evil = ("origin", "http://evil.example");
+    for (method, path) in [
+        ("POST", "/api/v1/write"),
+        ("POST", "/api/v1/rules/reload"),
+        ("GET", "/api/v1/query?query=1"),
+        ("OPTIONS", "/api/v1/sql"),
+    ] {
+        let (status, headers, text) = send_raw(
+            method,
+            &format!("{api}{path}"),
+            &[evil, ("access-control-request-method", "POST")],
+            "",
+        )
+        .await;
+        assert_eq!(status, 403, "{method} {path}: {text}");
+        assert!(headers.get("access-control-allow-origin").is_none());
+    }
+    // DNS rebinding: the page's own name, resolved to 127.0.0.1, arrives as the Host.
+    let query = format!("{api}/api/v1/query?query=1");
+    for host in [
+        "evil.example",
+        "evil.example:7070",
+        "localhost.evil.example",
+    ] {
+        let (status, _, text) = send_raw("GET", &query, &[("host", host)], "").await;
+        assert_eq!(status, 403, "Host {host}: {text}");
+    }
+    let rebound = format!("evil.example:{port}");
+    let (status, _, _) = send_raw(
+        "POST",
+        &sql_url,
+        &[
+            json,
+            ("host", &rebound),
+            ("origin", &format!("http://{rebound}")),
+        ],
+        &sql_body(),
+    )
+    .await;
+    assert_eq!(status, 403, "a rebound page's same-origin POST");
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let (status, _, text) = send_raw("GET", &query, &[("host", &host)], "").await;
+        assert_eq!(status, 200, "Host {host}: {text}");
+    }
+
+    // The OTLP/HTTP port: the same rules, and no CORS unless configured.
+    let traces = format!("{}/v1/traces", server.otlp_http());
+    let protobuf = ("content-type", "application/x-protobuf");
+    let (status, _, text) = send_raw("POST", &traces, &[protobuf], "").await;
+    assert_eq!(status, 200, "an SDK's export: {text}");
+    for (method, headers) in [
+        ("POST", [protobuf, evil]),
+        ("POST", [protobuf, ("host", "evil.example")]),
+        ("OPTIONS", [evil, ("access-control-request-method", "POST")]),
+    ] {
+        let (status, got, text) = send_raw(method, &traces, &headers, "").await;
+        assert_eq!(status, 403, "{method} {headers:?}: {text}");
+        assert!(got.get("access-control-allow-origin").is_none());
+    }
+}
+
+/// Item: real deployments name their hosts (`--allowed-hosts`, `--public-url`), and
+/// browser OTLP is served only to the origins of `--cors-allowed-origins`, on the OTLP
+/// port only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_hosts_public_url_and_cors_origins_are_opt_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--allowed-hosts",
+            "periscope.internal,metrics.internal",
+            "--public-url",
+            "https://obs.example.com/periscope",
+            "--cors-allowed-origins",
+            "http://shop.example",
+        ],
+    );
+    let api = server.api();
+    let query = format!("{api}/api/v1/query?query=1");
+    for (host, want) in [
+        ("periscope.internal:7070", 200),
+        ("METRICS.internal", 200),
+        ("obs.example.com", 200),
+        ("evil.example", 403),
+    ] {
+        let (status, _, text) = send_raw("GET", &query, &[("host", host)], "").await;
+        assert_eq!(status, want, "Host {host}: {text}");
+    }
+    let sql_url = format!("{api}/api/v1/sql");
+    let json = ("content-type", "application/json");
+    for (origin, want) in [
+        ("https://obs.example.com", 200),
+        ("https://obs.example.com:8443", 403),
+        ("http://shop.example", 403),
+    ] {
+        let (status, _, text) =
+            send_raw("POST", &sql_url, &[json, ("origin", origin)], &sql_body()).await;
+        assert_eq!(status, want, "Origin {origin} on the API port: {text}");
+    }
+
+    let traces = format!("{}/v1/traces", server.otlp_http());
+    let shop = ("origin", "http://shop.example");
+    let (status, headers, text) = send_raw(
+        "OPTIONS",
+        &traces,
+        &[
+            shop,
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "content-type"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 204, "preflight: {text}");
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "http://shop.example"
+    );
+    assert!(
+        headers["access-control-allow-methods"]
+            .to_str()
+            .expect("methods")
+            .contains("POST")
+    );
+    assert!(
+        headers["access-control-allow-headers"]
+            .to_str()
+            .expect("headers")
+            .contains("content-type")
+    );
+    assert!(headers.get("access-control-allow-credentials").is_none());
+    let protobuf = ("content-type", "application/x-protobuf");
+    let (status, headers, text) = send_raw("POST", &traces, &[shop, protobuf], "").await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "http://shop.example"
+    );
+    let (status, headers, _) = send_raw(
+        "POST",
+        &traces,
+        &[("origin", "http://other.example"), protobuf],
+        "",
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(headers.get("access-control-allow-origin").is_none());
+
+    // A bad value stops the start naming its flag.
+    let out = Command::new(env!("CARGO_BIN_EXE_periscope"))
+        .args(["serve", "--public-url", "obs.example.com", "--data-dir"])
+        .arg(dir.path().join("other"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("public-url"), "{err}");
+}
+
+/// A server with a read and an admin token; returns it with (read, admin).
+fn server_with_tokens(dir: &std::path::Path) -> (Server, String, String) {
+    let (read, read_line) = create_token("read", "viewer");
+    let (admin, admin_line) = create_token("admin", "operator");
+    let file = dir.join("tokens");
+    std::fs::write(&file, format!("{read_line}\n{admin_line}\n")).expect("tokens file");
+    let rules = dir.join("rules.yml");
+    std::fs::write(&rules, "groups: []\n").expect("rules");
+    let server = Server::start(
+        &dir.join("data"),
+        &[
+            "--tokens-file",
+            file.to_str().expect("path"),
+            "--rules",
+            rules.to_str().expect("path"),
+        ],
+    );
+    (server, read, admin)
+}
+
+/// Logs in with `token` and returns the `name=value` pair of the cookie.
+async fn login_cookie(server: &Server, token: &str) -> String {
+    let (status, headers, text) = send_raw(
+        "POST",
+        &format!("{}/ui/login", server.api()),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &form_urlencoded::Serializer::new(String::new())
+            .append_pair("token", token)
+            .finish(),
+    )
+    .await;
+    assert_eq!(status, 303, "{text}");
+    headers["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string()
+}
+
+/// Item: after the login the browser goes only to a path of this server; tabs, newlines,
+/// backslashes and `//host` in `next` fall back to the UI's start page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_sends_the_browser_only_to_paths_of_this_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, read, _) = server_with_tokens(dir.path());
+    let login = format!("{}/ui/login", server.api());
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    for next in [
+        "/\t/evil.example/",
+        "/\n/evil.example/",
+        "/\r\n/evil.example/",
+        "/ /evil.example/",
+        "//evil.example/",
+        "/\\evil.example/",
+        "/ui/\\..\\\\evil.example",
+        "https://evil.example/",
+        "evil.example",
+    ] {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("token", &read)
+            .append_pair("next", next)
+            .finish();
+        let (status, headers, text) = send_raw("POST", &login, &[form], &body).await;
+        assert_eq!(status, 303, "{next:?}: {text}");
+        assert_eq!(headers["location"], "/ui/", "next = {next:?}");
+        // The form carries the same fallback, never the foreign target.
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("next", next)
+            .finish();
+        let (status, _, page) = send_raw("GET", &format!("{login}?{query}"), &[], "").await;
+        assert_eq!(status, 200);
+        assert!(
+            page.contains("name=\"next\" value=\"/ui/\""),
+            "next = {next:?}: {page}"
+        );
+    }
+    let (_, headers, _) =
+        send_raw("GET", &format!("{}/ui/logs?query=x", server.api()), &[], "").await;
+    let target = headers["location"].to_str().expect("location").to_string();
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair("token", &read)
+        .append_pair(
+            "next",
+            &form_urlencoded::parse(target.split_once('?').expect("query").1.as_bytes())
+                .find(|(k, _)| k == "next")
+                .expect("next")
+                .1,
+        )
+        .finish();
+    let (_, headers, _) = send_raw("POST", &login, &[form], &body).await;
+    assert_eq!(
+        headers["location"], "/ui/logs?query=x",
+        "a local page is kept"
+    );
+}
+
+/// Item: every answer of the UI port forbids framing and sniffing and keeps its URL out
+/// of other sites' Referer; a request that changes something with the UI cookie alone
+/// needs a same-origin Origin, while bearer tokens (no cookie) need none; and with tokens
+/// but no allowed hosts configured any Host is served, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_answers_forbid_framing_and_cookie_changes_need_the_ui_origin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, read, admin) = server_with_tokens(dir.path());
+    let api = server.api();
+    let admin_cookie = login_cookie(&server, &admin).await;
+    let read_cookie = login_cookie(&server, &read).await;
+    let cookie = |c: &str| ("cookie", c.to_string());
+    for (path, headers, want) in [
+        ("/ui/login", vec![], 200),
+        ("/ui/", vec![], 303),
+        ("/ui/", vec![cookie(&read_cookie)], 200),
+        ("/ui/sql?q=SELECT%201", vec![cookie(&read_cookie)], 200),
+        ("/ui/assets/style.css", vec![], 200),
+        ("/api/v1/query?query=1", vec![], 401),
+        ("/api/v1/query?query=1", vec![cookie(&read_cookie)], 200),
+        ("/healthz", vec![], 200),
+        ("/no/such/page", vec![cookie(&read_cookie)], 404),
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, got, text) = send_raw("GET", &format!("{api}{path}"), &headers, "").await;
+        assert_eq!(status, want, "{path}: {text}");
+        assert_eq!(got["x-frame-options"], "DENY", "{path}");
+        assert!(
+            got["content-security-policy"]
+                .to_str()
+                .expect("csp")
+                .contains("frame-ancestors 'none'"),
+            "{path}"
+        );
+        assert_eq!(got["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(got["referrer-policy"], "same-origin", "{path}");
+    }
+
+    let reload = format!("{api}/api/v1/rules/reload");
+    let own = api.clone();
+    for (headers, want) in [
+        (vec![cookie(&admin_cookie)], 403),
+        (
+            vec![
+                cookie(&admin_cookie),
+                ("origin", "http://evil.example".into()),
+            ],
+            403,
+        ),
+        (vec![cookie(&admin_cookie), ("origin", own.clone())], 200),
+        (vec![("authorization", format!("Bearer {admin}"))], 200),
+    ] {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, _, text) = send_raw("POST", &reload, &h, "").await;
+        assert_eq!(status, want, "{headers:?}: {text}");
+    }
+    let sql_url = format!("{api}/api/v1/sql");
+    let json = ("content-type", "application/json");
+    let (status, _, text) = send_raw(
+        "POST",
+        &sql_url,
+        &[json, ("cookie", &read_cookie)],
+        &sql_body(),
+    )
+    .await;
+    assert_eq!(status, 403, "a cookie POST without Origin: {text}");
+    let (status, _, text) = send_raw(
+        "POST",
+        &sql_url,
+        &[json, ("cookie", &read_cookie), ("origin", &own)],
+        &sql_body(),
+    )
+    .await;
+    assert_eq!(status, 200, "the UI's own POST: {text}");
+    let bearer = format!("Bearer {read}");
+    let (status, _, text) = send_raw(
+        "POST",
+        &sql_url,
+        &[
+            json,
+            ("authorization", &bearer),
+            ("host", "periscope.internal"),
+        ],
+        &sql_body(),
+    )
+    .await;
+    assert_eq!(status, 200, "tokens alone do not restrict Host: {text}");
 }

@@ -870,3 +870,145 @@ async fn demo_shows_the_shop_and_fires_its_alert_then_stops_on_ctrl_c() {
     .await;
     assert!(status.success(), "{status:?}");
 }
+
+/// An upstream that answers every request with the request's headers as JSON, counting
+/// the requests it got.
+async fn echo_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let router = Router::new()
+        .fallback(
+            |State(hits): State<Arc<std::sync::atomic::AtomicUsize>>,
+             headers: axum::http::HeaderMap| async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                let map: serde_json::Map<String, Value> = headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_string(),
+                            Value::String(v.to_str().unwrap_or_default().to_string()),
+                        )
+                    })
+                    .collect();
+                axum::Json(Value::Object(map))
+            },
+        )
+        .with_state(hits.clone());
+    (serve(router).await, hits)
+}
+
+/// A gateway with one route, `/public`, to `upstream`, and `extra` config lines.
+async fn public_gateway(upstream: SocketAddr, extra: &str) -> Gateway {
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\n{extra}\n[telemetry]\nenabled = false\n\n[[upstream]]\nname = \"app\"\ntargets = [\"{upstream}\"]\n\n[[route]]\npath_prefix = \"/public\"\nupstream = \"app\"\n"
+    );
+    let config = GatewayConfig::parse("gw.toml", &text).expect("config");
+    Gateway::start(&config, Telemetry::disabled())
+        .await
+        .expect("gateway")
+}
+
+/// The status line of a raw HTTP/1.1 `GET path` to `addr` (no client normalizes it).
+async fn raw_get_status(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Item: the gateway sets X-Forwarded-For/Host/Proto itself and drops what a client
+/// claims in them, `Forwarded` and `X-Real-IP`, unless the client is a trusted proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_sets_forwarding_headers_and_trusts_only_configured_proxies() {
+    let (app, _) = echo_upstream().await;
+    let claims = [
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-prefix", "/admin"),
+        ("forwarded", "for=6.6.6.6;host=evil.example;proto=https"),
+        ("x-real-ip", "6.6.6.6"),
+    ];
+    let seen = |gw: &Gateway| {
+        let url = format!("http://{}/public/who", gw.local_addr());
+        async move {
+            let mut r = reqwest::Client::new().get(url);
+            for (k, v) in claims {
+                r = r.header(k, v);
+            }
+            let resp = r.send().await.expect("request");
+            assert_eq!(resp.status(), 200);
+            resp.json::<Value>().await.expect("json")
+        }
+    };
+
+    let gw = public_gateway(app, "").await;
+    let got = seen(&gw).await;
+    assert_eq!(got["x-forwarded-for"], "127.0.0.1", "{got}");
+    assert_eq!(
+        got["x-forwarded-host"],
+        gw.local_addr().to_string(),
+        "the Host the client sent: {got}"
+    );
+    assert_eq!(got["x-forwarded-proto"], "http", "{got}");
+    for dropped in ["forwarded", "x-real-ip", "x-forwarded-prefix"] {
+        assert!(
+            got.get(dropped).is_none(),
+            "{dropped} passed through: {got}"
+        );
+    }
+    gw.shutdown(Duration::from_secs(1)).await;
+
+    // Behind a trusted load balancer its headers stand and the address is appended.
+    let gw = public_gateway(app, "trusted_proxies = [\"127.0.0.0/8\"]").await;
+    let got = seen(&gw).await;
+    assert_eq!(got["x-forwarded-for"], "6.6.6.6, 127.0.0.1", "{got}");
+    assert_eq!(got["x-forwarded-host"], "evil.example", "{got}");
+    assert_eq!(got["x-forwarded-proto"], "https", "{got}");
+    assert_eq!(got["x-real-ip"], "6.6.6.6", "{got}");
+    assert!(got.get("forwarded").is_some(), "{got}");
+    gw.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Item: paths with `..` or `.` segments or percent-encoded dots, slashes or backslashes
+/// are refused with 400 before the route match, so `/public/../admin` never reaches an
+/// upstream that would read it as `/admin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_refuses_paths_that_climb_out_of_a_route() {
+    let (app, hits) = echo_upstream().await;
+    let gw = public_gateway(app, "").await;
+    assert!(
+        raw_get_status(gw.local_addr(), "/public/ok")
+            .await
+            .contains(" 200 ")
+    );
+    let before = hits.load(Ordering::SeqCst);
+    for path in [
+        "/public/../admin",
+        "/public/./../admin",
+        "/public/..",
+        "/public/%2e%2e/admin",
+        "/public/%2E%2E/admin",
+        "/public/.%2e/admin",
+        "/public%2f..%2fadmin",
+        "/public/%2F/admin",
+        "/public/%5c../admin",
+        "/public/..\\admin",
+    ] {
+        let status = raw_get_status(gw.local_addr(), path).await;
+        assert!(status.starts_with("HTTP/1.1 400"), "{path}: {status}");
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        before,
+        "a refused path reached the upstream"
+    );
+    gw.shutdown(Duration::from_secs(1)).await;
+}

@@ -82,9 +82,12 @@ async fn over_its_memory_budget_the_server_answers_retry_later_and_loses_nothing
 }
 
 /// Slow clients (slowloris) are cut off after the header timeout while health checks keep
-/// answering, and an oversized header block gets 431.
+/// answering, and an oversized header block gets 431. The flags' values are what count:
+/// a silent client is cut off long before the 10 s default timeout, and a 24 KiB header
+/// block, which the 64 KiB default takes, gets 431.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_oversized_requests_are_cut_off() {
+    use crate::support::{BETWEEN_FLAG_AND_DEFAULT, CUT_OFF_WITHIN, status_for_header_of};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -92,6 +95,19 @@ async fn slow_and_oversized_requests_are_cut_off() {
         dir.path(),
         &["--header-read-timeout", "1s", "--max-header-bytes", "16KiB"],
     );
+    // The same header block on a server with the defaults is taken.
+    let default_dir = tempfile::tempdir().expect("tempdir");
+    let defaults = Server::start(default_dir.path(), &[]);
+    for addr in [defaults.api_addr.clone(), defaults.otlp_http_addr.clone()] {
+        let s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let status = status_for_header_of(s, BETWEEN_FLAG_AND_DEFAULT).await;
+        assert!(
+            crate::support::header_block_taken(&status),
+            "default on {addr}: {status}"
+        );
+    }
     for addr in [server.api_addr.clone(), server.otlp_http_addr.clone()] {
         // Fifty connections that start a request and never finish its headers.
         let mut slow = Vec::new();
@@ -109,16 +125,26 @@ async fn slow_and_oversized_requests_are_cut_off() {
             .await
             .expect("healthz");
         assert_eq!(health.status(), 200);
-        // Every slow connection is closed by the server (EOF or a 408), well before the
-        // test's own deadline.
+        // Every slow connection is closed by the server (EOF or a 408) after the flag's
+        // 1 s, long before the default's 10 s.
+        let deadline = tokio::time::Instant::now() + CUT_OFF_WITHIN;
         for mut s in slow {
             let mut buf = Vec::new();
-            let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
-            assert!(read.is_ok(), "{addr}: a slow client was never cut off");
+            let read = tokio::time::timeout_at(deadline, s.read_to_end(&mut buf)).await;
+            assert!(
+                read.is_ok(),
+                "{addr}: a slow client was not cut off after 1 s"
+            );
             let text = String::from_utf8_lossy(&buf);
             assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
         }
-        // A header block over the limit: 431, and the server goes on.
+        // A header block over the flag's limit (and under the default's): 431, and the
+        // server goes on.
+        let s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let status = status_for_header_of(s, BETWEEN_FLAG_AND_DEFAULT).await;
+        assert!(status.starts_with("HTTP/1.1 431"), "{addr}: {status}");
         let s = tokio::net::TcpStream::connect(&addr)
             .await
             .expect("connect");
@@ -137,28 +163,46 @@ async fn slow_and_oversized_requests_are_cut_off() {
     let mut client = TraceServiceClient::connect(server.grpc())
         .await
         .expect("connect");
+    let deadline = tokio::time::Instant::now() + CUT_OFF_WITHIN;
     for mut s in silent {
         let mut buf = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
-        assert!(read.is_ok(), "a silent gRPC client was never cut off");
+        let read = tokio::time::timeout_at(deadline, s.read_to_end(&mut buf)).await;
+        assert!(
+            read.is_ok(),
+            "a silent gRPC client was not cut off after 1 s"
+        );
     }
-    let mut big = tonic::Request::new(otlp::traces(
-        "big-header",
-        vec![otlp::span(vec![7; 16], vec![7; 8], "big")],
-    ));
-    big.metadata_mut().insert(
-        "x-big",
-        "a".repeat(64 << 10).parse().expect("metadata value"),
-    );
-    let refused = client
-        .export(big)
+    let big = || {
+        let mut big = tonic::Request::new(otlp::traces(
+            "big-header",
+            vec![otlp::span(vec![7; 16], vec![7; 8], "big")],
+        ));
+        big.metadata_mut().insert(
+            "x-big",
+            "a".repeat(BETWEEN_FLAG_AND_DEFAULT)
+                .parse()
+                .expect("metadata value"),
+        );
+        big
+    };
+    let mut default_client = TraceServiceClient::connect(defaults.grpc())
         .await
-        .expect_err("a 64 KiB header was taken");
-    // The server ends the connection with GOAWAY ENHANCE_YOUR_CALM; a client still
-    // writing then may see the connection closed instead.
+        .expect("connect");
+    default_client
+        .export(big())
+        .await
+        .expect("the default limit takes a 24 KiB header");
+    let refused = client
+        .export(big())
+        .await
+        .expect_err("a 24 KiB header was taken with --max-header-bytes 16KiB");
+    // The server answers 431 to a header list a little over the limit and ends the
+    // connection with GOAWAY ENHANCE_YOUR_CALM past that; a client still writing then may
+    // see the connection closed instead.
     let seen = format!("{refused:?}");
     assert!(
         (refused.code() == tonic::Code::ResourceExhausted && seen.contains("header_list"))
+            || seen.contains("HTTP status code 431")
             || seen.contains("broken pipe")
             || seen.contains("connection reset"),
         "{seen}"

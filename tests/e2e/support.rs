@@ -346,4 +346,42 @@ impl Drop for RssPeak {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+
+/// Sends `GET /healthz` with one header of `bytes` bytes on `stream` and returns the
+/// answer's status line (empty when the server closed without one).
+pub async fn status_for_header_of<S>(mut stream: S, bytes: usize) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(bytes)
+    );
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// How long a flag test waits for the server to cut off a silent client: well past a
+/// `--header-read-timeout 1s`, well before the 10 s default, so a server that ignored
+/// the flag fails the test.
+pub const CUT_OFF_WITHIN: Duration = Duration::from_secs(5);
+
+/// Header size between a `--max-header-bytes 16KiB` and the 64 KiB default: refused with
+/// the flag, accepted without it.
+pub const BETWEEN_FLAG_AND_DEFAULT: usize = 24 << 10;
+
+/// Whether a status line from [`status_for_header_of`] shows the header block was read
+/// and routed (200 on the API port's `/healthz`, 404 on the OTLP port, which has none).
+pub fn header_block_taken(status: &str) -> bool {
+    status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.1 404")
 }

@@ -554,11 +554,18 @@ async fn without_a_client_ca_tls_ingest_is_authenticated_by_tokens_as_before() {
     assert_eq!(stored, ["token-grpc", "token-http", "token-raw"]);
 }
 
-/// Reads until the server closes the connection; panics if it has not within 20 s.
-async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(mut s: S, what: &str) -> String {
+/// Reads until the server closes the connection; panics if it has not by `deadline`.
+async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(
+    mut s: S,
+    what: &str,
+    deadline: tokio::time::Instant,
+) -> String {
     let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "{what}: a slow client was never cut off");
+    let read = tokio::time::timeout_at(deadline, s.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "{what}: a slow client was not cut off after 1 s"
+    );
     String::from_utf8_lossy(&buf).into_owned()
 }
 
@@ -618,23 +625,92 @@ async fn slow_handshakes_and_slow_headers_are_cut_off_and_big_headers_get_431_ov
     }
     // Meanwhile the server answers others.
     assert_eq!(health().await, 200);
+    // All are cut off after the flag's 1 s, long before the default's 10 s.
+    let deadline = tokio::time::Instant::now() + crate::support::CUT_OFF_WITHIN;
     for (addr, s) in silent {
-        let text = closed_by_server(s, &addr).await;
+        let text = closed_by_server(s, &addr, deadline).await;
         assert!(!text.starts_with("HTTP"), "{addr}: {text}");
     }
     for (addr, s) in slow {
-        let text = closed_by_server(s, &addr).await;
+        let text = closed_by_server(s, &addr, deadline).await;
         assert!(
             text.is_empty() || text.starts_with("HTTP/1.1 408"),
             "{text}"
         );
     }
-    // A header block over the limit: 431 over TLS too.
+    // A header block over the flag's limit, under the default's: 431 over TLS too, and
+    // taken by a server with the defaults.
+    let between = crate::support::BETWEEN_FLAG_AND_DEFAULT;
     for addr in [&server.api_addr, &server.otlp_http_addr] {
         let s = tls_connect(&pki, addr).await;
-        crate::support::assert_big_header_gets_431(s, addr).await;
+        let status = crate::support::status_for_header_of(s, between).await;
+        assert!(status.starts_with("HTTP/1.1 431"), "{addr}: {status}");
     }
     assert_eq!(health().await, 200);
+    let default_dir = tempfile::tempdir().expect("tempdir");
+    let defaults = Server::start(default_dir.path(), &pki.flags(false));
+    for addr in [&defaults.api_addr, &defaults.otlp_http_addr] {
+        let s = tls_connect(&pki, addr).await;
+        let status = crate::support::status_for_header_of(s, between).await;
+        assert!(
+            crate::support::header_block_taken(&status),
+            "default on {addr}: {status}"
+        );
+    }
+}
+
+/// Item: over TLS the UI's session cookie is `Secure` (a browser never sends it over
+/// plain HTTP), and the UI's answers carry the security headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_session_cookie_is_secure() {
+    let pki = pki();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (read, _, tokens_file) = tokens(dir.path());
+    let mut flags = pki.flags(false);
+    flags.extend(["--tokens-file", path(&tokens_file)]);
+    let server = Server::start(&dir.path().join("data"), &flags);
+    let https = pki.https(None);
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("token", &read)
+        .append_pair("next", "/ui/")
+        .finish();
+    let response = https
+        .request(
+            http::Request::post(format!("https://{}/ui/login", server.api_addr))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Full::new(Bytes::from(form)))
+                .expect("request"),
+        )
+        .await
+        .expect("login over HTTPS");
+    assert_eq!(response.status().as_u16(), 303);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_string();
+    assert!(cookie.split(';').any(|a| a.trim() == "Secure"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(response.headers()["referrer-policy"], "same-origin");
+    // The UI's own origin over TLS is https://…: a cookie POST from it is served.
+    let pair = cookie.split(';').next().expect("pair").to_string();
+    let sql = serde_json::to_vec(&serde_json::json!({ "query": "SELECT 1" })).expect("json");
+    let response = https
+        .request(
+            http::Request::post(format!("https://{}/api/v1/sql", server.api_addr))
+                .header("content-type", "application/json")
+                .header("cookie", &pair)
+                .header("origin", format!("https://{}", server.api_addr))
+                .body(Full::new(Bytes::from(sql)))
+                .expect("request"),
+        )
+        .await
+        .expect("SQL over HTTPS");
+    assert_eq!(response.status().as_u16(), 200);
 }
 
 #[test]

@@ -43,6 +43,11 @@ pub struct GatewayConfig {
     /// Routes, matched by host and longest path prefix.
     #[serde(default)]
     pub route: Vec<RouteConfig>,
+    /// Addresses or networks (`10.0.0.0/8`) of proxies in front of the gateway whose
+    /// `X-Forwarded-*`, `Forwarded` and `X-Real-IP` headers are kept; every other client's
+    /// are dropped and the gateway sets its own.
+    #[serde(default)]
+    pub trusted_proxies: Vec<super::forwarded::TrustedProxy>,
 }
 
 /// What the proxy is.
@@ -470,6 +475,18 @@ retries = 2
         assert_eq!(hc.unhealthy_threshold, 2);
         assert_eq!(c.route[0].timeout, Duration::from_secs(3));
         assert_eq!(c.route[0].retries, 2);
+    }
+
+    #[test]
+    fn trusted_proxies_parse_or_name_the_line() {
+        let c = GatewayConfig::parse(
+            "gw.toml",
+            &format!("trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n{GOOD}"),
+        )
+        .expect("valid");
+        assert_eq!(c.trusted_proxies.len(), 2);
+        let e = error_of(&format!("trusted_proxies = [\"10.0.0.0/99\"]\n{GOOD}"));
+        assert!(e.contains("line 1") && e.contains("trusted_proxies"), "{e}");
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! `periscope gateway`: a reverse proxy on hyper with the agent embedded, as an API
 //! gateway (routes by host and path prefix to upstream pools) or a mesh proxy (a sidecar
 //! in front of one service). Load balancing (round robin, least outstanding requests),
-//! active health checks, per-route timeouts and retries of idempotent requests.
+//! active health checks, per-route timeouts and retries of idempotent requests. Paths
+//! with dot segments or encoded separators are refused before the route match, and the
+//! forwarding headers are the gateway's own (see [`forwarded`]).
 
 pub mod balance;
 pub mod config;
+pub mod forwarded;
 mod health;
+mod path;
 pub mod proxy;
 
 use std::net::SocketAddr;

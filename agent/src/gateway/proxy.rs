@@ -22,6 +22,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::balance::Pool;
 use super::config::{GatewayConfig, RouteConfig};
+use super::forwarded::{self, TrustedProxy};
 use crate::context::TraceContext;
 use crate::layer::{BoxError, ClientLayer, ClientService, HttpRoute, PeerAddr, ResendCount};
 use crate::telemetry::Telemetry;
@@ -130,6 +131,7 @@ pub struct ProxyState {
     pub pools: Vec<Arc<Pool>>,
     client: ClientService<UpstreamClient>,
     max_body: usize,
+    trusted_proxies: Vec<TrustedProxy>,
 }
 
 impl ProxyState {
@@ -172,6 +174,7 @@ impl ProxyState {
             pools,
             client: ClientLayer::new(telemetry).layer(UpstreamClient::new()),
             max_body: config.max_request_body_bytes,
+            trusted_proxies: config.trusted_proxies.clone(),
         }
     }
 }
@@ -245,6 +248,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 async fn handle(state: &ProxyState, req: Request<Incoming>) -> Response<ProxyBody> {
+    if let Some(why) = super::path::refusal(req.uri().path()) {
+        return local(StatusCode::BAD_REQUEST, why);
+    }
     let host = req.uri().host().map(str::to_owned).or_else(|| {
         req.headers()
             .get(header::HOST)
@@ -305,7 +311,7 @@ async fn handle(state: &ProxyState, req: Request<Incoming>) -> Response<ProxyBod
             &route.pool.targets[i].addr,
             route,
             peer,
-            host.as_deref(),
+            &state.trusted_proxies,
         );
         let mut upstream = match upstream {
             Ok(r) => r,
@@ -366,7 +372,7 @@ fn build_request(
     target: &str,
     route: &Route,
     peer: Option<SocketAddr>,
-    host: Option<&str>,
+    trusted: &[TrustedProxy],
 ) -> Result<Request<Full<Bytes>>, http::Error> {
     let path = parts.uri.path();
     let path = if route.strip_prefix {
@@ -394,20 +400,8 @@ fn build_request(
         {
             headers.insert(header::HOST, h);
         }
-        if let Some(peer) = peer {
-            let ip = peer.ip().to_string();
-            let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                Some(prior) => format!("{prior}, {ip}"),
-                None => ip,
-            };
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert("x-forwarded-for", v);
-            }
-        }
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.entry("x-forwarded-host").or_insert(h);
-        }
+        let host = headers.get(header::HOST).cloned();
+        forwarded::rewrite(headers, peer, host.as_ref(), trusted);
     }
     builder.body(Full::new(body))
 }
