@@ -346,6 +346,7 @@ impl Drop for RssPeak {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+}
 
 /// Sends `GET /healthz` with one header of `bytes` bytes on `stream` and returns the
 /// answer's status line (empty when the server closed without one).
