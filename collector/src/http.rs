@@ -282,12 +282,7 @@ async fn receive<E: Export>(
     let gzip = is_gzip(headers)?;
     // Decoding takes a few times the body: protobuf structs, then Arrow rows and the WAL
     // record. A body of unknown length may be as large as the limit.
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(state.max_request_bytes as u64)
-        .min(state.max_request_bytes as u64);
+    let length = declared_length(headers, state.max_request_bytes);
     let admitted = state.ingest.admit(E::SIGNAL.name(), Some(length * 4));
     let admission = match admitted {
         Ok(admission) => admission,
@@ -348,6 +343,16 @@ async fn receive<E: Export>(
         }
     };
     state.ingest.export(&request).await.map_err(|e| refusal(&e))
+}
+
+/// The body length a request declares, at most `limit`; `limit` when it declares none.
+pub(crate) fn declared_length(headers: &HeaderMap, limit: usize) -> u64 {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(limit as u64)
+        .min(limit as u64)
 }
 
 /// The answer to an ingest error.

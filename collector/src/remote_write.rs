@@ -33,7 +33,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use crate::error::IngestError;
-use crate::http::{BODY_TIMEOUT, Refusal, read_body, too_large};
+use crate::http::{BODY_TIMEOUT, Refusal, declared_length, read_body, too_large};
 use crate::ingest::Ingest;
 use crate::status::RETRY_AFTER_SECS;
 
@@ -158,12 +158,7 @@ async fn write(State(state): State<WriteState>, headers: HeaderMap, body: Body) 
     }
     // Admitted like an OTLP/HTTP export: refused while unflushed rows fill their budget,
     // and its body reserves decoding memory while it is read, within the same deadline.
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(state.max_request_bytes as u64)
-        .min(state.max_request_bytes as u64);
+    let length = declared_length(&headers, state.max_request_bytes);
     let admission = match state.ingest.admit("metrics", Some(length * 4)) {
         Ok(admission) => admission,
         Err(e) => return ingest_error(e),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -171,15 +172,7 @@ impl QueryEngine {
     ) -> Result<(), QueryError> {
         use futures::StreamExt;
         self.limited(async {
-            let df = self
-                .ctx
-                .sql_with_options(sql, read_only())
-                .await
-                .map_err(QueryError::from_datafusion)?;
-            let mut stream = df
-                .execute_stream()
-                .await
-                .map_err(QueryError::from_datafusion)?;
+            let (_, mut stream) = self.stream(sql).await?;
             while let Some(batch) = stream.next().await {
                 each(batch.map_err(QueryError::from_datafusion)?);
             }
@@ -232,16 +225,7 @@ impl QueryEngine {
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, QueryError> {
         use futures::StreamExt;
         self.limited(async {
-            let df = self
-                .ctx
-                .sql_with_options(sql, read_only())
-                .await
-                .map_err(QueryError::from_datafusion)?;
-            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let mut stream = df
-                .execute_stream()
-                .await
-                .map_err(QueryError::from_datafusion)?;
+            let (schema, mut stream) = self.stream(sql).await?;
             let held = self.reservation("collected result");
             let mut batches = Vec::new();
             while let Some(batch) = stream.next().await {
@@ -253,6 +237,24 @@ impl QueryEngine {
             Ok(QueryResult { schema, batches })
         })
         .await
+    }
+
+    /// Plans one read-only statement and starts it: its columns and its batches.
+    async fn stream(
+        &self,
+        sql: &str,
+    ) -> Result<(SchemaRef, SendableRecordBatchStream), QueryError> {
+        let df = self
+            .ctx
+            .sql_with_options(sql, read_only())
+            .await
+            .map_err(QueryError::from_datafusion)?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let stream = df
+            .execute_stream()
+            .await
+            .map_err(QueryError::from_datafusion)?;
+        Ok((schema, stream))
     }
 
     /// A reservation in the query memory pool.
@@ -277,16 +279,8 @@ impl QueryEngine {
         const CHUNK: usize = 64 << 10;
         let max_bytes = self.config.max_bytes;
         self.limited(async {
-            let df = self
-                .ctx
-                .sql_with_options(sql, read_only())
-                .await
-                .map_err(QueryError::from_datafusion)?;
-            out.columns(df.schema().as_arrow());
-            let mut stream = df
-                .execute_stream()
-                .await
-                .map_err(QueryError::from_datafusion)?;
+            let (schema, mut stream) = self.stream(sql).await?;
+            out.columns(&schema);
             let held = self.reservation("SQL answer");
             let (mut rows, mut bytes, mut warnings) = (0usize, 0usize, Vec::new());
             'batches: while let Some(batch) = stream.next().await {
