@@ -31,8 +31,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::middleware::COOKIE;
-
 /// Why a browser setting is refused at start.
 #[derive(Debug)]
 pub enum OriginError {
@@ -312,13 +310,7 @@ pub async fn api(
 
 /// Whether the request's credentials are the UI cookie alone (no `Authorization`).
 fn cookie_only(headers: &HeaderMap) -> bool {
-    !headers.contains_key(header::AUTHORIZATION)
-        && headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .any(|kv| kv.trim().split_once('=').is_some_and(|(k, _)| k == COOKIE))
+    !headers.contains_key(header::AUTHORIZATION) && super::middleware::presented(headers).is_some()
 }
 
 /// Middleware for the OTLP/HTTP port: the `Host` and `Origin` checks, with the origins of
