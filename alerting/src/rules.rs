@@ -730,7 +730,7 @@ impl Checker {
             return None;
         };
         let query = self.text(q, "logs.query")?;
-        if let Err(e) = periscope_query::logql::parse(&query) {
+        if let Err(e) = periscope_query::logsearch::syntax::parse(&query) {
             self.problem(
                 q,
                 format!("invalid log query at column {}: {}", e.column, e.message),

@@ -30,7 +30,6 @@ mod engine;
 mod error;
 mod hash;
 mod json;
-pub mod logql;
 pub mod logsearch;
 mod metrics;
 pub mod promql;

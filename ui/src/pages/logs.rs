@@ -87,7 +87,7 @@ pub async fn handler(State(s): State<UiState>, Query(p): Query<Params>) -> Html<
     let query = p.q.clone().unwrap_or_default();
     let found = match window(&p) {
         Err(e) => Err(format!("invalid time range: {e}")),
-        Ok((start, end, preset)) => match periscope_query::logql::parse(&query) {
+        Ok((start, end, preset)) => match periscope_query::logsearch::syntax::parse(&query) {
             Err(e) => Err(format!(
                 "invalid query at column {}: {}",
                 e.column, e.message

@@ -145,7 +145,7 @@ impl ParseError {
 /// An empty query (or only whitespace) and `*` give [`Expr::All`].
 ///
 /// ```
-/// use periscope_query::logql::{parse, Expr, Field, MatchKind};
+/// use periscope_query::logsearch::syntax::{parse, Expr, Field, MatchKind};
 ///
 /// let expr = parse("service:checkout").unwrap();
 /// assert_eq!(
