@@ -21,6 +21,7 @@ use super::error::{ErrorKind, PromError};
 use super::value::{Element, Labels, Series, Value, check_unique, float_text, is_stale};
 use super::{aggregate, functions};
 use crate::hash::IdMap;
+use periscope_storage::names::is_label_name;
 
 /// Unix ms of a `SystemTime` (negative before 1970).
 pub fn system_ms(t: &SystemTime) -> i64 {
@@ -728,11 +729,4 @@ fn direct_range_calls<'a>(expr: &'a Expr, out: &mut Vec<&'a Call>) {
         }
         _ => {}
     }
-}
-
-/// Whether `name` is a valid label name.
-pub fn is_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

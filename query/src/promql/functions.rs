@@ -11,8 +11,9 @@ use regex::Regex;
 
 use super::aggregate::{quantile, sort_by_value};
 use super::error::PromError;
-use super::eval::{Evaluator, Window, is_label_name, ms};
+use super::eval::{Evaluator, Window, ms};
 use super::value::{Element, Labels, NAME, Value, check_unique};
+use periscope_storage::names::is_label_name;
 
 /// Go's `math.Max`: NaN wins.
 fn go_max(a: f64, b: f64) -> f64 {
