@@ -404,31 +404,30 @@ impl Evaluator {
     /// samples, any other as its value.
     fn arg(&self, arg: &Expr, t: i64) -> Result<Arg<'_>, PromError> {
         match self.range_arg(arg, t)? {
-            Some((series, end, range)) => Ok(Arg::Range(Range {
-                series,
-                end,
-                range,
-                unique: matches!(arg, Expr::MatrixSelector(m) if self.unique_without_name(&m.vs)),
-            })),
+            Some(mut range) => {
+                range.unique =
+                    matches!(arg, Expr::MatrixSelector(m) if self.unique_without_name(&m.vs));
+                Ok(Arg::Range(range))
+            }
             None => self.eval(arg, t).map(Arg::Value),
         }
     }
 
     /// A range argument (a matrix selector or a subquery, maybe in parentheses): its
-    /// series' windows, the instant it ends at and its length; `None` for any other
-    /// expression.
-    #[allow(clippy::type_complexity)]
-    fn range_arg(
-        &self,
-        arg: &Expr,
-        t: i64,
-    ) -> Result<Option<(Vec<Window<'_>>, i64, i64)>, PromError> {
+    /// series' windows, the instant it ends at and its length (not known to be unique);
+    /// `None` for any other expression.
+    fn range_arg(&self, arg: &Expr, t: i64) -> Result<Option<Range<'_>>, PromError> {
         match arg {
             Expr::Paren(p) => self.range_arg(&p.expr, t),
             Expr::MatrixSelector(m) => {
                 let end = self.effective(t, &m.vs.at, &m.vs.offset);
                 let range = ms(&m.range);
-                Ok(Some((self.windows(&m.vs, end - range, end), end, range)))
+                Ok(Some(Range {
+                    series: self.windows(&m.vs, end - range, end),
+                    end,
+                    range,
+                    unique: false,
+                }))
             }
             Expr::Subquery(s) => {
                 let end = self.effective(t, &s.at, &s.offset);
@@ -443,7 +442,12 @@ impl Evaluator {
                         samples: Cow::Owned(s.samples),
                     })
                     .collect();
-                Ok(Some((windows, end, range)))
+                Ok(Some(Range {
+                    series: windows,
+                    end,
+                    range,
+                    unique: false,
+                }))
             }
             _ => Ok(None),
         }
