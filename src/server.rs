@@ -310,7 +310,7 @@ pub async fn serve_until(
         ))
         .merge(periscope_ui::router(periscope_ui::UiState {
             engine: ui_engine,
-            store: store.clone(),
+            store: periscope_query::storage::StoreView::new(store.clone()),
             alerting: alerting.clone(),
             ops_metrics: Some({
                 let registry = registry.clone();

@@ -30,7 +30,7 @@ impl Matcher {
         let bad = || format!("{text:?} is not a matcher like severity=\"page\" or team=~\"pay.*\"");
         let pos = text.find(['=', '!']).ok_or_else(bad)?;
         let name = text[..pos].trim();
-        if !crate::rules::valid_label_name(name) {
+        if !periscope_storage::names::is_label_name(name) {
             return Err(bad());
         }
         let rest = &text[pos..];

@@ -8,6 +8,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use periscope_storage::names::{is_label_name, is_metric_name};
+
 use crate::template;
 use crate::yaml::{self, Kind, Node};
 
@@ -443,7 +445,7 @@ impl Checker {
                 self.problem(k, format!("{what}: names and values must be text"));
                 continue;
             };
-            if !valid_label_name(name) {
+            if !is_label_name(name) {
                 self.problem(k, format!("{what}: invalid label name {name:?}"));
                 continue;
             }
@@ -606,7 +608,7 @@ impl Checker {
         if name.trim().is_empty() {
             self.problem(name_node, "the rule name must not be empty");
         }
-        if rule_type == RuleType::Recording && !valid_metric_name(&name) {
+        if rule_type == RuleType::Recording && !is_metric_name(&name) {
             self.problem(
                 name_node,
                 format!("invalid recording rule name {name:?}: it must be a metric name"),
@@ -730,7 +732,7 @@ impl Checker {
             return None;
         };
         let query = self.text(q, "logs.query")?;
-        if let Err(e) = periscope_query::logql::parse(&query) {
+        if let Err(e) = periscope_query::logsearch::syntax::parse(&query) {
             self.problem(
                 q,
                 format!("invalid log query at column {}: {}", e.column, e.message),
@@ -777,20 +779,6 @@ fn check_sql(sql: &str) -> Result<(), String> {
         [_] => Err("only a query (SELECT ...) is allowed".into()),
         _ => Err("give one query, not several".into()),
     }
-}
-
-/// `[a-zA-Z_][a-zA-Z0-9_]*`
-pub fn valid_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// `[a-zA-Z_:][a-zA-Z0-9_:]*`
-pub fn valid_metric_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
 #[cfg(test)]

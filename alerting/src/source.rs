@@ -84,7 +84,7 @@ impl Sources {
                 window,
                 threshold,
             } => {
-                let parsed = periscope_query::logql::parse(query)
+                let parsed = periscope_query::logsearch::syntax::parse(query)
                     .map_err(|e| format!("invalid log query: {}", e.message))?;
                 let end = ts.saturating_mul(1_000_000).saturating_add(1);
                 let window_ns = i64::try_from(window.as_nanos()).unwrap_or(i64::MAX);

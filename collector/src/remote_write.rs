@@ -30,6 +30,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
     metric::Data, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use periscope_storage::names::{is_label_name, is_metric_name};
 use prost::Message;
 
 use crate::error::IngestError;
@@ -270,18 +271,6 @@ fn parse(raw: &[u8]) -> Result<WriteRequest, Refusal> {
             "body is not a Prometheus remote write WriteRequest: {e}"
         ))
     })
-}
-
-fn is_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn is_metric_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
 fn string_kv(key: &str, value: &str) -> KeyValue {

@@ -289,7 +289,7 @@ proptest! {
 
     #[test]
     fn log_queries_never_panic(q in prop_oneof![soup(LOGQL_TOKENS), "\\PC{0,80}"]) {
-        let _ = crate::logql::parse(&q);
+        let _ = crate::logsearch::syntax::parse(&q);
     }
 }
 
@@ -355,7 +355,7 @@ fn fuzz_corpora_replay() {
                 let text = String::from_utf8_lossy(&data);
                 match target {
                     "logql" => {
-                        let _ = crate::logql::parse(&text);
+                        let _ = crate::logsearch::syntax::parse(&text);
                     }
                     "promql" => run_promql(&rt, &engine, &text),
                     _ => run_sql(&rt, &engine, &text),
@@ -371,6 +371,6 @@ fn fuzz_corpora_replay() {
     );
     // The corpus holds valid queries: they must parse.
     for q in ["error", "\"connection refused\" AND service:payment"] {
-        assert!(crate::logql::parse(q).is_ok(), "{q}");
+        assert!(crate::logsearch::syntax::parse(q).is_ok(), "{q}");
     }
 }

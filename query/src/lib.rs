@@ -21,7 +21,8 @@
 //!
 //! Built on the same engine: [`traces`] (trace view, search, service graph, RED,
 //! components, Jaeger's API), [`promql`] (PromQL and the Prometheus HTTP API over the
-//! `metrics` table) and, on the tantivy log indexes, [`logsearch`].
+//! `metrics` table) and, on the tantivy log indexes, [`logsearch`]. [`storage`] is a
+//! read-only view of the store for pages that show what is stored.
 
 mod api;
 mod bounded;
@@ -30,10 +31,10 @@ mod engine;
 mod error;
 mod hash;
 mod json;
-pub mod logql;
 pub mod logsearch;
 mod metrics;
 pub mod promql;
+pub mod storage;
 mod table;
 pub mod time;
 pub mod traces;

@@ -37,6 +37,7 @@ mod filewriter;
 mod head;
 pub mod logindex;
 mod metrics;
+pub mod names;
 pub mod otlp;
 mod reserve;
 mod retention;

@@ -2,15 +2,16 @@
 
 use periscope_alerting::Alerting;
 use periscope_query::QueryEngine;
-use periscope_storage::Store;
+use periscope_query::storage::StoreView;
 
-/// Handles to the query engine, the store (log index) and the alerting engine.
+/// Handles to the query engine, a read-only view of the store (log search, the storage
+/// page) and the alerting engine.
 #[derive(Clone)]
 pub struct UiState {
     /// SQL, PromQL, traces.
     pub engine: QueryEngine,
-    /// Log search.
-    pub store: Store,
+    /// Log search and what is stored.
+    pub store: StoreView,
     /// Rules, alerts, notifications.
     pub alerting: Alerting,
     /// Periscope's own metrics in Prometheus text (what `/metrics` serves), for the

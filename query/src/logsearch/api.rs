@@ -17,9 +17,9 @@ use tokio::sync::watch;
 
 use super::error::SearchError;
 use super::exec::{Cursor, MAX_LIMIT, SearchRequest, search_until, tail_hits, tail_query};
+use super::syntax;
 use crate::api::error_response;
 use crate::json::rfc3339_text as rfc3339;
-use crate::logql;
 use crate::time::{now_nanos, parse_range};
 
 /// Hits per page when `limit` is not given.
@@ -63,8 +63,8 @@ fn bad(message: impl Into<String>) -> SearchError {
     SearchError::BadRequest(message.into())
 }
 
-fn parse_expr(query: Option<&str>) -> Result<logql::Expr, SearchError> {
-    logql::parse(query.unwrap_or("")).map_err(|e| bad(format!("invalid query: {e}")))
+fn parse_expr(query: Option<&str>) -> Result<syntax::Expr, SearchError> {
+    syntax::parse(query.unwrap_or("")).map_err(|e| bad(format!("invalid query: {e}")))
 }
 
 fn number(name: &str, text: Option<&str>, default: usize) -> Result<usize, SearchError> {

@@ -1,4 +1,4 @@
-//! Log query AST ([`crate::logql::Expr`]) → tantivy query over the log index fields.
+//! Log query AST ([`super::syntax::Expr`]) → tantivy query over the log index fields.
 //!
 //! Text is cut with the index's own tokenizer: a word that yields one token is a term
 //! query, one that yields several (`user_id=42`, `결제실패`) a phrase query, and a prefix
@@ -14,7 +14,7 @@ use tantivy::query::{
 };
 use tantivy::schema::{Field, IndexRecordOption, Term};
 
-use crate::logql::{CmpOp, Expr, Field as QField, MatchKind};
+use super::syntax::{CmpOp, Expr, Field as QField, MatchKind};
 
 /// Most index terms a prefix expands to.
 const PREFIX_EXPANSIONS: u32 = 10_000;

@@ -23,8 +23,8 @@ use tantivy::tokenizer::{TokenStream, Tokenizer};
 
 use super::compile::compile;
 use super::error::SearchError;
+use super::syntax::{Expr, Field, MatchKind};
 use crate::json::value_json;
-use crate::logql::{Expr, Field, MatchKind};
 use crate::traces::typed_attrs;
 
 /// Largest page of hits; a larger `limit` is cut to this.

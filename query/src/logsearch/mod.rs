@@ -1,4 +1,4 @@
-//! Log search: the query language ([`crate::logql`]) compiled to tantivy queries over
+//! Log search: the query language ([`syntax`]) compiled to tantivy queries over
 //! the store's log indexes, results read back from the head and Parquet, and the HTTP
 //! endpoints `GET /api/v1/logs` and `GET /api/v1/logs/tail`.
 
@@ -6,6 +6,7 @@ mod api;
 mod compile;
 mod error;
 mod exec;
+pub mod syntax;
 
 pub use api::{DEFAULT_BUCKETS, DEFAULT_LIMIT, router};
 pub use compile::compile;

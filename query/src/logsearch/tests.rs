@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::exec::{Cursor, SearchRequest, search};
-use crate::logql::{self, CmpOp, Expr, Field, MatchKind};
+use super::syntax::{self, CmpOp, Expr, Field, MatchKind};
 
 const T0: i64 = 1_764_000_000_000_000_000;
 const WORDS: [&str; 16] = [
@@ -391,7 +391,7 @@ async fn search_matches_a_brute_force_scan_across_flushes() {
         (T0 + 600_000_000_000, T0 + 1_800_000_000_000),
     ];
     for (i, q) in queries.iter().enumerate() {
-        let expr = logql::parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        let expr = syntax::parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
         let (start, end) = ranges[i % 2];
         let want = expected(&lines, &expr, start, end);
         let (got, total) = all_pages(&store, &expr, start, end, 37, None).await;
@@ -400,7 +400,7 @@ async fn search_matches_a_brute_force_scan_across_flushes() {
     }
 
     // Pages stay exact when the rows move from the head into a file between two pages.
-    let expr = logql::parse("timeout OR payment").expect("parse");
+    let expr = syntax::parse("timeout OR payment").expect("parse");
     let want = expected(&lines, &expr, i64::MIN, i64::MAX);
     let (got, _) = all_pages(&store, &expr, i64::MIN, i64::MAX, 25, Some(&store)).await;
     assert_eq!(got, want, "pagination across a flush");

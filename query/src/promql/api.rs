@@ -201,7 +201,7 @@ async fn label_values(
 ) -> Response {
     answer(
         async {
-            if !super::eval::is_label_name(&name) {
+            if !periscope_storage::names::is_label_name(&name) {
                 return Err(PromError::bad_data(format!("invalid label name: {name:?}")));
             }
             let (start, end) = p.window()?;

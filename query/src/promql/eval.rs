@@ -16,11 +16,13 @@ use promql_parser::parser::{
     VectorMatchCardinality, VectorSelector,
 };
 
+use super::aggregate;
 use super::binary::{elem_op, is_comparison, set_op, vector_binop, vector_scalar};
 use super::error::{ErrorKind, PromError};
-use super::value::{Element, Labels, Series, Value, check_unique, float_text, is_stale};
-use super::{aggregate, functions};
+use super::functions::{self, Arg, Range};
+use super::value::{Element, Labels, Series, Value, Window, check_unique, float_text, is_stale};
 use crate::hash::IdMap;
+use periscope_storage::names::is_label_name;
 
 /// Unix ms of a `SystemTime` (negative before 1970).
 pub fn system_ms(t: &SystemTime) -> i64 {
@@ -130,16 +132,6 @@ struct Loaded {
     bare: Vec<Labels>,
     /// No two series share their labels once the metric name is dropped.
     bare_unique: bool,
-}
-
-/// One series' samples inside a range, as range functions read them.
-pub struct Window<'a> {
-    /// The series' labels.
-    pub labels: Labels,
-    /// The labels without the metric name.
-    pub bare: Labels,
-    /// The samples, in time order.
-    pub samples: Cow<'a, [(i64, f64)]>,
 }
 
 /// Evaluates expressions over preloaded series.
@@ -380,10 +372,84 @@ impl Evaluator {
             }
             Expr::Aggregate(a) => self.aggregate(a, t),
             Expr::Binary(b) => self.binary(b, t),
-            Expr::Call(c) => functions::call(self, c, t),
+            Expr::Call(c) => self.call(c, t),
             Expr::Extension(_) => Err(PromError::bad_data(
                 "extension expressions are not supported",
             )),
+        }
+    }
+
+    /// Evaluates a function call at `t`: refuses a function Periscope does not implement,
+    /// takes a range function's result precomputed for the whole range query when there
+    /// is one, else evaluates the arguments in order and hands their values to
+    /// [`functions::call`].
+    fn call(&self, c: &Call, t: i64) -> Result<Value, PromError> {
+        let name = c.func.name;
+        if !functions::is_supported(name) {
+            return Err(functions::unsupported(name));
+        }
+        if functions::is_range_function(name)
+            && let Some(v) = self.precomputed(c, t)
+        {
+            return Ok(Value::Vector(v));
+        }
+        let mut values = Vec::with_capacity(c.args.args.len());
+        for a in &c.args.args {
+            values.push(self.arg(a, t)?);
+        }
+        functions::call(c, values, t)
+    }
+
+    /// A function argument evaluated at `t`: a range-vector expression as windows of
+    /// samples, any other as its value.
+    fn arg(&self, arg: &Expr, t: i64) -> Result<Arg<'_>, PromError> {
+        match self.range_arg(arg, t)? {
+            Some(mut range) => {
+                range.unique =
+                    matches!(arg, Expr::MatrixSelector(m) if self.unique_without_name(&m.vs));
+                Ok(Arg::Range(range))
+            }
+            None => self.eval(arg, t).map(Arg::Value),
+        }
+    }
+
+    /// A range argument (a matrix selector or a subquery, maybe in parentheses): its
+    /// series' windows, the instant it ends at and its length (not known to be unique);
+    /// `None` for any other expression.
+    fn range_arg(&self, arg: &Expr, t: i64) -> Result<Option<Range<'_>>, PromError> {
+        match arg {
+            Expr::Paren(p) => self.range_arg(&p.expr, t),
+            Expr::MatrixSelector(m) => {
+                let end = self.effective(t, &m.vs.at, &m.vs.offset);
+                let range = ms(&m.range);
+                Ok(Some(Range {
+                    series: self.windows(&m.vs, end - range, end),
+                    end,
+                    range,
+                    unique: false,
+                }))
+            }
+            Expr::Subquery(s) => {
+                let end = self.effective(t, &s.at, &s.offset);
+                let range = ms(&s.range);
+                let step = s.step.as_ref().map(ms).unwrap_or(DEFAULT_SUBQUERY_STEP_MS);
+                let series = self.subquery(&s.expr, end - range, end, step)?;
+                let windows = series
+                    .into_iter()
+                    .map(|s| Window {
+                        bare: s.labels.without_name(),
+                        labels: s.labels,
+                        samples: Cow::Owned(s.samples),
+                    })
+                    .collect();
+                Ok(Some(Range {
+                    series: windows,
+                    end,
+                    range,
+                    unique: false,
+                }))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -728,11 +794,4 @@ fn direct_range_calls<'a>(expr: &'a Expr, out: &mut Vec<&'a Call>) {
         }
         _ => {}
     }
-}
-
-/// Whether `name` is a valid label name.
-pub fn is_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -1,7 +1,10 @@
 //! PromQL functions and aggregation operators, with Prometheus 2.x's arithmetic
 //! (extrapolated rates, Kahan-compensated sums over time, bucket interpolation).
+//!
+//! A function gets its arguments already evaluated ([`Arg`]: a value, or a range vector
+//! as windows of samples) from the evaluator, which also refuses unsupported functions
+//! ([`is_supported`]) before it evaluates anything.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Datelike, Timelike};
@@ -11,8 +14,8 @@ use regex::Regex;
 
 use super::aggregate::{quantile, sort_by_value};
 use super::error::PromError;
-use super::eval::{Evaluator, Window, is_label_name, ms};
-use super::value::{Element, Labels, NAME, Value, check_unique};
+use super::value::{Element, Labels, NAME, Value, Window, check_unique};
+use periscope_storage::names::is_label_name;
 
 /// Go's `math.Max`: NaN wins.
 fn go_max(a: f64, b: f64) -> f64 {
@@ -260,50 +263,94 @@ pub fn range_value(name: &str, samples: &[(i64, f64)], end: i64, range: i64) -> 
     }
 }
 
-/// The range argument of a function: its series' windows, the instant it ends at and
-/// its length.
-fn matrix_arg<'a>(
-    ev: &'a Evaluator,
-    arg: &Expr,
-    t: i64,
-) -> Result<(Vec<Window<'a>>, i64, i64), PromError> {
-    match arg {
-        Expr::Paren(p) => matrix_arg(ev, &p.expr, t),
-        Expr::MatrixSelector(m) => {
-            let end = ev.effective(t, &m.vs.at, &m.vs.offset);
-            let range = ms(&m.range);
-            Ok((ev.windows(&m.vs, end - range, end), end, range))
+/// A function's argument, evaluated by the evaluator before the call (as Prometheus's
+/// `FunctionCall` receives its values): a range-vector argument (a matrix selector or a
+/// subquery) as windows of samples, any other as its value.
+pub enum Arg<'a> {
+    /// A scalar, string or instant-vector argument.
+    Value(Value),
+    /// A range-vector argument.
+    Range(Range<'a>),
+}
+
+impl Arg<'_> {
+    /// The type name in errors, as [`Value::type_name`] (a range vector is a `matrix`).
+    fn type_name(&self) -> &'static str {
+        match self {
+            Arg::Value(v) => v.type_name(),
+            Arg::Range(_) => "matrix",
         }
-        Expr::Subquery(s) => {
-            let end = ev.effective(t, &s.at, &s.offset);
-            let range = ms(&s.range);
-            let step = s
-                .step
-                .as_ref()
-                .map(ms)
-                .unwrap_or(super::eval::DEFAULT_SUBQUERY_STEP_MS);
-            let series = ev.subquery(&s.expr, end - range, end, step)?;
-            let windows = series
-                .into_iter()
-                .map(|s| Window {
-                    bare: s.labels.without_name(),
-                    labels: s.labels,
-                    samples: Cow::Owned(s.samples),
-                })
-                .collect();
-            Ok((windows, end, range))
-        }
-        _ => Err(PromError::bad_data("expected a range vector argument")),
     }
 }
 
-fn string_arg(ev: &Evaluator, arg: &Expr, t: i64) -> Result<String, PromError> {
-    match ev.eval(arg, t)? {
-        Value::String(s) => Ok(s),
-        other => Err(PromError::bad_data(format!(
-            "expected a string argument, got {}",
-            other.type_name()
-        ))),
+/// A range-vector argument: its series' windows, the instant they end at and their length.
+pub struct Range<'a> {
+    /// Each series' samples in the range, staleness markers left out.
+    pub series: Vec<Window<'a>>,
+    /// The instant the range ends at (unix ms).
+    pub end: i64,
+    /// The length of the range (ms).
+    pub range: i64,
+    /// The series are known to stay distinct without their metric names (a selector
+    /// whose series do), so results need no uniqueness check.
+    pub unique: bool,
+}
+
+/// A call's evaluated arguments, taken one at a time by position.
+struct Args<'a> {
+    name: &'a str,
+    values: Vec<Option<Arg<'a>>>,
+}
+
+impl<'a> Args<'a> {
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn take(&mut self, i: usize) -> Result<Arg<'a>, PromError> {
+        self.values
+            .get_mut(i)
+            .and_then(Option::take)
+            .ok_or_else(|| {
+                PromError::bad_data(format!("{} is missing argument {}", self.name, i + 1))
+            })
+    }
+
+    fn vector(&mut self, i: usize) -> Result<Vec<Element>, PromError> {
+        match self.take(i)? {
+            Arg::Value(Value::Vector(v)) => Ok(v),
+            other => Err(PromError::bad_data(format!(
+                "expected an instant vector, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    fn scalar(&mut self, i: usize) -> Result<f64, PromError> {
+        match self.take(i)? {
+            Arg::Value(Value::Scalar(v)) => Ok(v),
+            other => Err(PromError::bad_data(format!(
+                "expected a scalar, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    fn string(&mut self, i: usize) -> Result<String, PromError> {
+        match self.take(i)? {
+            Arg::Value(Value::String(s)) => Ok(s),
+            other => Err(PromError::bad_data(format!(
+                "expected a string argument, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    fn range(&mut self, i: usize) -> Result<Range<'a>, PromError> {
+        match self.take(i)? {
+            Arg::Range(r) => Ok(r),
+            Arg::Value(_) => Err(PromError::bad_data("expected a range vector argument")),
+        }
     }
 }
 
@@ -424,20 +471,91 @@ fn arity(c: &Call, min: usize, max: usize) -> Result<(), PromError> {
     Ok(())
 }
 
-/// Evaluates a function call at `t`.
-pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
+/// Whether Periscope implements function `name`; the evaluator refuses the others before
+/// it evaluates their arguments.
+pub fn is_supported(name: &str) -> bool {
+    is_range_function(name) || SUPPORTED.contains(&name)
+}
+
+/// The functions [`call`] implements, besides the range functions.
+const SUPPORTED: &[&str] = &[
+    "time",
+    "pi",
+    "scalar",
+    "vector",
+    "quantile_over_time",
+    "predict_linear",
+    "absent",
+    "absent_over_time",
+    "abs",
+    "ceil",
+    "floor",
+    "exp",
+    "ln",
+    "log2",
+    "log10",
+    "sqrt",
+    "sgn",
+    "deg",
+    "rad",
+    "sin",
+    "cos",
+    "tan",
+    "asin",
+    "acos",
+    "atan",
+    "sinh",
+    "cosh",
+    "tanh",
+    "asinh",
+    "acosh",
+    "atanh",
+    "round",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+    "timestamp",
+    "sort",
+    "sort_desc",
+    "minute",
+    "hour",
+    "day_of_week",
+    "day_of_month",
+    "day_of_year",
+    "days_in_month",
+    "month",
+    "year",
+    "label_replace",
+    "label_join",
+    "histogram_quantile",
+];
+
+/// The error for a function Periscope does not implement.
+pub fn unsupported(name: &str) -> PromError {
+    PromError::bad_data(format!("function {name:?} is not supported by Periscope"))
+}
+
+/// Applies function `c` at `t` to its arguments `values`, evaluated by the evaluator in
+/// the order of `c.args` (the syntax is there for what needs it, such as `absent`'s
+/// labels).
+pub fn call(c: &Call, values: Vec<Arg<'_>>, t: i64) -> Result<Value, PromError> {
     let name = c.func.name;
-    let args = &c.args.args;
     let arg = |i: usize| -> Result<&Expr, PromError> {
-        args.get(i)
+        c.args
+            .args
+            .get(i)
             .map(|b| b.as_ref())
             .ok_or_else(|| PromError::bad_data(format!("{name} is missing argument {}", i + 1)))
+    };
+    let mut args = Args {
+        name,
+        values: values.into_iter().map(Some).collect(),
     };
     let out: Vec<Element> = match name {
         "time" => return Ok(Value::Scalar(t as f64 / 1000.0)),
         "pi" => return Ok(Value::Scalar(std::f64::consts::PI)),
         "scalar" => {
-            let v = ev.vector(arg(0)?, t)?;
+            let v = args.vector(0)?;
             return Ok(Value::Scalar(if v.len() == 1 {
                 v[0].value
             } else {
@@ -446,17 +564,17 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
         }
         "vector" => vec![Element {
             labels: Labels::default(),
-            value: ev.scalar(arg(0)?, t)?,
+            value: args.scalar(0)?,
             ts: t,
         }],
         name if is_range_function(name) => {
             arity(c, 1, 1)?;
-            if let Some(v) = ev.precomputed(c, t) {
-                return Ok(Value::Vector(v));
-            }
-            let (series, end, range) = matrix_arg(ev, arg(0)?, t)?;
-            let unique =
-                matches!(arg(0)?, Expr::MatrixSelector(m) if ev.unique_without_name(&m.vs));
+            let Range {
+                series,
+                end,
+                range,
+                unique,
+            } = args.range(0)?;
             let mut out = Vec::with_capacity(series.len());
             for s in series {
                 if let Some(value) = range_value(name, &s.samples, end, range) {
@@ -478,8 +596,8 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
             return Ok(Value::Vector(out));
         }
         "quantile_over_time" => {
-            let q = ev.scalar(arg(0)?, t)?;
-            let (series, _, _) = matrix_arg(ev, arg(1)?, t)?;
+            let q = args.scalar(0)?;
+            let series = args.range(1)?.series;
             series
                 .into_iter()
                 .filter_map(|s| {
@@ -492,8 +610,8 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
                 .collect()
         }
         "predict_linear" => {
-            let (series, _, _) = matrix_arg(ev, arg(0)?, t)?;
-            let duration = ev.scalar(arg(1)?, t)?;
+            let series = args.range(0)?.series;
+            let duration = args.scalar(1)?;
             series
                 .into_iter()
                 .filter(|s| s.samples.len() >= 2)
@@ -509,9 +627,9 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
         }
         "absent" | "absent_over_time" => {
             let present = if name == "absent" {
-                !ev.vector(arg(0)?, t)?.is_empty()
+                !args.vector(0)?.is_empty()
             } else {
-                !matrix_arg(ev, arg(0)?, t)?.0.is_empty()
+                !args.range(0)?.series.is_empty()
             };
             if !present {
                 vec![Element {
@@ -559,20 +677,17 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
                 "acosh" => f64::acosh,
                 _ => f64::atanh,
             };
-            map_values(ev.vector(arg(0)?, t)?, t, f)
+            map_values(args.vector(0)?, t, f)
         }
         "round" => {
-            let v = ev.vector(arg(0)?, t)?;
-            let to = match args.get(1) {
-                Some(a) => ev.scalar(a, t)?,
-                None => 1.0,
-            };
+            let v = args.vector(0)?;
+            let to = if args.len() > 1 { args.scalar(1)? } else { 1.0 };
             let inverse = 1.0 / to;
             map_values(v, t, |x| (x * inverse + 0.5).floor() / inverse)
         }
         "clamp" => {
-            let v = ev.vector(arg(0)?, t)?;
-            let (lo, hi) = (ev.scalar(arg(1)?, t)?, ev.scalar(arg(2)?, t)?);
+            let v = args.vector(0)?;
+            let (lo, hi) = (args.scalar(1)?, args.scalar(2)?);
             if hi < lo {
                 Vec::new()
             } else {
@@ -580,17 +695,17 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
             }
         }
         "clamp_min" => {
-            let v = ev.vector(arg(0)?, t)?;
-            let lo = ev.scalar(arg(1)?, t)?;
+            let v = args.vector(0)?;
+            let lo = args.scalar(1)?;
             map_values(v, t, |x| go_max(lo, x))
         }
         "clamp_max" => {
-            let v = ev.vector(arg(0)?, t)?;
-            let hi = ev.scalar(arg(1)?, t)?;
+            let v = args.vector(0)?;
+            let hi = args.scalar(1)?;
             map_values(v, t, |x| go_min(hi, x))
         }
-        "timestamp" => ev
-            .vector(arg(0)?, t)?
+        "timestamp" => args
+            .vector(0)?
             .into_iter()
             .map(|e| Element {
                 labels: e.labels.without_name(),
@@ -599,28 +714,29 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
             })
             .collect(),
         "sort" | "sort_desc" => {
-            let mut v = ev.vector(arg(0)?, t)?;
+            let mut v = args.vector(0)?;
             sort_by_value(&mut v, name == "sort_desc");
             return Ok(Value::Vector(v));
         }
         "minute" | "hour" | "day_of_week" | "day_of_month" | "day_of_year" | "days_in_month"
         | "month" | "year" => {
-            let v = match args.first() {
-                Some(a) => ev.vector(a, t)?,
-                None => vec![Element {
+            let v = if args.len() > 0 {
+                args.vector(0)?
+            } else {
+                vec![Element {
                     labels: Labels::default(),
                     value: t as f64 / 1000.0,
                     ts: t,
-                }],
+                }]
             };
             map_values(v, t, |s| date_part(name, s))
         }
         "label_replace" => {
-            let v = ev.vector(arg(0)?, t)?;
-            let dst = string_arg(ev, arg(1)?, t)?;
-            let replacement = string_arg(ev, arg(2)?, t)?;
-            let src = string_arg(ev, arg(3)?, t)?;
-            let pattern = string_arg(ev, arg(4)?, t)?;
+            let v = args.vector(0)?;
+            let dst = args.string(1)?;
+            let replacement = args.string(2)?;
+            let src = args.string(3)?;
+            let pattern = args.string(4)?;
             let re = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
                 PromError::bad_data(format!(
                     "invalid regular expression in label_replace(): {e}"
@@ -644,12 +760,12 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
                 .collect()
         }
         "label_join" => {
-            let v = ev.vector(arg(0)?, t)?;
-            let dst = string_arg(ev, arg(1)?, t)?;
-            let sep = string_arg(ev, arg(2)?, t)?;
+            let v = args.vector(0)?;
+            let dst = args.string(1)?;
+            let sep = args.string(2)?;
             let mut sources = Vec::new();
-            for a in args.iter().skip(3) {
-                sources.push(string_arg(ev, a, t)?);
+            for i in 3..args.len() {
+                sources.push(args.string(i)?);
             }
             if !is_label_name(&dst) {
                 return Err(PromError::bad_data(format!(
@@ -666,8 +782,8 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
                 .collect()
         }
         "histogram_quantile" => {
-            let q = ev.scalar(arg(0)?, t)?;
-            let v = ev.vector(arg(1)?, t)?;
+            let q = args.scalar(0)?;
+            let v = args.vector(1)?;
             let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
             let mut index: HashMap<Labels, usize> = HashMap::new();
             for e in v {
@@ -690,11 +806,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, PromError> {
                 })
                 .collect()
         }
-        other => {
-            return Err(PromError::bad_data(format!(
-                "function {other:?} is not supported by Periscope"
-            )));
-        }
+        other => return Err(unsupported(other)),
     };
     check_unique(&out)?;
     Ok(Value::Vector(out))
@@ -737,6 +849,35 @@ mod tests {
             classic_quantile(0.5, vec![(1.0, 1.0)]).is_nan(),
             "no +Inf bucket"
         );
+    }
+
+    #[test]
+    fn every_supported_function_is_implemented() {
+        use promql_parser::parser::value::ValueType;
+        use promql_parser::parser::{Function, FunctionArgs};
+        let names = SUPPORTED
+            .iter()
+            .chain(["rate", "irate", "deriv", "resets"].iter());
+        for &name in names {
+            assert!(is_supported(name), "{name}");
+            let c = Call {
+                func: Function {
+                    name,
+                    arg_types: Vec::new(),
+                    variadic: 0,
+                    return_type: ValueType::Vector,
+                    experimental: false,
+                },
+                args: FunctionArgs::empty_args(),
+            };
+            // Without arguments an implemented function fails for a missing argument
+            // (or answers), never as unsupported.
+            let unsupported = unsupported(name).message;
+            if let Err(e) = call(&c, Vec::new(), 0) {
+                assert_ne!(e.message, unsupported, "{name}");
+            }
+        }
+        assert!(!is_supported("holt_winters"));
     }
 
     #[test]

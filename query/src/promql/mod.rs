@@ -11,6 +11,10 @@
 //!   ─► eval::Evaluator at each step (functions.rs) ─► Prometheus JSON (api.rs)
 //! ```
 //!
+//! The evaluator evaluates a call's arguments and hands their values to
+//! `functions::call` (as Prometheus's `FunctionCall` gets `vals`), so functions never
+//! drive evaluation and `functions` does not depend on `eval`.
+//!
 //! Semantics follow Prometheus 2.x, which the end-to-end test compares against side by
 //! side: 5-minute lookback, closed range windows, staleness markers, extrapolated rates.
 

@@ -1,6 +1,7 @@
-//! PromQL's values: label sets, series of samples, instant vectors, and how they are
-//! written in Prometheus's JSON.
+//! PromQL's values: label sets, series of samples, instant vectors, the windows of samples
+//! range functions read, and how values are written in Prometheus's JSON.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -180,6 +181,16 @@ impl Value {
             Value::Matrix(_) => "matrix",
         }
     }
+}
+
+/// One series' samples inside a range, as range functions read them.
+pub struct Window<'a> {
+    /// The series' labels.
+    pub labels: Labels,
+    /// The labels without the metric name.
+    pub bare: Labels,
+    /// The samples, in time order.
+    pub samples: Cow<'a, [(i64, f64)]>,
 }
 
 /// Fails when two elements share a label set, as Prometheus does after operations that

@@ -12,6 +12,7 @@ use super::components;
 use super::error::TraceError;
 use super::fetch::{Window, lit, rows, trace_spans};
 use super::graph::service_graph;
+use super::id::parse_v1_trace_id;
 use super::red;
 use super::search::{SearchFilter, search};
 use super::span::{Attr, Span};
@@ -112,33 +113,6 @@ fn duration(p: &Params, name: &str) -> Result<Option<i64>, TraceError> {
     p.get(name)
         .map(|t| parse_duration(t).map_err(|e| bad(format!("{name}: {e}"))))
         .transpose()
-}
-
-/// A trace id as Jaeger takes it: up to 32 hex digits, any case, zero-padded on the left
-/// (64-bit ids are 16 digits).
-pub fn parse_trace_id(text: &str) -> Result<String, TraceError> {
-    let t = text.trim();
-    if t.is_empty() || t.len() > 32 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad(format!(
-            "invalid trace id {t:?}: expected 32 hexadecimal digits"
-        )));
-    }
-    Ok(format!("{:0>32}", t.to_ascii_lowercase()))
-}
-
-/// A trace id of the `/api/v1` routes: exactly 32 hex digits (or 16, zero-padded),
-/// any case, not all zero (OTLP calls that invalid).
-pub fn parse_v1_trace_id(text: &str) -> Result<String, TraceError> {
-    let t = text.trim();
-    if !(t.len() == 32 || t.len() == 16) || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad(format!(
-            "invalid trace id {t:?}: expected 32 hexadecimal digits"
-        )));
-    }
-    if t.bytes().all(|b| b == b'0') {
-        return Err(bad("invalid trace id: an all-zero trace id is not valid"));
-    }
-    parse_trace_id(t)
 }
 
 /// Attributes as a JSON object; values longer than `max` bytes are cut (at a character

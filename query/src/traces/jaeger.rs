@@ -15,10 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::api::{Params, PathParam, parse_trace_id, rejected};
+use super::api::{Params, PathParam, rejected};
 use super::error::TraceError;
 use super::fetch::{Window, spans_of_traces, trace_spans};
 use super::graph::service_graph;
+use super::id::parse_trace_id;
 use super::red::{operation_names, service_names};
 use super::search::{SearchFilter, matching_trace_ids};
 use super::span::{Attr, Span};

@@ -18,6 +18,7 @@ mod components;
 mod error;
 pub(crate) mod fetch;
 mod graph;
+mod id;
 mod jaeger;
 mod red;
 mod search;
@@ -28,12 +29,13 @@ mod tree;
 mod tests;
 
 pub use api::{
-    DEFAULT_SPAN_LIMIT, MAX_SPAN_LIMIT, components_json, operations_json, parse_trace_id,
-    search_json, service_graph_json,
+    DEFAULT_SPAN_LIMIT, MAX_SPAN_LIMIT, components_json, operations_json, search_json,
+    service_graph_json,
 };
 pub use error::TraceError;
 pub use fetch::{Window, trace_spans};
 pub use graph::{GraphBuilder, NodeKind, Peer};
+pub use id::parse_trace_id;
 pub use jaeger::jaeger_trace;
 pub(crate) use span::typed_attrs;
 pub use span::{Attr, Span, SpanEvent, SpanLink, decode};

@@ -503,7 +503,7 @@ fn a_consumer_naming_its_queue_puts_the_queue_between_the_services() {
 
 #[test]
 fn hex_ids_parse_in_either_case_and_garbage_is_zero() {
-    use super::graph::{parse_u64, parse_u128};
+    use super::id::{parse_u64, parse_u128};
     assert_eq!(parse_u64("00f067aa0ba902b7"), 0x00f0_67aa_0ba9_02b7);
     assert_eq!(parse_u64("00F067AA0BA902B7"), 0x00f0_67aa_0ba9_02b7);
     assert_eq!(parse_u64("1"), 1);

@@ -5,7 +5,7 @@
 use axum::extract::{Query, State};
 use axum::response::Html;
 use leptos::prelude::*;
-use periscope_query::logsearch::{SearchRequest, search_until};
+use periscope_query::logsearch::SearchRequest;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -87,7 +87,7 @@ pub async fn handler(State(s): State<UiState>, Query(p): Query<Params>) -> Html<
     let query = p.q.clone().unwrap_or_default();
     let found = match window(&p) {
         Err(e) => Err(format!("invalid time range: {e}")),
-        Ok((start, end, preset)) => match periscope_query::logql::parse(&query) {
+        Ok((start, end, preset)) => match periscope_query::logsearch::syntax::parse(&query) {
             Err(e) => Err(format!(
                 "invalid query at column {}: {}",
                 e.column, e.message
@@ -104,7 +104,7 @@ pub async fn handler(State(s): State<UiState>, Query(p): Query<Params>) -> Html<
                 let store = s.store.clone();
                 let timeout = s.engine.config().timeout;
                 let deadline = Some((std::time::Instant::now() + timeout, timeout));
-                match tokio::task::spawn_blocking(move || search_until(&store, &request, deadline))
+                match tokio::task::spawn_blocking(move || store.search_logs(&request, deadline))
                     .await
                 {
                     Ok(Ok(r)) => Ok((r, preset)),

@@ -77,7 +77,7 @@ async fn rows_by_service(
 
 /// `GET /ui/storage`
 /// "Retention: spans 7d, logs 7d, metrics kept forever" (see `--retention-*`).
-fn retention_text(r: &periscope_storage::Retention) -> String {
+fn retention_text(r: &periscope_query::storage::Retention) -> String {
     let one = |name: &str, d: Option<std::time::Duration>| match d {
         Some(d) => format!("{name} {}", humantime_short(d)),
         None => format!("{name} kept forever"),
