@@ -446,6 +446,14 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_names_upstream_failures_as_the_gateway_does() {
+        let e: BoxError = Box::new(UpstreamError::Timeout(Duration::from_secs(1)).typed());
+        assert_eq!(periscope_agent::layer::error_type(e.as_ref()), "timeout");
+        assert!(is_timeout(&e));
+        assert_eq!(e.to_string(), "upstream did not answer within 1s");
+    }
+
+    #[test]
     fn hop_by_hop_headers_are_dropped() {
         let mut h = HeaderMap::new();
         h.insert(
