@@ -1,9 +1,9 @@
-//! `periscope gateway`: runs the agent's reverse proxy from a TOML config.
+//! `periscope gateway`: runs the reverse proxy of `periscope-gateway` from a TOML config.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use periscope_agent::gateway::{Gateway, GatewayConfig};
+use periscope_gateway::{Gateway, GatewayConfig};
 
 /// `periscope gateway` flags.
 #[derive(Debug, clap::Args)]

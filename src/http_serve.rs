@@ -54,12 +54,7 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            stream = crate::incoming::accept(&listener) => stream,
-            _ = &mut shutdown => break,
-        };
+    periscope_listen::accept_until(&listener, shutdown, |stream, _peer| {
         let router = router.clone();
         let builder = builder.clone();
         let acceptor = acceptor.clone();
@@ -90,7 +85,8 @@ pub async fn serve(
                 debug!(error = %e, "connection ended with an error");
             }
         });
-    }
+    })
+    .await;
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => {}

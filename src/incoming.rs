@@ -1,7 +1,8 @@
 //! Accepted connections for tonic, each prepared in its own task under a deadline before
 //! the gRPC server gets it: a TLS handshake, or on a plain port the client's first bytes
 //! (the HTTP/2 preface). A client that connects and stays silent holds nothing but its own
-//! socket until the deadline, and never the accept loop.
+//! socket until the deadline, and never the accept loop (the one the HTTP ports and the
+//! gateway use too, [`periscope_listen`]).
 
 use std::future::Future;
 use std::io;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// Connections of `listener` that `prepare` turned into `S`, for tonic's
 /// `serve_with_incoming_shutdown`, and the accept loop that feeds them, which the caller
@@ -31,38 +32,17 @@ where
     // preparing tasks, never the accept loop.
     let (tx, rx) = mpsc::channel(64);
     let accept_loop = async move {
-        loop {
-            let stream = tokio::select! {
-                stream = accept(&listener) => stream,
-                _ = tx.closed() => break,
-            };
+        periscope_listen::accept_until(&listener, tx.closed(), |stream, _peer| {
             let (prepare, tx) = (prepare.clone(), tx.clone());
             tokio::spawn(async move {
                 if let Some(ready) = prepare(stream).await {
                     let _ = tx.send(Ok(ready)).await;
                 }
             });
-        }
+        })
+        .await;
     };
     (ReceiverStream::new(rx), accept_loop)
-}
-
-/// The next connection of `listener`, with Nagle's algorithm off. Accept errors (out of
-/// file descriptors and the like) are logged and retried after a short pause: the port
-/// keeps serving.
-pub async fn accept(listener: &TcpListener) -> TcpStream {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                return stream;
-            }
-            Err(error) => {
-                warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
 }
 
 /// `stream` once its client has sent its first bytes, or `None` if it has not by

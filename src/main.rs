@@ -2,12 +2,6 @@
 
 mod alerts;
 mod auth;
-mod bench;
-mod bench_agent;
-mod bench_logs;
-mod bench_metrics;
-mod bench_traces;
-mod bench_ui;
 mod client;
 mod config;
 mod demo;
@@ -63,9 +57,6 @@ enum Command {
     /// Work with alert rule files.
     #[command(subcommand)]
     Rules(alerts::RulesCommand),
-    /// Measure Periscope (see README, "Performance").
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -87,7 +78,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Token(cmd) => auth::run(cmd),
         Command::Sql(args) => runtime.block_on(client::run(args)),
-        Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),
         Command::Rules(cmd) => {
             if !runtime.block_on(alerts::run(cmd))? {
                 std::process::exit(1);

@@ -16,6 +16,7 @@ use tower::{Layer, Service};
 
 use crate::context::{self, Current, TRACEPARENT, TRACESTATE, TraceContext};
 use crate::encode::{self, Writer};
+pub use crate::error_type::{TypedError, error_type};
 use crate::export::{Scope, now_ns};
 use crate::metrics::HttpSeries;
 use crate::semconv;
@@ -551,35 +552,6 @@ fn finish_client(telemetry: &Telemetry, out: Outbound, status: u16, error: Optio
     }
     write_status(&mut w, error.is_some());
     telemetry.record_encoded_span(Scope::Http, buf);
-}
-
-/// A low-cardinality `error.type` for a failed call: `timeout`, `connection_refused`,
-/// `connection_error`, or `_OTHER`.
-pub fn error_type(error: &(dyn std::error::Error + 'static)) -> &'static str {
-    let mut e: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(err) = e {
-        if let Some(t) = err.downcast_ref::<crate::gateway::UpstreamError>() {
-            return t.error_type();
-        }
-        if err.is::<tokio::time::error::Elapsed>() {
-            return "timeout";
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                std::io::ErrorKind::TimedOut => "timeout",
-                std::io::ErrorKind::ConnectionRefused => "connection_refused",
-                _ => "connection_error",
-            };
-        }
-        if let Some(h) = err.downcast_ref::<hyper_util::client::legacy::Error>()
-            && h.is_connect()
-            && err.source().is_none()
-        {
-            return "connection_error";
-        }
-        e = err.source();
-    }
-    "_OTHER"
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 //!   retries with backoff honouring Retry-After and RetryInfo, and a bounded queue that
 //!   drops (and counts the drops) instead of blocking or growing. The request path
 //!   never waits for it.
-//! - [`gateway`]: the `periscope gateway` reverse proxy built on all of this.
+//!
+//! The `periscope gateway` reverse proxy is built on all of this in its own crate,
+//! `periscope-gateway`.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), periscope_agent::AgentError> {
@@ -30,8 +32,8 @@ pub mod client;
 pub mod context;
 mod encode;
 mod error;
+mod error_type;
 pub mod export;
-pub mod gateway;
 pub mod layer;
 pub mod metrics;
 pub mod resource;
@@ -43,7 +45,7 @@ pub use client::HttpClient;
 pub use context::TraceContext;
 pub use error::AgentError;
 pub use export::{Compression, ExporterConfig, Protocol};
-pub use layer::{ClientLayer, HttpRoute, PeerAddr, ResendCount, ServerLayer};
+pub use layer::{ClientLayer, HttpRoute, PeerAddr, ResendCount, ServerLayer, TypedError};
 pub use metrics::SignalCounts;
 pub use resource::{ComponentKind, ResourceInfo};
 pub use telemetry::Telemetry;

@@ -15,10 +15,10 @@ use axum::http::{Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use periscope_agent::context::{self, Current};
-use periscope_agent::gateway::{Gateway, GatewayConfig};
 use periscope_agent::{
     ComponentKind, ExporterConfig, HttpClient, ResourceInfo, ServerLayer, Telemetry, TraceContext,
 };
+use periscope_gateway::{Gateway, GatewayConfig};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 

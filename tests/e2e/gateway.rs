@@ -13,10 +13,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use periscope_agent::gateway::{Gateway, GatewayConfig};
 use periscope_agent::{
     ComponentKind, ExporterConfig, HttpClient, ResourceInfo, ServerLayer, Telemetry,
 };
+use periscope_gateway::{Gateway, GatewayConfig};
 use serde_json::Value;
 use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;

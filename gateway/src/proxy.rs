@@ -20,12 +20,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::{Layer, Service, ServiceExt};
 
-use super::balance::Pool;
-use super::config::{GatewayConfig, RouteConfig};
-use super::forwarded::{self, TrustedProxy};
-use crate::context::TraceContext;
-use crate::layer::{BoxError, ClientLayer, ClientService, HttpRoute, PeerAddr, ResendCount};
-use crate::telemetry::Telemetry;
+use crate::balance::Pool;
+use crate::config::{GatewayConfig, RouteConfig};
+use crate::forwarded::{self, TrustedProxy};
+use periscope_agent::Telemetry;
+use periscope_agent::TraceContext;
+use periscope_agent::layer::{
+    BoxError, ClientLayer, ClientService, HttpRoute, PeerAddr, ResendCount, TypedError,
+};
 
 /// Response body of the proxy: the upstream's body streamed, or a local answer.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -49,6 +51,11 @@ impl UpstreamError {
             UpstreamError::Request(e) if e.is_connect() => "connection_error",
             UpstreamError::Request(_) => "_OTHER",
         }
+    }
+
+    /// This failure as the agent's client layer reads it: named by [`Self::error_type`].
+    fn typed(self) -> TypedError {
+        TypedError::new(self.error_type(), self)
     }
 }
 
@@ -77,10 +84,10 @@ impl UpstreamClient {
 
 impl Service<Request<Full<Bytes>>> for UpstreamClient {
     type Response = Response<Incoming>;
-    type Error = UpstreamError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>> + Send>>;
+    type Error = TypedError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, TypedError>> + Send>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), TypedError>> {
         Poll::Ready(Ok(()))
     }
 
@@ -92,8 +99,8 @@ impl Service<Request<Full<Bytes>>> for UpstreamClient {
         let fut = self.client.request(req);
         Box::pin(async move {
             match tokio::time::timeout(timeout, fut).await {
-                Ok(r) => r.map_err(UpstreamError::from),
-                Err(_) => Err(UpstreamError::Timeout(timeout)),
+                Ok(r) => r.map_err(|e| UpstreamError::from(e).typed()),
+                Err(_) => Err(UpstreamError::Timeout(timeout).typed()),
             }
         })
     }
@@ -248,7 +255,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 async fn handle(state: &ProxyState, req: Request<Incoming>) -> Response<ProxyBody> {
-    if let Some(why) = super::path::refusal(req.uri().path()) {
+    if let Some(why) = crate::path::refusal(req.uri().path()) {
         return local(StatusCode::BAD_REQUEST, why);
     }
     let host = req.uri().host().map(str::to_owned).or_else(|| {
@@ -350,7 +357,8 @@ async fn handle(state: &ProxyState, req: Request<Incoming>) -> Response<ProxyBod
 }
 
 fn is_timeout(e: &BoxError) -> bool {
-    e.downcast_ref::<UpstreamError>()
+    e.downcast_ref::<TypedError>()
+        .and_then(|t| t.get_ref().downcast_ref::<UpstreamError>())
         .is_some_and(|u| matches!(u, UpstreamError::Timeout(_)))
 }
 
@@ -435,6 +443,14 @@ mod tests {
         assert!(hosted.matches(Some("SHOP.example"), "/"));
         assert!(!hosted.matches(Some("other"), "/"));
         assert!(!hosted.matches(None, "/"));
+    }
+
+    #[test]
+    fn the_agent_names_upstream_failures_as_the_gateway_does() {
+        let e: BoxError = Box::new(UpstreamError::Timeout(Duration::from_secs(1)).typed());
+        assert_eq!(periscope_agent::layer::error_type(e.as_ref()), "timeout");
+        assert!(is_timeout(&e));
+        assert_eq!(e.to_string(), "upstream did not answer within 1s");
     }
 
     #[test]

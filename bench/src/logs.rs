@@ -1,13 +1,12 @@
-//! `periscope bench logs`: ingest realistic log lines over OTLP/HTTP into a server of its
+//! `periscope-bench logs`: ingest realistic log lines over OTLP/HTTP into a server of its
 //! own, flush them, then time searches through `/api/v1/logs` and the same searches
 //! with `rg` over a plain-text copy of the lines. Prints CPU per line, lines per second,
 //! bytes on disk against the OTLP bytes received, and search latencies.
 
 use std::io::{BufWriter, Write};
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -20,9 +19,9 @@ use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use crate::bench::{Spawned, cpu_seconds, process_state, spawn_server_at};
+use crate::harness::{cpu_seconds, dir_bytes, median, post_export, spawn_server_at, stop};
 
-/// Arguments of `periscope bench logs`.
+/// Arguments of `periscope-bench logs`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// Log lines to send in total.
@@ -227,83 +226,7 @@ fn make_batch(
     Ok(request.encode_to_vec())
 }
 
-pub(crate) fn dir_bytes(dir: &Path, filter: &dyn Fn(&Path) -> bool) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| {
-            let p = e.path();
-            if p.is_dir() {
-                dir_bytes(&p, filter)
-            } else if filter(&p) {
-                e.metadata().map(|m| m.len()).unwrap_or(0)
-            } else {
-                0
-            }
-        })
-        .sum()
-}
-
-/// POSTs one OTLP/HTTP protobuf export, retrying after 50 ms while the server answers
-/// 429 or 503 (its back-pressure); returns how many retries it took.
-pub(crate) async fn post_export(
-    client: &reqwest::Client,
-    url: &str,
-    body: Vec<u8>,
-) -> anyhow::Result<u64> {
-    let mut retries = 0;
-    loop {
-        let r = client
-            .post(url)
-            .header("content-type", "application/x-protobuf")
-            .body(body.clone())
-            .send()
-            .await?;
-        match r.status().as_u16() {
-            200 => return Ok(retries),
-            429 | 503 => {
-                retries += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            other => bail!(
-                "export failed with HTTP {other}: {}",
-                r.text().await.unwrap_or_default()
-            ),
-        }
-    }
-}
-
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
-/// Stops the server with SIGTERM (it flushes) and returns its total CPU seconds.
-pub(crate) async fn stop(s: &mut Spawned) -> anyhow::Result<f64> {
-    let pid = s.child.id();
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()?;
-    let deadline = Instant::now() + Duration::from_secs(900);
-    let mut cpu = 0.0;
-    while Instant::now() < deadline {
-        if process_state(pid).is_none_or(|state| state == 'Z') {
-            cpu = cpu_seconds(pid).unwrap_or(0.0);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let status = s.child.wait()?;
-    if !status.success() {
-        bail!("the server exited with {status} while flushing");
-    }
-    Ok(cpu)
-}
-
-/// Runs `periscope bench logs`.
+/// Runs `periscope-bench logs`.
 pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
     if args.batch == 0 || args.lines < args.batch {
         bail!("--batch must be positive and --lines at least --batch");
@@ -434,7 +357,7 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
     let _ = stop(&mut server).await;
 
     println!(
-        "command: periscope bench logs --lines {} --batch {} --concurrency {} --repeat {}",
+        "command: periscope-bench logs --lines {} --batch {} --concurrency {} --repeat {}",
         args.lines, args.batch, args.concurrency, args.repeat
     );
     println!(

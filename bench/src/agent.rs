@@ -1,4 +1,4 @@
-//! `periscope bench agent`: the cost of the agent in a gateway. Two `periscope gateway`
+//! `periscope-bench agent`: the cost of the agent in a gateway. Two `periscope gateway`
 //! processes proxy to the same fast upstream on loopback, one with the agent exporting to
 //! an OTLP sink and one with `--no-telemetry`; the same closed-loop load is sent to each
 //! in alternating rounds. Prints throughput, the gateway's CPU per request (from /proc)
@@ -21,9 +21,9 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
 use prost::Message;
 
-use crate::bench::cpu_seconds;
+use crate::harness::{cpu_seconds, parse_duration, periscope_exe};
 
-/// Arguments of `periscope bench agent`.
+/// Arguments of `periscope-bench agent`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Length of each measured round.
@@ -105,7 +105,7 @@ impl Drop for GatewayProcess {
 }
 
 fn spawn_gateway(config: &std::path::Path, no_telemetry: bool) -> anyhow::Result<GatewayProcess> {
-    let mut cmd = Command::new(std::env::current_exe()?);
+    let mut cmd = Command::new(periscope_exe()?);
     cmd.args(["gateway", "--log", "warn", "--config"])
         .arg(config);
     if no_telemetry {
@@ -220,7 +220,7 @@ impl Totals {
 
 /// Runs the benchmark.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let duration = crate::config::parse_duration("duration", &args.duration)?;
+    let duration = parse_duration("duration", &args.duration)?;
     let sink = Sink::default();
     let sink_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let sink_addr = sink_listener.local_addr()?;
@@ -251,7 +251,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let off = spawn_gateway(&config, true)?;
     let on = spawn_gateway(&config, false)?;
     println!(
-        "periscope bench agent: {} rounds × {:?} per mode, {} connections, upstream answers \"ok\" on loopback",
+        "periscope-bench agent: {} rounds × {:?} per mode, {} connections, upstream answers \"ok\" on loopback",
         args.rounds, duration, args.connections
     );
     let mut without = Totals::default();

@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-use crate::error::AgentError;
-use crate::export::{Compression, ExporterConfig, Protocol};
-use crate::resource::ComponentKind;
+use crate::error::GatewayError;
+use periscope_agent::export::{Compression, ExporterConfig, Protocol};
+use periscope_agent::resource::ComponentKind;
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,7 +47,7 @@ pub struct GatewayConfig {
     /// `X-Forwarded-*`, `Forwarded` and `X-Real-IP` headers are kept; every other client's
     /// are dropped and the gateway sets its own.
     #[serde(default)]
-    pub trusted_proxies: Vec<super::forwarded::TrustedProxy>,
+    pub trusted_proxies: Vec<crate::forwarded::TrustedProxy>,
 }
 
 /// What the proxy is.
@@ -330,8 +330,8 @@ fn check_host_port(t: &str) -> Result<(), String> {
 
 impl GatewayConfig {
     /// Parses and checks a config; `path` names the file in errors.
-    pub fn parse(path: &str, text: &str) -> Result<GatewayConfig, AgentError> {
-        let err = |message: String| AgentError::ConfigFile {
+    pub fn parse(path: &str, text: &str) -> Result<GatewayConfig, GatewayError> {
+        let err = |message: String| GatewayError::ConfigFile {
             path: path.to_owned(),
             message,
         };
@@ -417,8 +417,8 @@ impl GatewayConfig {
     }
 
     /// Reads and parses a config file.
-    pub fn load(path: &std::path::Path) -> Result<GatewayConfig, AgentError> {
-        let text = std::fs::read_to_string(path).map_err(|e| AgentError::ConfigFile {
+    pub fn load(path: &std::path::Path) -> Result<GatewayConfig, GatewayError> {
+        let text = std::fs::read_to_string(path).map_err(|e| GatewayError::ConfigFile {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;

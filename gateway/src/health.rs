@@ -10,8 +10,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::balance::Pool;
-use super::config::HealthCheckConfig;
+use crate::balance::Pool;
+use crate::config::HealthCheckConfig;
 
 /// Probes `pool` until the returned task is aborted.
 pub fn spawn(pool: Arc<Pool>, config: HealthCheckConfig) -> tokio::task::JoinHandle<()> {

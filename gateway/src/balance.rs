@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
-use super::config::{Balance, UpstreamConfig};
+use crate::config::{Balance, UpstreamConfig};
 
 /// One target of a pool.
 #[derive(Debug)]

@@ -1,19 +1,18 @@
-//! `periscope bench ingest`: sends realistic microservice spans over OTLP/gRPC to a
+//! `periscope-bench ingest`: sends realistic microservice spans over OTLP/gRPC to a
 //! Periscope server and prints throughput, server CPU per span and bytes on disk per span.
 //!
-//! By default it starts its own server (this binary, `serve`, in a temporary data
+//! By default it starts its own server (the `periscope` binary, `serve`, in a temporary data
 //! directory) so that it can read the server's CPU time from /proc and measure the
 //! Parquet bytes after the final flush.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use clap::{Args, Subcommand};
+use clap::Args;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
@@ -21,27 +20,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use rand::Rng;
 
-/// Benchmarks.
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Ingest throughput, CPU per span and bytes per span over OTLP/gRPC.
-    Ingest(IngestArgs),
-    /// Log ingest with indexing, search latency against `rg`, and bytes on disk.
-    Logs(crate::bench_logs::LogsArgs),
-    /// Trace-by-id, trace search, service graph and RED latency over millions of spans.
-    Traces(crate::bench_traces::TracesArgs),
-    /// Remote-write ingest, bytes per sample and PromQL latency, side by side with a real
-    /// Prometheus.
-    Metrics(crate::bench_metrics::MetricsArgs),
-    /// Server render time of the heaviest UI pages: a 10,000-span trace, a 200-service
-    /// map, a log search with 1,000 hits.
-    Ui(crate::bench_ui::UiArgs),
-    /// The agent's cost in a gateway: CPU per request and throughput with the agent on
-    /// and off, side by side.
-    Agent(crate::bench_agent::AgentArgs),
-}
+use crate::harness::{cpu_seconds, process_state, spawn_server_at};
 
-/// Arguments of `periscope bench ingest`.
+/// Arguments of `periscope-bench ingest`.
 #[derive(Debug, Args)]
 pub struct IngestArgs {
     /// Spans to send in total.
@@ -57,87 +38,6 @@ pub struct IngestArgs {
     /// only throughput is measured).
     #[arg(long, value_name = "ADDR")]
     pub target: Option<String>,
-}
-
-/// Runs a benchmark.
-pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    match cmd {
-        BenchCommand::Ingest(args) => ingest(args).await,
-        BenchCommand::Logs(args) => crate::bench_logs::run(args).await,
-        BenchCommand::Traces(args) => crate::bench_traces::run(args).await,
-        BenchCommand::Metrics(args) => crate::bench_metrics::run(args).await,
-        BenchCommand::Ui(args) => crate::bench_ui::run(args).await,
-        BenchCommand::Agent(args) => crate::bench_agent::run(args).await,
-    }
-}
-
-pub(crate) struct Spawned {
-    pub child: Child,
-    pub data_dir: PathBuf,
-    pub grpc: String,
-    pub otlp_http: String,
-    pub http: String,
-}
-
-/// Starts `periscope serve` on free ports with its data in `data_dir`.
-pub(crate) fn spawn_server_at(data_dir: &Path) -> anyhow::Result<Spawned> {
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
-        .args([
-            "serve",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--log", "warn"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting the server")?;
-    let stdout = child.stdout.take().context("server stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let addr = |key: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .map(str::to_string)
-            .with_context(|| format!("unexpected first line from the server: {line:?}"))
-    };
-    Ok(Spawned {
-        grpc: addr("otlp-grpc=")?,
-        otlp_http: addr("otlp-http=")?,
-        http: addr("http=")?,
-        child,
-        data_dir: data_dir.to_path_buf(),
-    })
-}
-
-/// CPU seconds (user + system) a process has used, from /proc.
-pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed /proc stat")?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: f64 = fields.get(12).context("no stime")?.parse()?;
-    Ok((utime + stime) / 100.0)
-}
-
-/// The state letter of a process (`R`, `S`, `Z`, ...), from /proc.
-pub(crate) fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
 }
 
 fn parquet_bytes(dir: &Path) -> u64 {
@@ -359,7 +259,8 @@ fn make_request(traces: usize, rng: &mut impl Rng) -> ExportTraceServiceRequest 
     }
 }
 
-async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+/// Runs `periscope-bench ingest`.
+pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     if args.batch < HOPS.len() || args.spans < args.batch {
         bail!(
             "--batch must be at least {} and --spans at least --batch",
@@ -433,7 +334,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     let rate = total as f64 / elapsed;
     println!(
-        "command: periscope bench ingest --spans {} --batch {} --concurrency {}",
+        "command: periscope-bench ingest --spans {} --batch {} --concurrency {}",
         args.spans, args.batch, args.concurrency
     );
     println!("spans sent:             {total}");

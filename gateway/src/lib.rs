@@ -1,12 +1,29 @@
-//! `periscope gateway`: a reverse proxy on hyper with the agent embedded, as an API
-//! gateway (routes by host and path prefix to upstream pools) or a mesh proxy (a sidecar
-//! in front of one service). Load balancing (round robin, least outstanding requests),
-//! active health checks, per-route timeouts and retries of idempotent requests. Paths
-//! with dot segments or encoded separators are refused before the route match, and the
-//! forwarding headers are the gateway's own (see [`forwarded`]).
+//! `periscope gateway`: a reverse proxy on hyper with the agent ([`periscope_agent`])
+//! embedded, as an API gateway (routes by host and path prefix to upstream pools) or a
+//! mesh proxy (a sidecar in front of one service). Load balancing (round robin, least
+//! outstanding requests), active health checks, per-route timeouts and retries of
+//! idempotent requests. Paths with dot segments or encoded separators are refused before
+//! the route match, and the forwarding headers are the gateway's own (see [`forwarded`]).
+//!
+//! A product of its own on top of the agent: the agent stays embeddable (no TOML, no
+//! server), and this crate adds the config file, the listener and the proxy. A request
+//! flows: listener ([`periscope_listen`]) → the agent's [`ServerLayer`] (SERVER span,
+//! access log) → [`proxy`] (route match, body buffering, target choice from [`balance`],
+//! retries) → the agent's `ClientLayer` (CLIENT span) → upstream.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), periscope_gateway::GatewayError> {
+//! use periscope_gateway::{Gateway, GatewayConfig};
+//! let config = GatewayConfig::load(std::path::Path::new("gateway.toml"))?;
+//! let telemetry = Gateway::telemetry_for(&config, false)?;
+//! let gateway = Gateway::start(&config, telemetry).await?;
+//! gateway.shutdown(std::time::Duration::from_secs(5)).await;
+//! # Ok(()) }
+//! ```
 
 pub mod balance;
 pub mod config;
+mod error;
 pub mod forwarded;
 mod health;
 mod path;
@@ -19,17 +36,15 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use periscope_agent::{PeerAddr, ResourceInfo, ServerLayer, Telemetry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::{Layer, ServiceBuilder};
 
 pub use config::{GatewayConfig, Mode};
+pub use error::GatewayError;
 pub use proxy::UpstreamError;
 
-use crate::error::AgentError;
-use crate::layer::{PeerAddr, ServerLayer};
-use crate::resource::ResourceInfo;
-use crate::telemetry::Telemetry;
 use proxy::{ProxyService, ProxyState};
 
 /// A running gateway or mesh proxy.
@@ -47,24 +62,24 @@ impl Gateway {
     pub fn telemetry_for(
         config: &GatewayConfig,
         no_telemetry: bool,
-    ) -> Result<Telemetry, AgentError> {
+    ) -> Result<Telemetry, GatewayError> {
         if no_telemetry || !config.telemetry.enabled {
             return Ok(Telemetry::disabled());
         }
         let mut resource = ResourceInfo::new(config.service_name(), config.mode.kind());
         resource.service_version = config.service_version.clone();
-        Telemetry::start(resource, config.telemetry.exporter())
+        Ok(Telemetry::start(resource, config.telemetry.exporter())?)
     }
 
     /// Binds the listener, starts health checks and serves until [`Gateway::shutdown`].
     pub async fn start(
         config: &GatewayConfig,
         telemetry: Telemetry,
-    ) -> Result<Gateway, AgentError> {
+    ) -> Result<Gateway, GatewayError> {
         let listener =
             TcpListener::bind(&config.listen)
                 .await
-                .map_err(|source| AgentError::Bind {
+                .map_err(|source| GatewayError::Bind {
                     addr: config.listen.clone(),
                     source,
                 })?;
@@ -149,19 +164,10 @@ async fn accept_loop(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
     let builder = Arc::new(builder);
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped.changed() => return,
-        };
-        let _ = stream.set_nodelay(true);
+    let stop = async move {
+        let _ = stopped.changed().await;
+    };
+    periscope_listen::accept_until(&listener, stop, |stream, peer| {
         let service = ServiceBuilder::new()
             .map_request(move |mut r: http::Request<hyper::body::Incoming>| {
                 r.extensions_mut().insert(PeerAddr(peer));
@@ -178,5 +184,6 @@ async fn accept_loop(
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
-    }
+    })
+    .await;
 }

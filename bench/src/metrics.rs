@@ -1,4 +1,4 @@
-//! `periscope bench metrics`: remote-writes counter samples (100,000 series every 15 s for
+//! `periscope-bench metrics`: remote-writes counter samples (100,000 series every 15 s for
 //! 6 hours by default) to a Periscope server and to a real Prometheus on the same machine,
 //! then runs the same PromQL queries on both and prints each figure side by side with the
 //! ratio Periscope ÷ Prometheus.
@@ -15,14 +15,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use periscope_collector::remote_write::{Label, Sample, TimeSeries, WriteRequest};
 use prost::Message;
 use serde_json::Value;
 
-use crate::bench::{cpu_seconds, spawn_server_at};
-use crate::bench_logs::{dir_bytes, median, stop};
+use crate::harness::{cpu_seconds, dir_bytes, median, spawn_server_at, stop};
+use crate::remote_write::{Label, Sample, TimeSeries, WriteRequest};
 
-/// Arguments of `periscope bench metrics`.
+/// Arguments of `periscope-bench metrics`.
 #[derive(Debug, Args)]
 pub struct MetricsArgs {
     /// Active series (100 services × 10 instances × endpoints).
@@ -364,7 +363,7 @@ fn row(label: &str, ours: f64, theirs: Option<f64>, unit: &str) {
 /// Ingest seconds, CPU seconds, bytes on disk, and each query's median ms and answer.
 type Measured = (f64, f64, f64, Vec<(f64, Value)>);
 
-/// Runs `periscope bench metrics`.
+/// Runs `periscope-bench metrics`.
 pub async fn run(args: MetricsArgs) -> anyhow::Result<()> {
     if args.batch_series == 0 || args.batch_steps == 0 || args.interval == 0 || args.series == 0 {
         bail!("--series, --interval, --batch-series and --batch-steps must be positive");

@@ -1,4 +1,4 @@
-//! `periscope bench ui`: server render time of the heaviest UI pages with realistic data:
+//! `periscope-bench ui`: server render time of the heaviest UI pages with realistic data:
 //! a trace of 10,000 spans, a service map of 200 services, a log search with 1,000 hits.
 //! Prints the median wall time, the server's CPU per request and the HTML size.
 
@@ -14,10 +14,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
-use crate::bench::{cpu_seconds, spawn_server_at};
-use crate::bench_logs::{median, post_export, stop};
+use crate::harness::{cpu_seconds, median, post_export, spawn_server_at, stop};
 
-/// Arguments of `periscope bench ui`.
+/// Arguments of `periscope-bench ui`.
 #[derive(Debug, Args)]
 pub struct UiArgs {
     /// Spans of the big trace.
@@ -186,7 +185,7 @@ fn logs(hits: usize, base: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Runs `periscope bench ui`.
+/// Runs `periscope-bench ui`.
 pub async fn run(args: UiArgs) -> anyhow::Result<()> {
     if args.repeat == 0 || args.trace_spans == 0 || args.services < 2 {
         bail!("--repeat and --trace-spans must be positive, --services at least 2");
@@ -219,7 +218,7 @@ pub async fn run(args: UiArgs) -> anyhow::Result<()> {
     ];
     let pid = server.child.id();
     println!(
-        "periscope bench ui --trace-spans {} --services {} --log-hits {} --repeat {}",
+        "periscope-bench ui --trace-spans {} --services {} --log-hits {} --repeat {}",
         args.trace_spans, args.services, args.log_hits, args.repeat
     );
     println!(

@@ -1,4 +1,4 @@
-//! `periscope bench traces`: stores millions of spans of a realistic MSA topology
+//! `periscope-bench traces`: stores millions of spans of a realistic MSA topology
 //! (gateway → frontend → cart → redis, catalog → postgres, payment → kafka → worker)
 //! spread over two hours, flushes them, restarts the server, then times trace-by-id,
 //! trace search for one service over one hour, the service graph and RED over one hour.
@@ -17,10 +17,9 @@ use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::bench::{cpu_seconds, spawn_server_at};
-use crate::bench_logs::{dir_bytes, median, post_export, stop};
+use crate::harness::{cpu_seconds, dir_bytes, median, post_export, spawn_server_at, stop};
 
-/// Arguments of `periscope bench traces`.
+/// Arguments of `periscope-bench traces`.
 #[derive(Debug, Args)]
 pub struct TracesArgs {
     /// Spans to store in total (traces of 12 spans, over the last two hours).
@@ -473,7 +472,7 @@ pub async fn run(args: TracesArgs) -> anyhow::Result<()> {
     );
 
     println!(
-        "periscope bench traces --spans {} --batch {} --concurrency {} --repeat {}",
+        "periscope-bench traces --spans {} --batch {} --concurrency {} --repeat {}",
         args.spans, args.batch, args.concurrency, args.repeat
     );
     println!(
