@@ -32,16 +32,18 @@
 mod budget;
 mod catalog;
 mod compaction;
+mod durability;
 mod error;
-mod filewriter;
+mod flush;
 mod head;
+mod layout;
 pub mod logindex;
 mod metrics;
 pub mod otlp;
+mod part_writer;
 mod reserve;
 mod retention;
 mod schema;
-mod segment;
 mod store;
 mod wal;
 

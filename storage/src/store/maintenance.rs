@@ -15,9 +15,10 @@ use super::{Inner, Store, gc};
 use crate::catalog::{Catalog, FileEntry};
 use crate::compaction::{self, MergeTarget};
 use crate::error::{Error, Result};
+use crate::flush;
+use crate::layout;
 use crate::reserve;
 use crate::schema::Signal;
-use crate::segment;
 use crate::wal;
 
 impl Store {
@@ -126,7 +127,7 @@ impl Store {
             if self.inner.stopping.load(Ordering::Relaxed) {
                 break;
             }
-            let partition = compaction::partition_of(&inputs[0]).to_string();
+            let partition = layout::partition_of(&inputs[0]).to_string();
             match self.compact_one(inputs).await {
                 Ok(n) => merged += n,
                 Err(error) => {
@@ -147,7 +148,7 @@ impl Store {
             return Ok(0);
         };
         let started = Instant::now();
-        let rel_dir = compaction::partition_of(&inputs[0]).to_string();
+        let rel_dir = layout::partition_of(&inputs[0]).to_string();
         let name = {
             let state = self.inner.state.read();
             let catalog = &state.catalog;
@@ -235,7 +236,7 @@ impl Inner {
         let mut outputs = Vec::new();
         let written = self.write_and_commit(upto, &mut outputs);
         if written.is_err() {
-            segment::remove_outputs(data_dir, &outputs);
+            flush::remove_outputs(data_dir, &outputs);
         }
         let (written, catalog) = written?;
         let released = {
@@ -271,7 +272,7 @@ impl Inner {
         let mut written = Vec::new();
         for signal in Signal::ALL {
             let frozen = self.state.read().head.frozen(signal);
-            written.extend(segment::write_files(
+            written.extend(flush::write_parts(
                 data_dir,
                 signal,
                 &frozen,

@@ -60,14 +60,14 @@ use crate::budget::Budget;
 use crate::catalog::{Catalog, FileEntry};
 use crate::compaction::CompactionConfig;
 use crate::error::{Error, Result};
-use crate::filewriter::WriteLimits;
+use crate::flush::FlushLimits;
 use crate::head::Head;
 use crate::logindex::{FileIndexes, HeadIndex, LogFields, LogView};
 use crate::metrics::StorageMetrics;
+use crate::part_writer::WriteLimits;
 use crate::reserve::Reserve;
 use crate::retention::Retention;
 use crate::schema::{self, Signal};
-use crate::segment::FlushLimits;
 use crate::wal;
 use log_ids::with_log_ids;
 use wal_writer::Command;
@@ -323,7 +323,7 @@ impl Store {
 
 /// Memory that holding `batch` in the head costs: its Arrow buffers (their slices: a
 /// batch replayed from the WAL shares one buffer among its columns), and for `logs` as
-/// much again for the head's search index (its in-memory segments), so the memory budget
+/// much again for the head's search index (its in-memory tantivy segments), so the memory budget
 /// covers the index too.
 fn held_bytes(signal: Signal, batch: &RecordBatch) -> u64 {
     let bytes = schema::batch_bytes(batch);

@@ -3,9 +3,10 @@
 
 use super::*;
 use crate::compaction::{self, MergeTarget};
+use crate::flush;
+use crate::layout;
 use crate::logindex;
 use crate::otlp;
-use crate::segment;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
@@ -132,13 +133,13 @@ async fn a_crash_between_files_and_catalog_leaves_no_duplicates() {
     // Simulate a flush that wrote its file but crashed before the catalog commit.
     let replayed = wal::replay_segment(&wal::segment_path(&dir.path().join("wal"), 1)).unwrap();
     let batches: Vec<_> = replayed.batches.into_iter().map(|(_, b)| b).collect();
-    segment::write_files(
+    flush::write_parts(
         dir.path(),
         Signal::Spans,
         &batches,
         1,
         &LogFields::new(),
-        segment::TEST_LIMITS,
+        flush::TEST_LIMITS,
         &mut Vec::new(),
     )
     .unwrap();
@@ -276,7 +277,7 @@ fn target<'a>(
     stop: &'a std::sync::atomic::AtomicBool,
 ) -> MergeTarget<'a> {
     MergeTarget {
-        rel_dir: compaction::partition_of(&files[0]),
+        rel_dir: layout::partition_of(&files[0]),
         name,
         log_fields: store.log_fields(),
         limits: store.inner.config.write_limits(),
@@ -480,7 +481,7 @@ async fn a_crash_before_or_after_the_compaction_commit_loses_and_doubles_nothing
     assert_eq!(store.snapshot(Signal::Spans).files.len(), 3);
     assert!(
         !dir.path()
-            .join(compaction::partition_of(
+            .join(layout::partition_of(
                 &store.snapshot(Signal::Spans).files[0]
             ))
             .join("c999999999999-000.parquet")
@@ -563,7 +564,7 @@ async fn a_partition_that_fails_to_merge_leaves_the_others_merging() {
         after.contains(broken),
         "the failed partition is left as it was"
     );
-    let partition = dir.path().join(compaction::partition_of(broken));
+    let partition = dir.path().join(layout::partition_of(broken));
     let partial: Vec<_> = std::fs::read_dir(&partition)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
