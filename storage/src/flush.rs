@@ -143,11 +143,11 @@ pub(crate) const TEST_LIMITS: FlushLimits = FlushLimits {
 mod tests {
     use super::*;
     use crate::layout::NANOS_PER_HOUR;
-    use crate::otlp;
     use arrow::array::AsArray;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use periscope_otlp as otlp;
     use std::fs;
 
     #[test]

@@ -6,9 +6,9 @@ use crate::compaction::{self, MergeTarget};
 use crate::flush;
 use crate::layout;
 use crate::logindex;
-use crate::otlp;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use periscope_otlp as otlp;
 
 fn spans(n: usize, seed: u8) -> RecordBatch {
     spans_at(n, seed, 1_700_000_000_000_000_000)

@@ -120,7 +120,7 @@ mod tests {
                 ..Default::default()
             }],
         };
-        crate::otlp::spans(&req).unwrap().batch.unwrap()
+        periscope_otlp::spans(&req).unwrap().batch.unwrap()
     }
 
     /// A format-2 segment file holding `records` after its header.
