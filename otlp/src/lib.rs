@@ -5,11 +5,11 @@
 //! of OTLP is added in one file.
 //!
 //! ```text
-//! ExportTraceServiceRequest   ─► spans()   ─► Converted { batch: rows of Signal::Spans.schema(), .. }
-//! ExportLogsServiceRequest    ─► logs()    ─► Converted { batch: rows of Signal::Logs.schema(), .. }
-//! ExportMetricsServiceRequest ─► metrics() ─► Converted { batch: rows of Signal::Metrics.schema(), .. }
+//! ExportTraceServiceRequest   ─► spans()   ─► Converted { batch: rows of Signal::Spans, .. }
+//! ExportLogsServiceRequest    ─► logs()    ─► Converted { batch: rows of Signal::Logs, .. }
+//! ExportMetricsServiceRequest ─► metrics() ─► Converted { batch: rows of Signal::Metrics, .. }
 //!                                                │
-//!                             periscope_storage::Store::append(signal, rows)
+//!                                  periscope_storage::Store::append(signal, rows)
 //! ```
 //!
 //! Each converter walks one export request, validates every item and appends the valid

@@ -1,8 +1,8 @@
-//! Writing one Parquet file of a table (and, for `logs`, its index) batch by batch, in
-//! bounded memory: row groups are closed once their encoded size reaches a limit, and the
-//! log index is built as rows arrive. The file is written under a temporary name, fsynced
-//! and renamed into place by [`PartWriter::finish`]; until the catalog lists it, it is an
-//! orphan that the next start removes.
+//! Writing one part file (a Parquet file of a table, and for `logs` its index) batch by
+//! batch, in bounded memory: row groups are closed once their encoded size reaches a
+//! limit, and the log index is built as rows arrive. The file is written under a
+//! temporary name, fsynced and renamed into place by [`PartWriter::finish`]; until the
+//! catalog lists it, it is an orphan that the next start removes.
 
 use std::fs;
 use std::path::{Path, PathBuf};
