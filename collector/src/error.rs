@@ -25,8 +25,8 @@ impl From<periscope_storage::Error> for IngestError {
     }
 }
 
-impl From<periscope_storage::otlp::ArrowError> for IngestError {
-    fn from(e: periscope_storage::otlp::ArrowError) -> Self {
+impl From<periscope_otlp::ArrowError> for IngestError {
+    fn from(e: periscope_otlp::ArrowError) -> Self {
         IngestError::Internal(format!("could not convert the export to rows: {e}"))
     }
 }

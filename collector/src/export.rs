@@ -9,8 +9,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use periscope_otlp::{self as otlp, ArrowError, Converted};
 use periscope_storage::Signal;
-use periscope_storage::otlp::{self, ArrowError, Converted};
 
 /// An OTLP export request of one signal.
 pub trait Export:

@@ -1,7 +1,7 @@
 //! # periscope-collector
 //!
 //! Periscope's OTLP receivers. Both transports decode a request, hand it to
-//! [`Ingest`], which validates and converts it to rows (`periscope_storage::otlp`) and
+//! [`Ingest`], which validates and converts it to rows (`periscope_otlp`) and
 //! appends them to the store, and answer as the OTLP specification says:
 //!
 //! ```text

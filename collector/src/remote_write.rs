@@ -40,7 +40,7 @@ use crate::status::RETRY_AFTER_SECS;
 
 /// `scope_name` of rows that came through remote write: their names and labels are
 /// Prometheus's already.
-pub const REMOTE_WRITE_SCOPE: &str = periscope_storage::otlp::PROMETHEUS_SCOPE;
+pub const REMOTE_WRITE_SCOPE: &str = periscope_otlp::PROMETHEUS_SCOPE;
 
 /// `prometheus.WriteRequest` (prompb/remote.proto).
 #[derive(Clone, PartialEq, Message)]

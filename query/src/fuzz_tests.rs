@@ -249,7 +249,7 @@ async fn engine_with_series() -> (tempfile::TempDir, QueryEngine) {
             ..Default::default()
         }],
     };
-    let converted = periscope_storage::otlp::metrics(&request).expect("convert");
+    let converted = periscope_otlp::metrics(&request).expect("convert");
     store
         .append(
             periscope_storage::Signal::Metrics,

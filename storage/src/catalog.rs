@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::durability::sync_dir;
 use crate::error::{Error, Result};
 use crate::schema::Signal;
-use crate::wal::sync_dir;
 
 const FILE_NAME: &str = "catalog.json";
 

@@ -2,7 +2,7 @@
 //! merged into one large sorted file in the background.
 //!
 //! A merge reads the inputs oldest first, a batch at a time, and writes them through a
-//! [`FileWriter`] as row groups of consecutive rows, each sorted by the table's sort key:
+//! [`PartWriter`] as row groups of consecutive rows, each sorted by the table's sort key:
 //! memory holds one row group's rows. The output becomes visible in the same atomic
 //! catalog write that removes the inputs (see `Store::compact`), so a query sees every
 //! row once, before or after; the inputs are deleted after a grace period for queries
@@ -23,12 +23,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::catalog::FileEntry;
 use crate::error::{Error, Result};
-use crate::filewriter::{FileWriter, WriteLimits};
+use crate::layout::{NANOS_PER_HOUR, ROW_GROUP_ROWS, partition_of, sort};
 use crate::logindex::{self, LogFields};
+use crate::part_writer::{PartWriter, WriteLimits};
 use crate::schema::Signal;
-use crate::segment::{ROW_GROUP_ROWS, sort};
-
-const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
 /// When and what to compact.
 #[derive(Debug, Clone, Copy)]
@@ -54,11 +52,6 @@ impl Default for CompactionConfig {
             max_inputs: 32,
         }
     }
-}
-
-/// The partition directory of a file, relative to the data directory.
-pub(crate) fn partition_of(file: &FileEntry) -> &str {
-    file.path.rsplit_once('/').map_or("", |(dir, _)| dir)
 }
 
 /// The merges worth doing among `files`, each a list of files of one partition.
@@ -152,7 +145,7 @@ fn write_merged(
     let mut ordered: Vec<&FileEntry> = inputs.iter().collect();
     ordered.sort_by(|a, b| (a.min_time, &a.path).cmp(&(b.min_time, &b.path)));
     let expected: u64 = inputs.iter().map(|f| f.rows).sum();
-    let mut out = FileWriter::create(
+    let mut out = PartWriter::create(
         data_dir,
         signal,
         target.rel_dir,
@@ -209,7 +202,7 @@ fn write_merged(
 
 /// Sorts the rows of one output row group and writes them as a row group of their own.
 fn write_group(
-    out: &mut FileWriter,
+    out: &mut PartWriter,
     signal: Signal,
     schema: &SchemaRef,
     group: Vec<RecordBatch>,

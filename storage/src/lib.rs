@@ -3,12 +3,16 @@
 //! Periscope's data model and durable storage. The path of a row:
 //!
 //! ```text
-//! OTLP request ─► otlp::{spans,logs,metrics} ─► RecordBatch (schema::Signal::schema)
+//! RecordBatch (schema::Signal::schema; periscope-otlp makes them from OTLP requests)
 //!      ─► Store::append ─► wal (checksummed record, group fsync) ─► head (memory) ─► ack
-//!      ─► flush: segment (sorted, hour-partitioned Parquet, zstd) ─► catalog.json
-//!      ─► compaction: small files of a partition merged into one ─► catalog.json
+//!      ─► flush: part files (sorted, hour-partitioned Parquet, zstd) ─► catalog.json
+//!      ─► compaction: small part files of a partition merged into one ─► catalog.json
 //!      ─► Store::snapshot: head batches + catalog files, read by the query crate
 //! ```
+//!
+//! Two kinds of file hold rows: a *WAL segment* (`wal/{id}.wal`, the write-ahead log,
+//! deleted once flushed) and a *part file* (`{table}/{YYYY-MM-DD}/{HH}/*.parquet`, listed
+//! in the catalog). The storage engine takes Arrow rows, not protocol messages.
 //!
 //! Promises kept here: an append returns only after its rows are fsynced in the WAL, a
 //! restart replays every acknowledged row exactly once (torn tail records are skipped; a
@@ -18,13 +22,11 @@
 //! gave up gives its share back at once.
 //!
 //! ```no_run
-//! # async fn demo(request: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest) -> Result<(), Box<dyn std::error::Error>> {
-//! use periscope_storage::{Signal, Store, StoreConfig, otlp};
+//! # async fn demo(rows: arrow::record_batch::RecordBatch) -> Result<(), Box<dyn std::error::Error>> {
+//! use periscope_storage::{Signal, Store, StoreConfig};
 //! let store = Store::open(StoreConfig::new("./periscope-data"))?;
-//! let converted = otlp::spans(&request)?;
-//! if let Some(rows) = converted.batch {
-//!     store.append(Signal::Spans, rows).await?; // durable from here on
-//! }
+//! // `rows` follow `Signal::Spans.schema()`, e.g. from `periscope_otlp::spans`.
+//! store.append(Signal::Spans, rows).await?; // durable from here on
 //! let view = store.snapshot(Signal::Spans); // head + files, for queries
 //! # Ok(()) }
 //! ```
@@ -32,17 +34,18 @@
 mod budget;
 mod catalog;
 mod compaction;
+mod durability;
 mod error;
-mod filewriter;
+mod flush;
 mod head;
+mod layout;
 pub mod logindex;
 mod metrics;
 pub mod names;
-pub mod otlp;
+mod part_writer;
 mod reserve;
 mod retention;
 mod schema;
-mod segment;
 mod store;
 mod wal;
 
@@ -51,5 +54,8 @@ pub use compaction::CompactionConfig;
 pub use error::{Error, Result};
 pub use metrics::StorageMetrics;
 pub use retention::Retention;
-pub use schema::{Signal, attributes_type, timestamp_type};
+pub use schema::{
+    Signal, attributes_builder, attributes_type, event_fields, exemplar_fields, link_fields,
+    quantile_fields, timestamp_type,
+};
 pub use store::{Snapshot, Store, StoreConfig};

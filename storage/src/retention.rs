@@ -2,14 +2,11 @@
 //! is older than the table's retention: the catalog drops them first (atomically, so a
 //! crash leaves either the old or the new catalog), and the Parquet file and its log
 //! index are deleted together once no query can still be reading them (after a grace
-//! period at least as long as the query timeout). A crash before the deletion leaves
-//! files the catalog does not list, which the next start removes as orphans.
+//! period at least as long as the query timeout; see `store::gc`).
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::catalog::FileEntry;
-use crate::logindex::file::index_path;
 use crate::schema::Signal;
 
 /// Retention per table; `None` keeps rows forever.
@@ -47,22 +44,6 @@ impl Retention {
             let keep = i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX);
             file.max_time < now_ns.saturating_sub(keep)
         })
-    }
-}
-
-/// Deletes a file and its log index directory (if any). Missing ones are not an error.
-pub(crate) fn delete(data_dir: &Path, file: &FileEntry) -> std::io::Result<()> {
-    let path = data_dir.join(&file.path);
-    match std::fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let index = index_path(&path);
-    match std::fs::remove_dir_all(&index) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
     }
 }
 

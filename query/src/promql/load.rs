@@ -13,7 +13,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{
     DataType, Float64Type, Int64Type, TimestampNanosecondType, UInt32Type, UInt64Type,
 };
-use periscope_storage::otlp::PROMETHEUS_SCOPE;
+use periscope_otlp::PROMETHEUS_SCOPE;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::VectorSelector;
 

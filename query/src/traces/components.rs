@@ -64,7 +64,7 @@ pub async fn inventory(
             if table == "metrics" {
                 format!(
                     " AND NOT (scope_name = '{}' AND resource_attributes['service.name'] IS NULL)",
-                    periscope_storage::otlp::PROMETHEUS_SCOPE
+                    periscope_otlp::PROMETHEUS_SCOPE
                 )
             } else {
                 String::new()

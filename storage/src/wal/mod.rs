@@ -17,9 +17,10 @@
 mod format;
 mod segment;
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::durability::sync_dir;
 use crate::error::{Error, Result};
 
 #[cfg(test)]
@@ -54,13 +55,6 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     }
     ids.sort_unstable();
     Ok(ids)
-}
-
-/// Makes a directory entry (a new or renamed file) durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io("fsync directory", dir))
 }
 
 /// Reads every intact record of a segment (see [`format`]).
@@ -126,7 +120,7 @@ mod tests {
                 ..Default::default()
             }],
         };
-        crate::otlp::spans(&req).unwrap().batch.unwrap()
+        periscope_otlp::spans(&req).unwrap().batch.unwrap()
     }
 
     /// A format-2 segment file holding `records` after its header.

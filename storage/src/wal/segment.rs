@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 use super::format::{FILE_HEADER, file_header, is_unfinished_header};
-use super::{segment_path, sync_dir};
+use super::segment_path;
+use crate::durability::sync_dir;
 use crate::error::{Error, Result};
 
 /// One segment file open for appending.

@@ -13,7 +13,7 @@ use super::{
     Converted, Rejections, TypedAttributes, append_attributes, empty_none, hex_id, list_of_structs,
     service_name, time,
 };
-use crate::schema::{Signal, attributes_builder, event_fields, link_fields};
+use periscope_storage::{Signal, attributes_builder, event_fields, link_fields};
 
 /// The name DESIGN.md gives each `SpanKind`.
 pub fn kind_name(kind: i32) -> &'static str {

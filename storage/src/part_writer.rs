@@ -1,8 +1,8 @@
-//! Writing one Parquet file of a table (and, for `logs`, its index) batch by batch, in
-//! bounded memory: row groups are closed once their encoded size reaches a limit, and the
-//! log index is built as rows arrive. The file is written under a temporary name, fsynced
-//! and renamed into place by [`FileWriter::finish`]; until the catalog lists it, it is an
-//! orphan that the next start removes.
+//! Writing one part file (a Parquet file of a table, and for `logs` its index) batch by
+//! batch, in bounded memory: row groups are closed once their encoded size reaches a
+//! limit, and the log index is built as rows arrive. The file is written under a
+//! temporary name, fsynced and renamed into place by [`PartWriter::finish`]; until the
+//! catalog lists it, it is an orphan that the next start removes.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,11 +14,11 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 
 use crate::catalog::FileEntry;
+use crate::durability::sync_dir;
 use crate::error::{Error, Result};
+use crate::layout::writer_properties;
 use crate::logindex::{self, FileIndexBuilder, LogFields};
 use crate::schema::Signal;
-use crate::segment::writer_properties;
-use crate::wal::sync_dir;
 
 /// Rows handed to the Parquet writer at a time, so that a row group is closed soon after
 /// it reaches its size limit.
@@ -34,7 +34,7 @@ pub(crate) struct WriteLimits {
 }
 
 /// One Parquet file being written.
-pub(crate) struct FileWriter {
+pub(crate) struct PartWriter {
     signal: Signal,
     rel: String,
     path: PathBuf,
@@ -48,7 +48,7 @@ pub(crate) struct FileWriter {
     max_time: Option<i64>,
 }
 
-impl FileWriter {
+impl PartWriter {
     /// Starts `{data_dir}/{rel_dir}/{name}`; `expected_rows` sizes the bloom filter.
     ///
     /// # Errors
@@ -61,7 +61,7 @@ impl FileWriter {
         expected_rows: usize,
         log_fields: &LogFields,
         limits: WriteLimits,
-    ) -> Result<FileWriter> {
+    ) -> Result<PartWriter> {
         let dir = data_dir.join(rel_dir);
         fs::create_dir_all(&dir).map_err(Error::io("create partition directory", &dir))?;
         let rel = format!("{rel_dir}/{name}");
@@ -79,7 +79,7 @@ impl FileWriter {
         } else {
             None
         };
-        Ok(FileWriter {
+        Ok(PartWriter {
             signal,
             rel,
             path,

@@ -14,7 +14,7 @@ use super::{
     Converted, Rejections, TypedAttributes, any_value_string, empty_none, hex_id, service_name,
     time,
 };
-use crate::schema::Signal;
+use periscope_storage::Signal;
 
 struct Columns {
     timestamp: TimestampNanosecondBuilder,

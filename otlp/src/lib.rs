@@ -1,9 +1,48 @@
-//! OTLP → Arrow: one module per signal, sharing the value and id conversions here.
+//! # periscope-otlp
+//!
+//! OTLP protobuf → Arrow rows of Periscope's tables: the protocol mapping of the three
+//! signals, one module per signal, sharing the value and id conversions here. A field
+//! of OTLP is added in one file.
+//!
+//! ```text
+//! ExportTraceServiceRequest   ─► spans()   ─► Converted { batch: rows of Signal::Spans, .. }
+//! ExportLogsServiceRequest    ─► logs()    ─► Converted { batch: rows of Signal::Logs, .. }
+//! ExportMetricsServiceRequest ─► metrics() ─► Converted { batch: rows of Signal::Metrics, .. }
+//!                                                │
+//!                                  periscope_storage::Store::append(signal, rows)
+//! ```
 //!
 //! Each converter walks one export request, validates every item and appends the valid
 //! ones as rows. Invalid items (a trace id that is not 16 bytes, a time past year 2262)
 //! are counted and described in [`Converted`], so the receiver can answer with an OTLP
-//! partial success instead of failing the whole export.
+//! partial success instead of failing the whole export. The storage engine knows
+//! nothing of OTLP: it takes the Arrow rows.
+//!
+//! ```
+//! use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+//! use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+//! use periscope_storage::Signal;
+//!
+//! let span = Span {
+//!     trace_id: vec![1; 16],
+//!     span_id: vec![2; 8],
+//!     name: "GET /".into(),
+//!     start_time_unix_nano: 1_700_000_000_000_000_000,
+//!     end_time_unix_nano: 1_700_000_000_000_001_000,
+//!     ..Default::default()
+//! };
+//! let request = ExportTraceServiceRequest {
+//!     resource_spans: vec![ResourceSpans {
+//!         scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+//!         ..Default::default()
+//!     }],
+//! };
+//! let converted = periscope_otlp::spans(&request)?;
+//! assert_eq!((converted.accepted, converted.rejected), (1, 0));
+//! let rows = converted.batch.expect("one valid span");
+//! assert_eq!(rows.schema(), Signal::Spans.schema()); // ready for Store::append
+//! # Ok::<(), periscope_otlp::ArrowError>(())
+//! ```
 
 mod logs;
 mod metrics;
@@ -215,8 +254,8 @@ pub(crate) struct TypedAttributes {
 impl TypedAttributes {
     pub fn new() -> Self {
         TypedAttributes {
-            values: crate::schema::attributes_builder(),
-            types: crate::schema::attributes_builder(),
+            values: periscope_storage::attributes_builder(),
+            types: periscope_storage::attributes_builder(),
         }
     }
 
@@ -322,7 +361,7 @@ mod tests {
             value: Some(v(value)),
         })
         .collect();
-        let mut b = crate::schema::attributes_builder();
+        let mut b = periscope_storage::attributes_builder();
         append_attributes(&mut b, &kvs);
         let map = b.finish();
         let values = map.values();

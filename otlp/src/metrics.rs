@@ -19,7 +19,7 @@ use super::{
     Converted, Rejections, TypedAttributes, append_attributes, empty_none, hex_id, list_of_structs,
     service_name, time,
 };
-use crate::schema::{Signal, attributes_builder, exemplar_fields, quantile_fields};
+use periscope_storage::{Signal, attributes_builder, exemplar_fields, quantile_fields};
 
 /// The name DESIGN.md gives each aggregation temporality.
 fn temporality_name(t: i32) -> Option<&'static str> {

@@ -1,0 +1,825 @@
+//! Tests of the store: durability across restarts, flush, compaction, the memory
+//! budget, WAL damage and the log index.
+
+use super::*;
+use crate::compaction::{self, MergeTarget};
+use crate::flush;
+use crate::layout;
+use crate::logindex;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use periscope_otlp as otlp;
+
+fn spans(n: usize, seed: u8) -> RecordBatch {
+    spans_at(n, seed, 1_700_000_000_000_000_000)
+}
+
+/// `n` spans of trace `seed` starting at `base` (Unix ns).
+fn spans_at(n: usize, seed: u8, base: u64) -> RecordBatch {
+    let spans = (0..n)
+        .map(|i| Span {
+            trace_id: vec![seed; 16],
+            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+            name: "op".into(),
+            start_time_unix_nano: base + i as u64,
+            end_time_unix_nano: base + 100 + i as u64,
+            ..Default::default()
+        })
+        .collect();
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    otlp::spans(&req).unwrap().batch.unwrap()
+}
+
+fn rows(s: &Snapshot) -> usize {
+    s.batches.iter().map(|b| b.num_rows()).sum::<usize>()
+        + s.files.iter().map(|f| f.rows as usize).sum::<usize>()
+}
+
+#[tokio::test]
+async fn acknowledged_rows_survive_a_reopen_without_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.append(Signal::Spans, spans(3, 1)).await.unwrap();
+        store.append(Signal::Spans, spans(2, 2)).await.unwrap();
+        assert_eq!(rows(&store.snapshot(Signal::Spans)), 5);
+    }
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(rows(&store.snapshot(Signal::Spans)), 5);
+    assert_eq!(rows(&store.snapshot(Signal::Logs)), 0);
+}
+
+#[tokio::test]
+async fn flushed_rows_are_in_files_once_and_the_wal_is_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    store.append(Signal::Spans, spans(4, 1)).await.unwrap();
+    store.flush().await.unwrap();
+    let snap = store.snapshot(Signal::Spans);
+    assert!(snap.batches.is_empty());
+    assert_eq!(rows(&snap), 4);
+    assert_eq!(store.buffered_bytes(), 0);
+    store.append(Signal::Spans, spans(1, 2)).await.unwrap();
+    drop(store);
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(
+        rows(&store.snapshot(Signal::Spans)),
+        5,
+        "no row lost or doubled"
+    );
+    // Only the segment after the flush may remain (plus the new one).
+    let segments = wal::list_segments(&dir.path().join("wal")).unwrap();
+    assert!(segments.iter().all(|id| *id > 1), "{segments:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_during_a_flush_see_every_row_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    for seed in 1..=20 {
+        store.append(Signal::Spans, spans(50, seed)).await.unwrap();
+    }
+    let watcher = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut seen = 0usize;
+            loop {
+                let snapshot = store.snapshot(Signal::Spans);
+                assert_eq!(rows(&snapshot), 1000, "a row vanished or doubled mid-flush");
+                seen += 1;
+                if !snapshot.files.is_empty() {
+                    return seen;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    store.flush().await.unwrap();
+    let snapshots = watcher.await.unwrap();
+    assert!(snapshots > 0);
+    let after = store.snapshot(Signal::Spans);
+    assert!(after.batches.is_empty());
+    assert_eq!(rows(&after), 1000);
+}
+
+#[tokio::test]
+async fn over_the_memory_budget_appends_are_refused_retryably() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::new(dir.path());
+    cfg.max_buffered_bytes = 1;
+    let store = Store::open(cfg).unwrap();
+    let err = store.append(Signal::Spans, spans(3, 1)).await.unwrap_err();
+    assert!(matches!(err, Error::Overloaded { .. }));
+    assert!(err.is_retryable());
+    assert_eq!(rows(&store.snapshot(Signal::Spans)), 0);
+    assert_eq!(store.buffered_bytes(), 0);
+}
+
+#[tokio::test]
+async fn a_crash_between_files_and_catalog_leaves_no_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.append(Signal::Spans, spans(4, 1)).await.unwrap();
+    }
+    // Simulate a flush that wrote its file but crashed before the catalog commit.
+    let replayed = wal::replay_segment(&wal::segment_path(&dir.path().join("wal"), 1)).unwrap();
+    let batches: Vec<_> = replayed.batches.into_iter().map(|(_, b)| b).collect();
+    flush::write_parts(
+        dir.path(),
+        Signal::Spans,
+        &batches,
+        1,
+        &LogFields::new(),
+        flush::TEST_LIMITS,
+        &mut Vec::new(),
+    )
+    .unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(rows(&store.snapshot(Signal::Spans)), 4);
+    assert!(store.snapshot(Signal::Spans).files.is_empty());
+}
+
+fn logs(bodies: &[&str]) -> RecordBatch {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    let records = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| LogRecord {
+            time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+            body: Some(AnyValue {
+                value: Some(Value::StringValue((*b).into())),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let req = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    otlp::logs(&req, 1).unwrap().batch.unwrap()
+}
+
+/// Matching documents in the view's head (skipping flushed batches) and files.
+fn indexed(store: &Store, word: &str) -> (u64, u64) {
+    use tantivy::query::TermQuery;
+    let view = store.log_view();
+    let term = tantivy::Term::from_field_text(store.log_fields().body, word);
+    let query = TermQuery::new(term, tantivy::schema::IndexRecordOption::Basic);
+    let collect = |min_head_seq| logindex::Collect {
+        start: i64::MIN,
+        end: i64::MAX,
+        limit: 10,
+        before: None,
+        histogram: None,
+        min_head_seq,
+    };
+    let head = view
+        .head_searcher
+        .search(&query, &collect(Some(view.min_head_seq)))
+        .unwrap()
+        .total;
+    let files = view
+        .files
+        .iter()
+        .map(|f| {
+            store
+                .log_file_searcher(f)
+                .unwrap()
+                .search(&query, &collect(None))
+                .unwrap()
+                .total
+        })
+        .sum();
+    (head, files)
+}
+
+async fn until_indexed(store: &Store, word: &str, want: (u64, u64)) {
+    for _ in 0..100 {
+        if indexed(store, word) == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{word}: {:?}, expected {want:?}", indexed(store, word));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_index_follows_rows_through_flush_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store
+            .append(Signal::Logs, logs(&["disk full", "disk ok"]))
+            .await
+            .unwrap();
+        until_indexed(&store, "disk", (2, 0)).await;
+        store.flush().await.unwrap();
+        // At once after the flush: counted in the file, not again in the head.
+        assert_eq!(indexed(&store, "disk"), (0, 2));
+        store
+            .append(Signal::Logs, logs(&["disk again"]))
+            .await
+            .unwrap();
+        until_indexed(&store, "disk", (1, 2)).await;
+    }
+    // Restart: the head index is rebuilt from the WAL; a lost file index is rebuilt.
+    let file = Catalog::load(dir.path()).unwrap().files[0].path.clone();
+    std::fs::remove_dir_all(logindex::index_path(&dir.path().join(file))).unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    until_indexed(&store, "disk", (1, 2)).await;
+    store.append(Signal::Logs, logs(&["next"])).await.unwrap();
+    let ids: Vec<u64> = store
+        .snapshot(Signal::Logs)
+        .batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("log_id")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::UInt64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(ids, [2, 3], "log ids continue after a restart");
+}
+
+fn compacting(dir: &Path) -> StoreConfig {
+    let mut config = StoreConfig::new(dir);
+    config.compaction.interval = Duration::ZERO;
+    config.compaction.min_files = 2;
+    config.retention_grace = Duration::ZERO;
+    config
+}
+
+/// A merge of `files`' partition into `name`, for calling `compaction::merge` directly.
+fn target<'a>(
+    store: &'a Store,
+    files: &'a [FileEntry],
+    name: &'a str,
+    stop: &'a std::sync::atomic::AtomicBool,
+) -> MergeTarget<'a> {
+    MergeTarget {
+        rel_dir: layout::partition_of(&files[0]),
+        name,
+        log_fields: store.log_fields(),
+        limits: store.inner.config.write_limits(),
+        read_bytes: 1 << 20,
+        stop,
+    }
+}
+
+fn read_file(dir: &Path, f: &FileEntry) -> RecordBatch {
+    let file = std::fs::File::open(dir.join(&f.path)).unwrap();
+    let batches: Vec<RecordBatch> =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+/// (start time, trace id, span id) of every span in the table's files, in file order.
+fn file_spans(dir: &Path, store: &Store) -> Vec<Vec<(i64, String, String)>> {
+    use arrow::array::AsArray;
+    store
+        .snapshot(Signal::Spans)
+        .files
+        .iter()
+        .map(|f| {
+            let b = read_file(dir, f);
+            let t = b
+                .column_by_name("start_time")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+                .clone();
+            let column = |name| b.column_by_name(name).unwrap().as_string::<i32>().clone();
+            let (trace, span) = (column("trace_id"), column("span_id"));
+            (0..b.num_rows())
+                .map(|i| {
+                    (
+                        t.value(i),
+                        trace.value(i).to_string(),
+                        span.value(i).to_string(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_small_files_into_one_file_of_sorted_row_groups_with_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = compacting(dir.path());
+    // Small enough that one flush of 600 spans writes several chunk files.
+    config.work_bytes = 64 << 10;
+    let store = Store::open(config.clone()).unwrap();
+    // Every span distinct (a trace per append), so a lost row and a doubled one cannot
+    // cancel out.
+    for flush in 0..4u8 {
+        for k in 1..=3u8 {
+            store
+                .append(Signal::Spans, spans(200, flush * 3 + k))
+                .await
+                .unwrap();
+        }
+        store.flush().await.unwrap();
+    }
+    let before = store.snapshot(Signal::Spans).files;
+    assert!(before.len() > 4, "one file per chunk: {}", before.len());
+    let mut rows_before: Vec<_> = file_spans(dir.path(), &store).concat();
+    rows_before.sort();
+    assert_eq!(rows_before.len(), 2400);
+    assert!(
+        rows_before.windows(2).all(|w| w[0] != w[1]),
+        "distinct rows"
+    );
+
+    let merged = store.compact().await;
+    assert_eq!(merged, before.len());
+    let after = store.snapshot(Signal::Spans).files;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(after[0].path.contains("/c"), "{}", after[0].path);
+    assert_eq!(after[0].rows, 2400);
+    let in_file = file_spans(dir.path(), &store).concat();
+    // Every row group is sorted by the sort key (service, then start time).
+    let file = std::fs::File::open(dir.path().join(&after[0].path)).unwrap();
+    let builder =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let groups = builder.metadata().num_row_groups();
+    assert!(groups > 1, "small work memory makes several row groups");
+    for g in 0..groups {
+        let file = std::fs::File::open(dir.path().join(&after[0].path)).unwrap();
+        let times: Vec<i64> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .with_row_groups(vec![g])
+                .build()
+                .unwrap()
+                .flat_map(|b| {
+                    let b = b.unwrap();
+                    let t = arrow::array::AsArray::as_primitive::<
+                        arrow::datatypes::TimestampNanosecondType,
+                    >(b.column_by_name("start_time").unwrap())
+                    .clone();
+                    t.values().to_vec()
+                })
+                .collect();
+        assert!(times.is_sorted(), "row group {g} is not sorted by time");
+    }
+    let mut rows_after = in_file;
+    rows_after.sort();
+    assert_eq!(
+        rows_after, rows_before,
+        "the same rows, none lost or doubled"
+    );
+
+    // The inputs are deleted once their grace period is over, the output stays.
+    store.delete_doomed();
+    for f in &before {
+        assert!(!dir.path().join(&f.path).exists(), "{} left", f.path);
+    }
+    assert!(dir.path().join(&after[0].path).exists());
+    assert_eq!(store.compact().await, 0, "nothing more to merge");
+    drop(store);
+    let store = Store::open(config).unwrap();
+    assert_eq!(store.snapshot(Signal::Spans).files, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_logs_keep_a_working_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = compacting(dir.path());
+    let store = Store::open(config.clone()).unwrap();
+    for words in [
+        ["disk full", "cpu hot"],
+        ["disk ok", "net down"],
+        ["disk gone", "fan"],
+    ] {
+        store.append(Signal::Logs, logs(&words)).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    until_indexed(&store, "disk", (0, 3)).await;
+    assert_eq!(store.compact().await, 3);
+    assert_eq!(store.snapshot(Signal::Logs).files.len(), 1);
+    until_indexed(&store, "disk", (0, 3)).await;
+    until_indexed(&store, "fan", (0, 1)).await;
+    // Every hit's locator points at a row with the word in its body.
+    let view = store.log_view();
+    let file = &view.files[0];
+    let batch = read_file(dir.path(), file);
+    let bodies =
+        arrow::array::AsArray::as_string::<i32>(batch.column_by_name("body").unwrap()).clone();
+    let term = tantivy::Term::from_field_text(store.log_fields().body, "disk");
+    let query = tantivy::query::TermQuery::new(term, tantivy::schema::IndexRecordOption::Basic);
+    let found = store
+        .log_file_searcher(file)
+        .unwrap()
+        .search(
+            &query,
+            &logindex::Collect {
+                start: i64::MIN,
+                end: i64::MAX,
+                limit: 10,
+                before: None,
+                histogram: None,
+                min_head_seq: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(found.hits.len(), 3);
+    for hit in &found.hits {
+        assert!(bodies.value(hit.locator as usize).contains("disk"));
+    }
+    drop(store);
+    let store = Store::open(config).unwrap();
+    until_indexed(&store, "disk", (0, 3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_or_after_the_compaction_commit_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = compacting(dir.path());
+    config.retention_grace = Duration::from_secs(3600);
+    {
+        let store = Store::open(config.clone()).unwrap();
+        for seed in 1..4u8 {
+            store.append(Signal::Spans, spans(50, seed)).await.unwrap();
+            store.flush().await.unwrap();
+        }
+        // A merge whose output was written but never committed: an orphan.
+        let files = store.snapshot(Signal::Spans).files;
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let target = target(&store, &files, "c999999999999-000.parquet", &stop);
+        let orphan = compaction::merge(dir.path(), Signal::Spans, &files, &target)
+            .unwrap()
+            .unwrap();
+        assert!(dir.path().join(&orphan.path).exists());
+    }
+    let store = Store::open(config.clone()).unwrap();
+    assert_eq!(rows(&store.snapshot(Signal::Spans)), 150);
+    assert_eq!(store.snapshot(Signal::Spans).files.len(), 3);
+    assert!(
+        !dir.path()
+            .join(layout::partition_of(
+                &store.snapshot(Signal::Spans).files[0]
+            ))
+            .join("c999999999999-000.parquet")
+            .exists(),
+        "the uncommitted output was removed"
+    );
+    // A committed merge whose inputs were not deleted yet when the process died.
+    let inputs = store.snapshot(Signal::Spans).files;
+    assert_eq!(store.compact().await, 3);
+    for f in &inputs {
+        assert!(
+            dir.path().join(&f.path).exists(),
+            "inputs wait for their grace"
+        );
+    }
+    drop(store);
+    let store = Store::open(config).unwrap();
+    assert_eq!(rows(&store.snapshot(Signal::Spans)), 150);
+    assert_eq!(store.snapshot(Signal::Spans).files.len(), 1);
+    for f in &inputs {
+        assert!(
+            !dir.path().join(&f.path).exists(),
+            "{} was not removed",
+            f.path
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_merge_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = compacting(dir.path());
+    let store = Store::open(config.clone()).unwrap();
+    for seed in 1..3u8 {
+        store.append(Signal::Logs, logs(&["a", "b"])).await.unwrap();
+        store.append(Signal::Spans, spans(10, seed)).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    let files = store.snapshot(Signal::Logs).files;
+    let stop = std::sync::atomic::AtomicBool::new(true);
+    let target = target(&store, &files, "c000000000001-000.parquet", &stop);
+    let merged = compaction::merge(dir.path(), Signal::Logs, &files, &target).unwrap();
+    assert!(merged.is_none());
+    let left: Vec<_> = std::fs::read_dir(dir.path().join(target.rel_dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('c'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_that_fails_to_merge_leaves_the_others_merging() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(compacting(dir.path())).unwrap();
+    let hour = 3_600_000_000_000u64;
+    for seed in 1..=4u8 {
+        // Two hours, two files each.
+        let base = 1_700_000_000_000_000_000 + u64::from(seed % 2) * hour;
+        store
+            .append(Signal::Spans, spans_at(10, seed, base))
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+    }
+    let files = store.snapshot(Signal::Spans).files;
+    assert_eq!(files.len(), 4);
+    // Damage one file of the first partition.
+    let broken = &files[0];
+    std::fs::write(dir.path().join(&broken.path), b"not parquet").unwrap();
+    let errors_before = store.inner.metrics.compaction_errors.get();
+    assert_eq!(store.compact().await, 2, "the healthy partition is merged");
+    assert_eq!(
+        store.inner.metrics.compaction_errors.get(),
+        errors_before + 1
+    );
+    let after = store.snapshot(Signal::Spans).files;
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(
+        after.contains(broken),
+        "the failed partition is left as it was"
+    );
+    let partition = dir.path().join(layout::partition_of(broken));
+    let partial: Vec<_> = std::fs::read_dir(&partition)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('c'))
+        .collect();
+    assert!(partial.is_empty(), "no partial output left: {partial:?}");
+}
+
+/// Every Parquet or temporary file under `dir`.
+fn data_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() && path.extension().is_none_or(|e| e != "index") {
+            out.extend(data_files(&path));
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "parquet" || e == "tmp" || e == "index")
+        {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_given_up_while_the_wal_is_slow_leave_no_budget_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    // A slow WAL: the writer stalls on the state lock after its first write.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, holding) = std::sync::mpsc::channel::<()>();
+    let stall = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let _state = store.inner.state.read();
+            held.send(()).unwrap();
+            let _ = released.recv();
+        })
+    };
+    holding.recv().unwrap();
+    let tasks: Vec<_> = (0..300u32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.append(Signal::Spans, spans(5, i as u8)).await })
+        })
+        .collect();
+    // Until the writer's queue is full and appends wait to be queued.
+    for _ in 0..3000 {
+        if store.inner.commands.capacity() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.inner.commands.capacity(), 0, "the queue filled up");
+    // The clients hang up (deadline, closed connection).
+    for task in &tasks {
+        task.abort();
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    release.send(()).unwrap();
+    stall.join().unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(
+        store.buffered_bytes(),
+        0,
+        "a given-up append kept its budget"
+    );
+    assert_eq!(store.inner.metrics.buffered_bytes.get(), 0);
+    store.append(Signal::Spans, spans(5, 1)).await.unwrap();
+}
+
+/// Flips a byte in the middle of the `n`th record (from 0) of a format-2 segment.
+fn damage_record(path: &Path, n: usize) {
+    let mut data = std::fs::read(path).unwrap();
+    let mut pos = 16;
+    for _ in 0..n {
+        let len = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        pos += 12 + len;
+    }
+    let len = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap()) as usize;
+    data[pos + 12 + len / 2] ^= 0xff;
+    std::fs::write(path, data).unwrap();
+}
+
+#[tokio::test]
+async fn a_corrupt_record_mid_segment_is_counted_quarantined_and_the_rest_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        for seed in 1..=3 {
+            store.append(Signal::Spans, spans(3, seed)).await.unwrap();
+        }
+    }
+    let wal_dir = dir.path().join("wal");
+    let segment = wal::segment_path(&wal_dir, 1);
+    damage_record(&segment, 1);
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(
+        rows(&store.snapshot(Signal::Spans)),
+        6,
+        "the records after the bad one are back"
+    );
+    assert_eq!(store.metrics().wal_corrupt_records.get(), 1);
+    assert_eq!(store.metrics().wal_quarantined_segments.get(), 1);
+    let mut registry = prometheus_client::registry::Registry::default();
+    store.metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("periscope_wal_corrupt_records_total 1"),
+        "{text}"
+    );
+    // The flush that covers the segment deletes it from the WAL, not from quarantine.
+    store.flush().await.unwrap();
+    assert!(!segment.exists());
+    let kept = wal_dir.join(wal::QUARANTINE).join("000000000001.wal");
+    let replayed = wal::replay_segment(&kept).unwrap();
+    assert_eq!((replayed.batches.len(), replayed.corrupt), (2, 1));
+    drop(store);
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(rows(&store.snapshot(Signal::Spans)), 6);
+    assert_eq!(
+        store.metrics().wal_corrupt_records.get(),
+        0,
+        "reported once"
+    );
+}
+
+#[tokio::test]
+async fn after_a_failed_wal_write_acknowledged_rows_never_land_after_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal_dir = dir.path().join("wal");
+    {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.append(Signal::Spans, spans(3, 1)).await.unwrap();
+        wal::inject_fault(&wal::segment_path(&wal_dir, 1));
+        let error = store.append(Signal::Spans, spans(3, 2)).await.unwrap_err();
+        assert!(matches!(error, Error::Io { .. }), "{error}");
+        store.append(Signal::Spans, spans(4, 3)).await.unwrap();
+        assert_eq!(wal::list_segments(&wal_dir).unwrap(), [1, 2]);
+        let second = wal::replay_segment(&wal::segment_path(&wal_dir, 2)).unwrap();
+        assert_eq!((second.batches.len(), second.skipped), (1, 0));
+    }
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(rows(&store.snapshot(Signal::Spans)), 7);
+    assert_eq!(store.buffered_bytes(), {
+        let s = store.snapshot(Signal::Spans);
+        s.batches.iter().map(schema::batch_bytes).sum::<u64>()
+    });
+}
+
+#[tokio::test]
+async fn a_segment_creation_that_failed_halfway_does_not_stop_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal_dir = dir.path().join("wal");
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    store.append(Signal::Spans, spans(3, 1)).await.unwrap();
+    // The next segment's file exists: its creation failed after the file was made.
+    std::fs::write(wal::segment_path(&wal_dir, 2), b"PSC").unwrap();
+    store.flush().await.unwrap();
+    store.append(Signal::Spans, spans(2, 2)).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(rows(&store.snapshot(Signal::Spans)), 5);
+    drop(store);
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(rows(&store.snapshot(Signal::Spans)), 5);
+}
+
+#[tokio::test]
+async fn a_failed_flush_deletes_the_files_it_wrote_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    store.append(Signal::Spans, spans(3, 1)).await.unwrap();
+    store.append(Signal::Logs, logs(&["a", "b"])).await.unwrap();
+    // The logs table's directory cannot be made: the spans files are written first.
+    let blocker = dir.path().join("logs");
+    std::fs::write(&blocker, b"").unwrap();
+    store.flush().await.unwrap_err();
+    assert_eq!(data_files(dir.path()), Vec::<PathBuf>::new());
+    std::fs::remove_file(&blocker).unwrap();
+    // The catalog cannot be written: every table's files are written first.
+    let blocker = dir.path().join("catalog.json.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    store.flush().await.unwrap_err();
+    assert_eq!(data_files(dir.path()), Vec::<PathBuf>::new());
+    std::fs::remove_dir(&blocker).unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(rows(&store.snapshot(Signal::Spans)), 3);
+    assert_eq!(rows(&store.snapshot(Signal::Logs)), 2);
+    assert_eq!(data_files(dir.path()).len(), 3, "two files and one index");
+}
+
+#[tokio::test]
+async fn replayed_rows_are_counted_at_their_real_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let appended = {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        for seed in 1..=20 {
+            store.append(Signal::Spans, spans(50, seed)).await.unwrap();
+        }
+        store.buffered_bytes()
+    };
+    let mut config = StoreConfig::new(dir.path());
+    // Room for all of them in one sorted chunk, so one file.
+    config.work_bytes = appended * 4;
+    let store = Store::open(config).unwrap();
+    let replayed = store.buffered_bytes();
+    assert!(
+        replayed <= appended + appended / 10,
+        "replayed rows count {replayed} bytes, {appended} when appended"
+    );
+    store.flush().await.unwrap();
+    assert_eq!(store.snapshot(Signal::Spans).files.len(), 1);
+    assert_eq!(store.buffered_bytes(), 0);
+}
+
+#[tokio::test]
+async fn a_wal_of_the_old_format_is_replayed_and_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal_dir = dir.path().join("wal");
+    std::fs::create_dir_all(&wal_dir).unwrap();
+    let mut old = wal::legacy_record(Signal::Spans, &spans(3, 1));
+    old.extend(wal::legacy_record(Signal::Logs, &logs(&["old format"])));
+    std::fs::write(wal::segment_path(&wal_dir, 1), old).unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(rows(&store.snapshot(Signal::Spans)), 3);
+    store.flush().await.unwrap();
+    assert_eq!(rows(&store.snapshot(Signal::Spans)), 3);
+    assert_eq!(rows(&store.snapshot(Signal::Logs)), 1);
+    assert!(!wal::segment_path(&wal_dir, 1).exists());
+
+    // A newer format: a clear refusal, naming the segment.
+    drop(store);
+    let last = *wal::list_segments(&wal_dir).unwrap().last().unwrap();
+    let path = wal::segment_path(&wal_dir, last);
+    let mut newer = std::fs::read(&path).unwrap();
+    newer[8] = 7;
+    std::fs::write(&path, newer).unwrap();
+    let error = Store::open(StoreConfig::new(dir.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!("{last:012}.wal")) && error.contains("format 7"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_index_queue_is_counted_and_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    store.append(Signal::Logs, logs(&["queued"])).await.unwrap();
+    until_indexed(&store, "queued", (1, 0)).await;
+    assert_eq!(store.metrics().log_index_queue_bytes.get(), 0);
+}
