@@ -34,6 +34,7 @@ pub mod logql;
 pub mod logsearch;
 mod metrics;
 pub mod promql;
+pub mod settings;
 mod table;
 pub mod time;
 pub mod traces;

@@ -42,6 +42,7 @@ mod reserve;
 mod retention;
 mod schema;
 mod segment;
+pub mod settings;
 mod store;
 mod wal;
 
