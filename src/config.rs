@@ -1058,6 +1058,92 @@ mod tests {
     }
 
     #[test]
+    fn flat_keys_and_sections_resolve_alike_and_flat_keys_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Settings::resolve(ServeArgs {
+                config: Some(file.clone()),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let flat = resolve(
+            "memory_limit = \"1GiB\"\nquery_timeout = \"5s\"\nhttp_addr = \"127.0.0.1:9999\"\n\
+             flush_bytes = \"8MiB\"\nretention_logs = \"7d\"\nmax_request_bytes = \"1MiB\"\n\
+             log_format = \"json\"\n",
+        );
+        let sectioned = resolve(
+            "[server]\nmemory_limit = \"1GiB\"\n[query]\ntimeout = \"5s\"\n\
+             [http]\naddr = \"127.0.0.1:9999\"\n[storage]\nflush_bytes = \"8MiB\"\n\
+             [retention]\nlogs = \"7d\"\n[collector]\nmax_request_bytes = \"1MiB\"\n\
+             [logging]\nformat = \"json\"\n",
+        );
+        for s in [&flat, &sectioned] {
+            assert_eq!(s.memory_limit, 1 << 30);
+            assert_eq!(s.query_timeout, Duration::from_secs(5));
+            assert_eq!(s.http_addr.port(), 9999);
+            assert_eq!(s.flush_bytes, 8 << 20);
+            assert_eq!(s.retention.logs, Some(Duration::from_secs(7 * 86400)));
+            assert_eq!(s.max_request_bytes, 1 << 20);
+            assert!(s.json_logs);
+        }
+        assert!(sectioned.deprecated_keys.is_empty());
+        assert_eq!(flat.deprecated_keys.len(), 7);
+        let timeout = flat
+            .deprecated_keys
+            .iter()
+            .find(|k| k.old == "query_timeout")
+            .unwrap();
+        assert_eq!(
+            timeout.to_string(),
+            "config key `query_timeout` is deprecated: write `timeout` under `[query]` instead"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_in_the_file_names_the_file_the_line_the_key_and_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        for (text, want) in [
+            (
+                "[query]\nmax_rows = 10\ntimeout = \"soon\"\n",
+                ["line 3", "`query.timeout` (--query-timeout)"],
+            ),
+            (
+                "log = \"info\"\nflush_bytes = \"lots\"\n",
+                ["line 2", "`flush_bytes` (--flush-bytes)"],
+            ),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = Settings::resolve(ServeArgs {
+                config: Some(file.clone()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(&file.display().to_string()), "{err}");
+            for want in want {
+                assert!(err.contains(want), "{text}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_flat_key_names_a_flag_of_serve() {
+        use clap::Args as _;
+        let command = ServeArgs::augment_args(clap::Command::new("serve"));
+        let flags: Vec<&str> = command
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .collect();
+        for (old, section, key, flag) in FLAT_KEYS {
+            assert!(flags.contains(flag), "{old} -> [{section}] {key}: --{flag}");
+        }
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let args = ServeArgs {
             max_request_bytes: Some("lots".into()),
