@@ -1,18 +1,40 @@
 //! Settings of `periscope serve`: flags > environment > TOML file > defaults.
+//!
+//! The TOML file has one section per part of the server, and each part owns its section
+//! and its defaults: `[storage]`, `[retention]` and `[compaction]` in
+//! `periscope_storage::settings`, `[query]` in `periscope_query::settings`, `[collector]`
+//! in `periscope_collector::settings`, `[alerting]` in `periscope_alerting`, `[auth]` in
+//! `auth::policy`, `[tls]` in `tls`, `[logging]` in `logging`; `[server]` and `[http]`
+//! are the binary's own, here. Durations (`"30s"`) and sizes (`"64MiB"`) are read by
+//! serde through `humantime-serde` and `bytesize`; an error names the file, the line,
+//! the key and the flag that sets the same thing.
+//!
+//! This module reads the file, folds the flat keys of older files into their sections
+//! (they still work, with a deprecation warning at start), lays the flags over the
+//! sections and lets each section resolve itself into the values the server runs with.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use bytesize::ByteSize;
 use clap::Args;
 use periscope_alerting::{AlertingConfig, AlertingSection};
+use periscope_collector::settings::CollectorSection;
+use periscope_query::settings::QuerySection;
+use periscope_storage::settings::{CompactionSection, RetentionSection, StorageSection};
 use serde::Deserialize;
+
+use crate::auth::policy::AuthSection;
+use crate::logging::LogSection;
+use crate::tls::TlsSection;
 
 /// Flags of `periscope serve`. Each has an environment variable and a TOML key.
 #[derive(Debug, Args, Default)]
 pub struct ServeArgs {
-    /// TOML configuration file; its keys are the flag names with `-` as `_`.
+    /// TOML configuration file: a section per part, e.g. `[query] timeout` for
+    /// --query-timeout (see docs/configuration.md).
     #[arg(long, env = "PERISCOPE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address of the OTLP/gRPC receiver [default: 127.0.0.1:4317].
@@ -160,53 +182,105 @@ pub struct ServeArgs {
     pub cors_allowed_origins: Vec<String>,
 }
 
-/// The TOML file: the same keys as the flags.
+/// `[server]`: settings of the whole process.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    /// Process memory budget [default: 50% of the machine's memory].
+    memory_limit: Option<ByteSize>,
+}
+
+/// `[http]`: the UI and API port, and the rules of all HTTP ports.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpSection {
+    /// Address of the UI and query APIs [default: 127.0.0.1:7070].
+    addr: Option<SocketAddr>,
+    /// Time a client has to send a request's headers [default: 10s].
+    #[serde(default, with = "humantime_serde")]
+    header_read_timeout: Option<Duration>,
+    /// Largest request header block [default: 64KiB].
+    max_header_bytes: Option<ByteSize>,
+    /// Host names the HTTP ports answer to besides IP addresses and `localhost`.
+    allowed_hosts: Option<Vec<String>>,
+    /// The URL browsers use to reach the UI.
+    public_url: Option<String>,
+    /// Web origins whose pages may send OTLP/HTTP (CORS).
+    cors_allowed_origins: Option<Vec<String>>,
+}
+
+/// The TOML file: one section per part of the server. The flat keys below the sections
+/// are the spelling of older files, read as aliases (see [`FLAT_KEYS`]).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    otlp_grpc_addr: Option<String>,
-    otlp_http_addr: Option<String>,
-    http_addr: Option<String>,
-    data_dir: Option<PathBuf>,
-    memory_limit: Option<String>,
-    max_request_bytes: Option<String>,
-    query_timeout: Option<String>,
-    query_memory_limit: Option<String>,
-    query_max_rows: Option<usize>,
-    query_max_bytes: Option<String>,
-    query_max_samples: Option<usize>,
-    flush_interval: Option<String>,
-    flush_bytes: Option<String>,
-    log: Option<String>,
-    log_format: Option<String>,
-    /// Rule files; relative paths are relative to the config file.
-    #[serde(alias = "rules")]
-    rule_files: Option<Vec<PathBuf>>,
-    #[serde(alias = "alertmanager_urls")]
-    alertmanager_url: Option<Vec<String>>,
-    /// `[alerting]`: evaluation, webhooks, routes, delivery.
-    alerting: Option<AlertingSection>,
-    header_read_timeout: Option<String>,
-    max_header_bytes: Option<String>,
-    /// `[retention]`: traces, logs, metrics, check_interval.
-    retention: Option<RetentionSection>,
-    retention_traces: Option<String>,
-    retention_logs: Option<String>,
-    retention_metrics: Option<String>,
-    retention_check_interval: Option<String>,
-    /// `[compaction]`: interval, min_files, target_size.
-    compaction: Option<CompactionSection>,
-    compaction_interval: Option<String>,
-    compaction_min_files: Option<usize>,
-    compaction_target_size: Option<String>,
-    /// Tokens file; relative to the config file.
-    tokens_file: Option<PathBuf>,
-    insecure_no_auth: Option<bool>,
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    logging: LogSection,
+    #[serde(default)]
+    collector: CollectorSection,
+    #[serde(default)]
+    http: HttpSection,
+    #[serde(default)]
+    storage: StorageSection,
+    #[serde(default)]
+    retention: RetentionSection,
+    #[serde(default)]
+    compaction: CompactionSection,
+    #[serde(default)]
+    query: QuerySection,
+    /// `[alerting]`: rule files, Alertmanagers, evaluation, webhooks, routes, delivery.
+    #[serde(default)]
+    alerting: AlertingSection,
+    #[serde(default)]
+    auth: AuthSection,
     /// `[[token]]` tables: name, role, hash, expires.
     #[serde(default)]
     token: Vec<crate::auth::TokenEntry>,
     /// `[tls]`: cert, key, client_ca; relative to the config file.
-    tls: Option<TlsSection>,
+    #[serde(default)]
+    tls: TlsSection,
+
+    // Deprecated flat keys, each an alias of a section key.
+    otlp_grpc_addr: Option<SocketAddr>,
+    otlp_http_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    memory_limit: Option<ByteSize>,
+    max_request_bytes: Option<ByteSize>,
+    #[serde(default, with = "humantime_serde")]
+    query_timeout: Option<Duration>,
+    query_memory_limit: Option<ByteSize>,
+    query_max_rows: Option<usize>,
+    query_max_bytes: Option<ByteSize>,
+    query_max_samples: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    flush_interval: Option<Duration>,
+    flush_bytes: Option<ByteSize>,
+    log: Option<String>,
+    log_format: Option<String>,
+    #[serde(alias = "rules")]
+    rule_files: Option<Vec<PathBuf>>,
+    #[serde(alias = "alertmanager_urls")]
+    alertmanager_url: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde")]
+    header_read_timeout: Option<Duration>,
+    max_header_bytes: Option<ByteSize>,
+    #[serde(default, with = "humantime_serde")]
+    retention_traces: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    retention_logs: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    retention_metrics: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    retention_check_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    compaction_interval: Option<Duration>,
+    compaction_min_files: Option<usize>,
+    compaction_target_size: Option<ByteSize>,
+    tokens_file: Option<PathBuf>,
+    insecure_no_auth: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
@@ -215,32 +289,109 @@ struct FileConfig {
     cors_allowed_origins: Option<Vec<String>>,
 }
 
-/// `[tls]` in the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TlsSection {
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    client_ca: Option<PathBuf>,
+/// A flat key found in the config file: still read, but deprecated in favour of its
+/// section key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeprecatedKey {
+    /// The flat key as written, e.g. `query_timeout`.
+    pub old: &'static str,
+    /// The section that holds it now, e.g. `query`.
+    pub section: &'static str,
+    /// Its name in the section, e.g. `timeout`.
+    pub key: &'static str,
 }
 
-/// `[retention]` in the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RetentionSection {
-    traces: Option<String>,
-    logs: Option<String>,
-    metrics: Option<String>,
-    check_interval: Option<String>,
+impl std::fmt::Display for DeprecatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let DeprecatedKey { old, section, key } = self;
+        write!(
+            f,
+            "config key `{old}` is deprecated: write `{key}` under `[{section}]` instead"
+        )
+    }
 }
 
-/// `[compaction]` in the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CompactionSection {
-    interval: Option<String>,
-    min_files: Option<usize>,
-    target_size: Option<String>,
+/// Declares the flat keys once: the table [`FLAT_KEYS`] (for error messages) and
+/// `FileConfig::fold_flat_keys`, which moves each flat key found into its section.
+macro_rules! flat_keys {
+    ($($flat:ident => [$section:ident] $key:ident, $flag:literal;)*) => {
+        /// Every flat key of older files: the key, its section, its name in the section,
+        /// and the flag that sets it.
+        const FLAT_KEYS: &[(&str, &str, &str, &str)] = &[
+            $((stringify!($flat), stringify!($section), stringify!($key), $flag)),*
+        ];
+
+        impl FileConfig {
+            /// Moves the flat keys into their sections; a flat key wins over the section
+            /// key, as it did before sections. Returns the flat keys found.
+            fn fold_flat_keys(&mut self) -> Vec<DeprecatedKey> {
+                let mut found = Vec::new();
+                $(
+                    if let Some(value) = self.$flat.take() {
+                        self.$section.$key = Some(value);
+                        found.push(DeprecatedKey {
+                            old: stringify!($flat),
+                            section: stringify!($section),
+                            key: stringify!($key),
+                        });
+                    }
+                )*
+                found
+            }
+        }
+    };
+}
+
+flat_keys! {
+    memory_limit => [server] memory_limit, "memory-limit";
+    log => [logging] filter, "log";
+    log_format => [logging] format, "log-format";
+    otlp_grpc_addr => [collector] otlp_grpc_addr, "otlp-grpc-addr";
+    otlp_http_addr => [collector] otlp_http_addr, "otlp-http-addr";
+    max_request_bytes => [collector] max_request_bytes, "max-request-bytes";
+    http_addr => [http] addr, "http-addr";
+    header_read_timeout => [http] header_read_timeout, "header-read-timeout";
+    max_header_bytes => [http] max_header_bytes, "max-header-bytes";
+    allowed_hosts => [http] allowed_hosts, "allowed-hosts";
+    public_url => [http] public_url, "public-url";
+    cors_allowed_origins => [http] cors_allowed_origins, "cors-allowed-origins";
+    data_dir => [storage] data_dir, "data-dir";
+    flush_interval => [storage] flush_interval, "flush-interval";
+    flush_bytes => [storage] flush_bytes, "flush-bytes";
+    retention_traces => [retention] traces, "retention-traces";
+    retention_logs => [retention] logs, "retention-logs";
+    retention_metrics => [retention] metrics, "retention-metrics";
+    retention_check_interval => [retention] check_interval, "retention-check-interval";
+    compaction_interval => [compaction] interval, "compaction-interval";
+    compaction_min_files => [compaction] min_files, "compaction-min-files";
+    compaction_target_size => [compaction] target_size, "compaction-target-size";
+    query_timeout => [query] timeout, "query-timeout";
+    query_memory_limit => [query] memory_limit, "query-memory-limit";
+    query_max_rows => [query] max_rows, "query-max-rows";
+    query_max_bytes => [query] max_bytes, "query-max-bytes";
+    query_max_samples => [query] max_samples, "query-max-samples";
+    rule_files => [alerting] rule_files, "rules";
+    alertmanager_url => [alerting] alertmanager_urls, "alertmanager-url";
+    tokens_file => [auth] tokens_file, "tokens-file";
+    insecure_no_auth => [auth] insecure_no_auth, "insecure-no-auth";
+    tls_cert => [tls] cert, "tls-cert";
+    tls_key => [tls] key, "tls-key";
+    tls_client_ca => [tls] client_ca, "tls-client-ca";
+}
+
+/// The flag that sets the key at `path` (`compaction.interval` or `compaction_interval`),
+/// if any.
+fn flag_of(path: &str) -> Option<&'static str> {
+    FLAT_KEYS
+        .iter()
+        .find(|(old, section, key, _)| {
+            path == *old
+                || path
+                    .strip_prefix(section)
+                    .and_then(|rest| rest.strip_prefix('.'))
+                    == Some(key)
+        })
+        .map(|(_, _, _, flag)| *flag)
 }
 
 /// Fully resolved settings.
@@ -278,6 +429,10 @@ pub struct Settings {
     pub tls: Option<crate::tls::ServerTls>,
     /// The `Host`, `Origin` and CORS rules of the HTTP ports.
     pub browser: std::sync::Arc<crate::auth::origin::BrowserPolicy>,
+    /// The config file, when there is one.
+    pub config_file: Option<PathBuf>,
+    /// Flat keys the config file uses, to warn about once logging is set up.
+    pub deprecated_keys: Vec<DeprecatedKey>,
 }
 
 impl Settings {
@@ -285,17 +440,36 @@ impl Settings {
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
     }
+
+    /// Logs one warning per deprecated flat key of the config file (call once, after
+    /// logging is set up).
+    pub fn warn_deprecated_keys(&self) {
+        let file = self
+            .config_file
+            .as_deref()
+            .map(Path::display)
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        for key in &self.deprecated_keys {
+            tracing::warn!(
+                file,
+                old = key.old,
+                new = format!("[{}] {}", key.section, key.key),
+                "{key}"
+            );
+        }
+    }
 }
 
-/// Parses a size such as `16MiB`, `2GiB` or `1048576`.
+/// Parses a size such as `16MiB`, `2GiB` or `1048576` given as the flag `key`.
 pub fn parse_size(key: &str, text: &str) -> anyhow::Result<u64> {
     text.trim()
-        .parse::<bytesize::ByteSize>()
+        .parse::<ByteSize>()
         .map(|b| b.as_u64())
         .map_err(|e| anyhow::anyhow!("{key}: {text:?} is not a size like 512MiB or 2GiB ({e})"))
 }
 
-/// Parses a duration such as `500ms`, `30s`, `5m`, `7d`.
+/// Parses a duration such as `500ms`, `30s`, `5m`, `7d` given as the flag `key`.
 pub fn parse_duration(key: &str, text: &str) -> anyhow::Result<Duration> {
     humantime::parse_duration(text.trim())
         .map_err(|e| anyhow::anyhow!("{key}: {text:?} is not a duration like 30s, 5m or 7d ({e})"))
@@ -305,78 +479,6 @@ fn parse_addr(key: &str, text: &str) -> anyhow::Result<SocketAddr> {
     text.trim()
         .parse()
         .map_err(|e| anyhow::anyhow!("{key}: {text:?} is not an address like 127.0.0.1:4317 ({e})"))
-}
-
-/// Whether requests need tokens: yes when tokens are configured; refused when a
-/// non-loopback address is bound without tokens, unless `insecure` (which turns
-/// authentication off). `ingest_addrs` count as authenticated when `client_certs`: their
-/// clients must show a certificate from the client CA to connect at all.
-fn auth_decision(
-    api_addr: SocketAddr,
-    ingest_addrs: &[SocketAddr],
-    client_certs: bool,
-    tokens: crate::auth::Tokens,
-    insecure: bool,
-) -> anyhow::Result<Option<std::sync::Arc<crate::auth::Tokens>>> {
-    if insecure {
-        return Ok(None);
-    }
-    if !tokens.is_empty() {
-        return Ok(Some(std::sync::Arc::new(tokens)));
-    }
-    let mut open = vec![api_addr];
-    if !client_certs {
-        open.extend_from_slice(ingest_addrs);
-    }
-    if let Some(open) = open.iter().find(|a| !a.ip().is_loopback()) {
-        bail!(
-            "refusing to listen on {open} without authentication: add tokens (--tokens-file; \
-             `periscope token create --role ingest` makes one) or pass --insecure-no-auth"
-        );
-    }
-    Ok(None)
-}
-
-/// Where the TLS files are: `[cert, key, client_ca]`.
-type TlsPaths = [Option<PathBuf>; 3];
-
-/// TLS from the flags, else the flat keys, else `[tls]` (file paths relative to `base`).
-fn resolve_tls(
-    flags: TlsPaths,
-    flat: TlsPaths,
-    section: Option<TlsSection>,
-    base: &Path,
-) -> anyhow::Result<Option<crate::tls::ServerTls>> {
-    let section = section.unwrap_or_default();
-    let sectioned = [section.cert, section.key, section.client_ca];
-    let [cert, key, client_ca] = std::array::from_fn(|i| {
-        flags[i].clone().or_else(|| {
-            flat[i]
-                .clone()
-                .or_else(|| sectioned[i].clone())
-                .map(|p| if p.is_relative() { base.join(p) } else { p })
-        })
-    });
-    match (cert, key) {
-        (Some(cert), Some(key)) => {
-            crate::tls::ServerTls::load(&cert, &key, client_ca.as_deref()).map(Some)
-        }
-        (None, None) => match client_ca {
-            Some(ca) => bail!(
-                "--tls-client-ca {}: client certificates need TLS: give --tls-cert and --tls-key too",
-                ca.display()
-            ),
-            None => Ok(None),
-        },
-        (Some(cert), None) => bail!(
-            "--tls-cert {} needs --tls-key (the certificate's private key; TOML [tls] key)",
-            cert.display()
-        ),
-        (None, Some(key)) => bail!(
-            "--tls-key {} needs --tls-cert (the certificate it belongs to; TOML [tls] cert)",
-            key.display()
-        ),
-    }
 }
 
 /// Total memory of the machine, from /proc/meminfo; 4 GiB when it cannot be read.
@@ -393,263 +495,241 @@ fn machine_memory() -> u64 {
         .unwrap_or(4 << 30)
 }
 
+/// Reads the config file; an error names the file, the line and the key (and the flag
+/// that sets the same thing).
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    let parsed = toml::de::Deserializer::parse(&text)
+        .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+    serde_path_to_error::deserialize(parsed).map_err(|e| {
+        let key = e.path().to_string();
+        let flag = flag_of(&key)
+            .map(|flag| format!(" (--{flag})"))
+            .unwrap_or_default();
+        anyhow::anyhow!(
+            "config file {}: key `{key}`{flag}: {}",
+            path.display(),
+            e.inner()
+        )
+    })
+}
+
+/// Lays a flag over the file's value: the flag wins when given.
+fn over<T>(slot: &mut Option<T>, flag: Option<T>) {
+    if flag.is_some() {
+        *slot = flag;
+    }
+}
+
+/// A list flag over the file's list: the flag wins when given at all.
+fn over_list<T>(slot: &mut Option<Vec<T>>, flag: Vec<T>) {
+    if !flag.is_empty() {
+        *slot = Some(flag);
+    }
 }
 
 impl Settings {
     /// Merges flags and environment (already in `args`) over the file over defaults.
     pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
-        let file = match &args.config {
+        let mut file = match &args.config {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
-        let pick = |flag: Option<String>, file: Option<String>| flag.or(file);
-        let memory_limit = match pick(args.memory_limit, file.memory_limit) {
-            Some(t) => parse_size("memory-limit", &t)?,
-            None => machine_memory() / 2,
-        };
-        if memory_limit < 64 << 20 {
-            bail!("memory-limit: {memory_limit} bytes is too small; give at least 64MiB");
-        }
-        let size_or = |key: &str, v: Option<String>, default: u64| -> anyhow::Result<u64> {
-            v.map_or(Ok(default), |t| parse_size(key, &t))
-        };
-        let dur_or =
-            |key: &str, v: Option<String>, default: Duration| -> anyhow::Result<Duration> {
-                v.map_or(Ok(default), |t| parse_duration(key, &t))
-            };
-        let addr_or = |key: &str, v: Option<String>, default: &str| -> anyhow::Result<SocketAddr> {
-            parse_addr(key, v.as_deref().unwrap_or(default))
-        };
-        let log_format = pick(args.log_format, file.log_format).unwrap_or_else(|| "text".into());
-        let json_logs = match log_format.as_str() {
-            "text" => false,
-            "json" => true,
-            other => bail!("log-format: {other:?} is not text or json"),
-        };
-        let max_request_bytes = size_or(
-            "max-request-bytes",
-            pick(args.max_request_bytes, file.max_request_bytes),
-            16 << 20,
-        )?;
-        if max_request_bytes == 0 {
-            bail!("max-request-bytes: must be more than 0");
-        }
-        let http_addr = addr_or(
-            "http-addr",
-            pick(args.http_addr, file.http_addr),
-            "127.0.0.1:7070",
-        )?;
-        let data_dir = args
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("periscope-data"));
+        let deprecated_keys = file.fold_flat_keys();
         let base = args
             .config
             .as_deref()
             .and_then(Path::parent)
             .map(Path::to_path_buf)
             .unwrap_or_default();
+        let relative = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+        let size =
+            |key: &str, v: Option<String>| v.map(|t| parse_size(key, &t).map(ByteSize)).transpose();
+        let duration =
+            |key: &str, v: Option<String>| v.map(|t| parse_duration(key, &t)).transpose();
+        let addr = |key: &str, v: Option<String>| v.map(|t| parse_addr(key, &t)).transpose();
+
+        let memory_limit =
+            match size("memory-limit", args.memory_limit)?.or(file.server.memory_limit) {
+                Some(b) => b.as_u64(),
+                None => machine_memory() / 2,
+            };
+        if memory_limit < 64 << 20 {
+            bail!("memory-limit: {memory_limit} bytes is too small; give at least 64MiB");
+        }
+
+        over(&mut file.logging.filter, args.log);
+        over(&mut file.logging.format, args.log_format);
+        let log_format = file.logging.format.unwrap_or_else(|| "text".into());
+        let json_logs = match log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => bail!("log-format: {other:?} is not text or json"),
+        };
+
+        let c = &mut file.collector;
+        over(
+            &mut c.max_request_bytes,
+            size("max-request-bytes", args.max_request_bytes)?,
+        );
+        over(
+            &mut c.otlp_grpc_addr,
+            addr("otlp-grpc-addr", args.otlp_grpc_addr)?,
+        );
+        over(
+            &mut c.otlp_http_addr,
+            addr("otlp-http-addr", args.otlp_http_addr)?,
+        );
+        let collector = file.collector.resolve()?;
+
+        let h = &mut file.http;
+        over(&mut h.addr, addr("http-addr", args.http_addr)?);
+        over(
+            &mut h.header_read_timeout,
+            duration("header-read-timeout", args.header_read_timeout)?,
+        );
+        over(
+            &mut h.max_header_bytes,
+            size("max-header-bytes", args.max_header_bytes)?,
+        );
+        over_list(&mut h.allowed_hosts, args.allowed_hosts);
+        over(&mut h.public_url, args.public_url);
+        over_list(&mut h.cors_allowed_origins, args.cors_allowed_origins);
+        let http_addr = h.addr.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7070)));
+
+        over(&mut file.storage.data_dir, args.data_dir);
+        over(
+            &mut file.storage.flush_interval,
+            duration("flush-interval", args.flush_interval)?,
+        );
+        over(
+            &mut file.storage.flush_bytes,
+            size("flush-bytes", args.flush_bytes)?,
+        );
+        let storage = file.storage.resolve(memory_limit);
+
+        let r = &mut file.retention;
+        over(
+            &mut r.traces,
+            duration("retention-traces", args.retention_traces)?,
+        );
+        over(
+            &mut r.logs,
+            duration("retention-logs", args.retention_logs)?,
+        );
+        over(
+            &mut r.metrics,
+            duration("retention-metrics", args.retention_metrics)?,
+        );
+        over(
+            &mut r.check_interval,
+            duration("retention-check-interval", args.retention_check_interval)?,
+        );
+
+        let c = &mut file.compaction;
+        over(
+            &mut c.interval,
+            duration("compaction-interval", args.compaction_interval)?,
+        );
+        over(&mut c.min_files, args.compaction_min_files);
+        over(
+            &mut c.target_size,
+            size("compaction-target-size", args.compaction_target_size)?,
+        );
+        let compaction = file.compaction.resolve()?;
+
+        let q = &mut file.query;
+        over(
+            &mut q.timeout,
+            duration("query-timeout", args.query_timeout)?,
+        );
+        over(
+            &mut q.memory_limit,
+            size("query-memory-limit", args.query_memory_limit)?,
+        );
+        over(&mut q.max_rows, args.query_max_rows);
+        over(
+            &mut q.max_bytes,
+            size("query-max-bytes", args.query_max_bytes)?,
+        );
+        over(&mut q.max_samples, args.query_max_samples);
+        let query = file.query.resolve(memory_limit)?;
+
+        let tls = crate::tls::resolve(
+            [args.tls_cert, args.tls_key, args.tls_client_ca],
+            file.tls,
+            &base,
+        )?;
+
         let rule_files = if args.rules.is_empty() {
-            file.rule_files
+            file.alerting
+                .rule_files
+                .take()
                 .unwrap_or_default()
                 .into_iter()
-                .map(|p| if p.is_relative() { base.join(p) } else { p })
+                .map(relative)
                 .collect()
         } else {
             args.rules
         };
-        let alertmanager_urls = if args.alertmanager_url.is_empty() {
-            file.alertmanager_url.unwrap_or_default()
-        } else {
-            args.alertmanager_url
-        };
-        let tls = resolve_tls(
-            [args.tls_cert, args.tls_key, args.tls_client_ca],
-            [file.tls_cert, file.tls_key, file.tls_client_ca],
-            file.tls,
-            &base,
-        )?;
+        let mut alertmanager_urls = file.alerting.alertmanager_urls.take();
+        over_list(&mut alertmanager_urls, args.alertmanager_url);
         let scheme = if tls.is_some() { "https" } else { "http" };
         let alerting = AlertingConfig::resolve(
-            file.alerting.unwrap_or_default(),
+            file.alerting,
             rule_files,
-            alertmanager_urls,
+            alertmanager_urls.unwrap_or_default(),
             format!("{scheme}://{http_addr}"),
-            data_dir.join("alerting"),
+            storage.data_dir.join("alerting"),
         )?;
-        let otlp_grpc_addr = addr_or(
-            "otlp-grpc-addr",
-            pick(args.otlp_grpc_addr, file.otlp_grpc_addr),
-            "127.0.0.1:4317",
-        )?;
-        let otlp_http_addr = addr_or(
-            "otlp-http-addr",
-            pick(args.otlp_http_addr, file.otlp_http_addr),
-            "127.0.0.1:4318",
-        )?;
-        let tokens_file = args.tokens_file.or_else(|| {
-            file.tokens_file
-                .map(|p| if p.is_relative() { base.join(p) } else { p })
-        });
+
+        let tokens_file = args
+            .tokens_file
+            .or_else(|| file.auth.tokens_file.map(relative));
         let tokens = crate::auth::Tokens::load(&file.token, tokens_file.as_deref())?;
-        let insecure = args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false);
-        let section = file.retention.unwrap_or_default();
-        let keep =
-            |key: &str, flag: Option<String>, flat: Option<String>, sectioned: Option<String>| {
-                flag.or(flat)
-                    .or(sectioned)
-                    .map(|t| parse_duration(key, &t))
-                    .transpose()
-            };
-        let retention = periscope_storage::Retention {
-            spans: keep(
-                "retention-traces",
-                args.retention_traces,
-                file.retention_traces,
-                section.traces,
-            )?,
-            logs: keep(
-                "retention-logs",
-                args.retention_logs,
-                file.retention_logs,
-                section.logs,
-            )?,
-            metrics: keep(
-                "retention-metrics",
-                args.retention_metrics,
-                file.retention_metrics,
-                section.metrics,
-            )?,
-        };
-        let retention_interval = keep(
-            "retention-check-interval",
-            args.retention_check_interval,
-            file.retention_check_interval,
-            section.check_interval,
-        )?
-        .unwrap_or(Duration::from_secs(60));
-        let compaction_section = file.compaction.unwrap_or_default();
-        let defaults = periscope_storage::CompactionConfig::default();
-        let compaction = periscope_storage::CompactionConfig {
-            interval: dur_or(
-                "compaction-interval",
-                pick(
-                    args.compaction_interval,
-                    file.compaction_interval.or(compaction_section.interval),
-                ),
-                defaults.interval,
-            )?,
-            min_files: args
-                .compaction_min_files
-                .or(file.compaction_min_files)
-                .or(compaction_section.min_files)
-                .unwrap_or(defaults.min_files),
-            target_bytes: size_or(
-                "compaction-target-size",
-                pick(
-                    args.compaction_target_size,
-                    file.compaction_target_size
-                        .or(compaction_section.target_size),
-                ),
-                defaults.target_bytes,
-            )?,
-            max_inputs: defaults.max_inputs,
-        };
-        if compaction.min_files < 2 {
-            bail!("compaction-min-files: give at least 2 (a merge needs two files)");
-        }
-        let auth = auth_decision(
+        let insecure = args.insecure_no_auth || file.auth.insecure_no_auth.unwrap_or(false);
+        let auth = crate::auth::policy::auth_decision(
             http_addr,
-            &[otlp_grpc_addr, otlp_http_addr],
+            &[collector.otlp_grpc_addr, collector.otlp_http_addr],
             tls.as_ref().is_some_and(|t| t.client_auth),
             tokens,
             insecure,
         )?;
-        let query_memory_limit = size_or(
-            "query-memory-limit",
-            pick(args.query_memory_limit, file.query_memory_limit),
-            memory_limit / 4,
-        )?;
-        let list = |flag: Vec<String>, file: Option<Vec<String>>| {
-            if flag.is_empty() {
-                file.unwrap_or_default()
-            } else {
-                flag
-            }
-        };
+        let h = file.http;
         let browser = crate::auth::origin::BrowserPolicy::new(
-            &list(args.allowed_hosts, file.allowed_hosts),
-            pick(args.public_url, file.public_url).as_deref(),
-            &list(args.cors_allowed_origins, file.cors_allowed_origins),
+            &h.allowed_hosts.unwrap_or_default(),
+            h.public_url.as_deref(),
+            &h.cors_allowed_origins.unwrap_or_default(),
             auth.is_some(),
         )?;
         Ok(Settings {
-            otlp_grpc_addr,
-            otlp_http_addr,
+            otlp_grpc_addr: collector.otlp_grpc_addr,
+            otlp_http_addr: collector.otlp_http_addr,
             http_addr,
-            data_dir,
+            data_dir: storage.data_dir,
             memory_limit,
-            max_request_bytes,
-            query_timeout: dur_or(
-                "query-timeout",
-                pick(args.query_timeout, file.query_timeout),
-                Duration::from_secs(30),
-            )?,
-            query_memory_limit,
-            query_max_rows: match args.query_max_rows.or(file.query_max_rows) {
-                Some(0) => bail!("query-max-rows: give at least 1"),
-                Some(n) => n,
-                None => 100_000,
-            },
-            query_max_bytes: match size_or(
-                "query-max-bytes",
-                pick(args.query_max_bytes, file.query_max_bytes),
-                64 << 20,
-            )? {
-                0 => bail!("query-max-bytes: give at least 1KiB"),
-                n => n,
-            },
-            query_max_samples: match args.query_max_samples.or(file.query_max_samples) {
-                Some(0) => bail!("query-max-samples: give at least 1"),
-                Some(n) => n,
-                // A point held during evaluation takes about 16 bytes.
-                None => usize::try_from(query_memory_limit / 16)
-                    .unwrap_or(usize::MAX)
-                    .min(50_000_000),
-            },
-            flush_interval: dur_or(
-                "flush-interval",
-                pick(args.flush_interval, file.flush_interval),
-                Duration::from_secs(60),
-            )?,
-            flush_bytes: size_or(
-                "flush-bytes",
-                pick(args.flush_bytes, file.flush_bytes),
-                (memory_limit / 8).min(256 << 20),
-            )?,
-            log: pick(args.log, file.log).unwrap_or_else(|| "info".into()),
+            max_request_bytes: collector.max_request_bytes,
+            query_timeout: query.timeout,
+            query_memory_limit: query.memory_limit,
+            query_max_rows: query.max_rows,
+            query_max_bytes: query.max_bytes,
+            query_max_samples: query.max_samples,
+            flush_interval: storage.flush_interval,
+            flush_bytes: storage.flush_bytes,
+            log: file.logging.filter.unwrap_or_else(|| "info".into()),
             json_logs,
             alerting,
             auth,
-            retention,
-            retention_interval,
+            retention: file.retention.retention(),
+            retention_interval: file.retention.check_interval(),
             compaction,
-            header_read_timeout: dur_or(
-                "header-read-timeout",
-                pick(args.header_read_timeout, file.header_read_timeout),
-                Duration::from_secs(10),
-            )?,
-            max_header_bytes: size_or(
-                "max-header-bytes",
-                pick(args.max_header_bytes, file.max_header_bytes),
-                64 << 10,
-            )?,
+            header_read_timeout: h.header_read_timeout.unwrap_or(Duration::from_secs(10)),
+            max_header_bytes: h.max_header_bytes.map_or(64 << 10, |b| b.as_u64()),
             tls,
             browser: std::sync::Arc::new(browser),
+            config_file: args.config,
+            deprecated_keys,
         })
     }
 
@@ -932,21 +1012,6 @@ mod tests {
     }
 
     #[test]
-    fn client_certificates_authenticate_the_otlp_ports_but_not_the_api_port() {
-        let public: SocketAddr = "0.0.0.0:4317".parse().unwrap();
-        let local: SocketAddr = "127.0.0.1:7070".parse().unwrap();
-        let none = crate::auth::Tokens::default;
-        assert!(auth_decision(local, &[public, public], true, none(), false).is_ok());
-        let err = auth_decision(local, &[public], false, none(), false).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("refusing to listen on 0.0.0.0:4317")
-        );
-        let err = auth_decision(public, &[local], true, none(), false).unwrap_err();
-        assert!(err.to_string().contains("refusing"), "{err}");
-    }
-
-    #[test]
     fn browser_settings_come_from_flags_or_the_file_and_bad_ones_name_their_key() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.toml");
@@ -989,6 +1054,92 @@ mod tests {
         ] {
             let err = format!("{:#}", Settings::resolve(args).unwrap_err());
             assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn flat_keys_and_sections_resolve_alike_and_flat_keys_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Settings::resolve(ServeArgs {
+                config: Some(file.clone()),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let flat = resolve(
+            "memory_limit = \"1GiB\"\nquery_timeout = \"5s\"\nhttp_addr = \"127.0.0.1:9999\"\n\
+             flush_bytes = \"8MiB\"\nretention_logs = \"7d\"\nmax_request_bytes = \"1MiB\"\n\
+             log_format = \"json\"\n",
+        );
+        let sectioned = resolve(
+            "[server]\nmemory_limit = \"1GiB\"\n[query]\ntimeout = \"5s\"\n\
+             [http]\naddr = \"127.0.0.1:9999\"\n[storage]\nflush_bytes = \"8MiB\"\n\
+             [retention]\nlogs = \"7d\"\n[collector]\nmax_request_bytes = \"1MiB\"\n\
+             [logging]\nformat = \"json\"\n",
+        );
+        for s in [&flat, &sectioned] {
+            assert_eq!(s.memory_limit, 1 << 30);
+            assert_eq!(s.query_timeout, Duration::from_secs(5));
+            assert_eq!(s.http_addr.port(), 9999);
+            assert_eq!(s.flush_bytes, 8 << 20);
+            assert_eq!(s.retention.logs, Some(Duration::from_secs(7 * 86400)));
+            assert_eq!(s.max_request_bytes, 1 << 20);
+            assert!(s.json_logs);
+        }
+        assert!(sectioned.deprecated_keys.is_empty());
+        assert_eq!(flat.deprecated_keys.len(), 7);
+        let timeout = flat
+            .deprecated_keys
+            .iter()
+            .find(|k| k.old == "query_timeout")
+            .unwrap();
+        assert_eq!(
+            timeout.to_string(),
+            "config key `query_timeout` is deprecated: write `timeout` under `[query]` instead"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_in_the_file_names_the_file_the_line_the_key_and_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        for (text, want) in [
+            (
+                "[query]\nmax_rows = 10\ntimeout = \"soon\"\n",
+                ["line 3", "`query.timeout` (--query-timeout)"],
+            ),
+            (
+                "log = \"info\"\nflush_bytes = \"lots\"\n",
+                ["line 2", "`flush_bytes` (--flush-bytes)"],
+            ),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = Settings::resolve(ServeArgs {
+                config: Some(file.clone()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(&file.display().to_string()), "{err}");
+            for want in want {
+                assert!(err.contains(want), "{text}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_flat_key_names_a_flag_of_serve() {
+        use clap::Args as _;
+        let command = ServeArgs::augment_args(clap::Command::new("serve"));
+        let flags: Vec<&str> = command
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .collect();
+        for (old, section, key, flag) in FLAT_KEYS {
+            assert!(flags.contains(flag), "{old} -> [{section}] {key}: --{flag}");
         }
     }
 

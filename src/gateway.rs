@@ -33,13 +33,3 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     gateway.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }
-
-/// Logging to stderr with `filter`.
-pub fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}

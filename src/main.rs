@@ -8,6 +8,7 @@ mod demo;
 mod gateway;
 mod http_serve;
 mod incoming;
+mod logging;
 mod server;
 mod tls;
 
@@ -68,12 +69,13 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let settings = config::Settings::resolve(args)?;
-            server::init_logging(&settings);
+            logging::init_logging(&settings.log, "info", settings.json_logs, None);
+            settings.warn_deprecated_keys();
             runtime.block_on(server::serve(settings))
         }
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Gateway(args) => {
-            gateway::init_logging(&args.log);
+            logging::init_logging(&args.log, "info", false, None);
             runtime.block_on(gateway::run(args))
         }
         Command::Token(cmd) => auth::run(cmd),

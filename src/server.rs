@@ -23,20 +23,6 @@ use tracing::info;
 use crate::alerts::IngestSink;
 use crate::config::Settings;
 
-/// Sets up `tracing` output on stderr (stdout carries the `listening` line).
-pub fn init_logging(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if settings.json_logs {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]

@@ -22,6 +22,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -118,6 +119,62 @@ impl ServerTls {
             client_auth: verifier.is_some(),
             cert_file: cert.to_path_buf(),
         })
+    }
+}
+
+/// `[tls]` in the TOML file: the files of [`ServerTls::load`], relative to the config
+/// file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Server certificate chain (PEM), leaf first.
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
+    /// CA bundle (PEM) that OTLP clients' certificates must be signed by (mTLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Where the TLS files are: `[cert, key, client_ca]`.
+pub type TlsPaths = [Option<PathBuf>; 3];
+
+/// TLS from the flags, else `[tls]` (file paths relative to `base`, the config file's
+/// directory); `None` when neither gives a certificate.
+///
+/// # Errors
+/// When only half a setup is given (a certificate without its key, a key without its
+/// certificate, a client CA without either), naming the missing flag; else as
+/// [`ServerTls::load`].
+pub fn resolve(
+    flags: TlsPaths,
+    section: TlsSection,
+    base: &Path,
+) -> anyhow::Result<Option<ServerTls>> {
+    let sectioned = [section.cert, section.key, section.client_ca];
+    let [cert, key, client_ca] = std::array::from_fn(|i| {
+        flags[i].clone().or_else(|| {
+            sectioned[i]
+                .clone()
+                .map(|p| if p.is_relative() { base.join(p) } else { p })
+        })
+    });
+    match (cert, key) {
+        (Some(cert), Some(key)) => ServerTls::load(&cert, &key, client_ca.as_deref()).map(Some),
+        (None, None) => match client_ca {
+            Some(ca) => bail!(
+                "--tls-client-ca {}: client certificates need TLS: give --tls-cert and --tls-key too",
+                ca.display()
+            ),
+            None => Ok(None),
+        },
+        (Some(cert), None) => bail!(
+            "--tls-cert {} needs --tls-key (the certificate's private key; TOML [tls] key)",
+            cert.display()
+        ),
+        (None, Some(key)) => bail!(
+            "--tls-key {} needs --tls-cert (the certificate it belongs to; TOML [tls] cert)",
+            key.display()
+        ),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `[alerting]` section of the TOML config: evaluation defaults, webhook receivers,
-//! routes, delivery retries. Rule files and Alertmanager URLs come from flags (or their
-//! top-level TOML keys) and are passed in beside it.
+//! routes, delivery retries. Rule files and Alertmanager URLs are read here too
+//! (`rule_files`, `alertmanager_urls`), but the binary lays the flags over them and
+//! passes the result in beside the section.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,6 +16,10 @@ use crate::matcher::Matcher;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertingSection {
+    /// Rule files; relative paths are relative to the config file (`--rules` wins).
+    pub rule_files: Option<Vec<PathBuf>>,
+    /// Alertmanagers to send alerts to (`--alertmanager-url` wins).
+    pub alertmanager_urls: Option<Vec<String>>,
     /// Interval of groups that set none [default: 1m].
     pub evaluation_interval: Option<String>,
     /// Least time between two sends of a firing alert to Alertmanager [default: 1m].

@@ -27,6 +27,7 @@ pub mod http;
 mod ingest;
 mod metrics;
 pub mod remote_write;
+pub mod settings;
 pub mod status;
 
 pub use error::IngestError;

@@ -34,6 +34,7 @@ mod json;
 pub mod logsearch;
 mod metrics;
 pub mod promql;
+pub mod settings;
 pub mod storage;
 mod table;
 pub mod time;

@@ -13,6 +13,7 @@ pub mod headers;
 pub mod login;
 pub mod middleware;
 pub mod origin;
+pub mod policy;
 
 use std::path::Path;
 

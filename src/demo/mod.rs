@@ -11,9 +11,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::{oneshot, watch};
-use tracing_subscriber::Layer;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{ServeArgs, Settings, parse_duration};
 use crate::server;
@@ -124,7 +121,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "the demo's services send telemetry over plain OTLP: run it without --tls-cert, --tls-key or [tls]"
         );
     }
-    init_logging(&settings.log);
+    // The server's own events go to stderr; the shop's spans and events only to the
+    // agent's `tracing` layer (exported as OTLP), not to the terminal.
+    crate::logging::init_logging(
+        &settings.log,
+        "warn",
+        false,
+        Some(periscope_agent::TracingLayer::new()),
+    );
+    settings.warn_deprecated_keys();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = oneshot::channel();
@@ -179,26 +184,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     server.await.context("server task")??;
     println!("Stopped. Data kept in {}.", data_dir.display());
     Ok(())
-}
-
-/// Logs the server's own events to stderr with `filter`; the shop's spans and events go
-/// only to the agent's `tracing` layer (exported as OTLP), not to the terminal.
-fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let shop_only =
-        tracing_subscriber::filter::filter_fn(|meta| meta.target().starts_with("periscope::demo"));
-    let not_shop =
-        tracing_subscriber::filter::filter_fn(|meta| !meta.target().starts_with("periscope::demo"));
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(filter)
-                .with_filter(not_shop),
-        )
-        .with(periscope_agent::TracingLayer::new().with_filter(shop_only))
-        .init();
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ mod part_writer;
 mod reserve;
 mod retention;
 mod schema;
+pub mod settings;
 mod store;
 mod wal;
 
