@@ -150,7 +150,7 @@ pub(crate) fn service_name(resource_attributes: &[KeyValue]) -> String {
         .unwrap_or_else(|| "unknown_service".to_string())
 }
 
-/// The one string form of an attribute value that SQL maps show (DESIGN.md): integers in
+/// The one string form of an attribute value that SQL maps show (docs/sql.md): integers in
 /// decimal, doubles in shortest round-trip form, booleans `true`/`false`, bytes as base64,
 /// arrays and maps as JSON. `None` for an empty value.
 pub fn any_value_string(value: &AnyValue) -> Option<String> {

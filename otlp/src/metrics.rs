@@ -21,7 +21,7 @@ use super::{
 };
 use periscope_storage::{Signal, attributes_builder, exemplar_fields, quantile_fields};
 
-/// The name DESIGN.md gives each aggregation temporality.
+/// The name the `metrics` table gives each aggregation temporality (docs/sql.md).
 fn temporality_name(t: i32) -> Option<&'static str> {
     match t {
         1 => Some("delta"),

@@ -15,7 +15,7 @@ use super::{
 };
 use periscope_storage::{Signal, attributes_builder, event_fields, link_fields};
 
-/// The name DESIGN.md gives each `SpanKind`.
+/// The name the `spans` table gives each `SpanKind` (docs/sql.md).
 pub fn kind_name(kind: i32) -> &'static str {
     match kind {
         1 => "internal",
@@ -27,7 +27,7 @@ pub fn kind_name(kind: i32) -> &'static str {
     }
 }
 
-/// The name DESIGN.md gives each status code.
+/// The name the `spans` table gives each status code (docs/sql.md).
 pub fn status_name(code: i32) -> &'static str {
     match code {
         1 => "ok",

@@ -1,4 +1,5 @@
-//! Time and duration parameters of the `/api/v1` endpoints, as DESIGN.md fixes them:
+//! Time and duration parameters of the `/api/v1` endpoints, as docs/traces.md and
+//! docs/logs.md describe them:
 //! RFC 3339, Unix seconds (fractional allowed), and `now` with an optional offset
 //! (`now-15m`, `now+1h`); durations like `120ms`, `1.5s`, `5m`, `1h30m`.
 

@@ -1,4 +1,5 @@
-//! Arrow schemas of the three tables (`spans`, `logs`, `metrics`), as DESIGN.md fixes them.
+//! Arrow schemas of the three tables (`spans`, `logs`, `metrics`), as docs/sql.md describes
+//! them (where they sit on disk: docs/architecture.md).
 //!
 //! Each top-level attribute map has a sibling `*attribute_types` map that records the
 //! OTLP type (`int`, `double`, `bool`, `bytes`, `array`, `kvlist`) of every value that is

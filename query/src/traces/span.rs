@@ -13,7 +13,7 @@ use serde_json::Value;
 pub struct Attr {
     /// The key.
     pub key: String,
-    /// The value in SQL's string form (DESIGN.md).
+    /// The value in SQL's string form (docs/sql.md).
     pub text: String,
     /// `string`, `int`, `double`, `bool`, `bytes`, `array` or `kvlist`.
     pub kind: &'static str,
