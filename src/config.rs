@@ -774,11 +774,11 @@ mod tests {
         assert_eq!(s.max_request_bytes, 16 << 20);
     }
 
-    /// The block of `lang` after `marker` in README.md.
-    pub(crate) fn readme_block(marker: &str, lang: &str) -> String {
-        let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-        let after = &readme[readme.find(marker).expect("marker in README")..];
+    /// The block of `lang` after `marker` in the documentation page `docs/{page}`.
+    pub(crate) fn doc_block(page: &str, marker: &str, lang: &str) -> String {
+        let path = format!("{}/docs/{page}", env!("CARGO_MANIFEST_DIR"));
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let after = &doc[doc.find(marker).expect("marker in the page")..];
         let start = after.find(&format!("```{lang}\n")).unwrap() + lang.len() + 4;
         let end = after[start..].find("```").unwrap();
         after[start..start + end].to_string()
@@ -788,7 +788,11 @@ mod tests {
     fn the_readme_alerting_example_is_a_working_config() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.toml");
-        std::fs::write(&file, readme_block("Example alerting config", "toml")).unwrap();
+        std::fs::write(
+            &file,
+            doc_block("alerting.md", "Example alerting config", "toml"),
+        )
+        .unwrap();
         let s = Settings::resolve(ServeArgs {
             config: Some(file),
             ..Default::default()
@@ -968,7 +972,11 @@ mod tests {
         )
         .unwrap();
         let file = dir.path().join("p.toml");
-        std::fs::write(&file, readme_block("Example TLS config", "toml")).unwrap();
+        std::fs::write(
+            &file,
+            doc_block("security.md", "Example TLS config", "toml"),
+        )
+        .unwrap();
         let s = Settings::resolve(ServeArgs {
             config: Some(file),
             ..Default::default()

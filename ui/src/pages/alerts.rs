@@ -84,7 +84,7 @@ pub async fn handler(State(s): State<UiState>) -> Html<String> {
             <div class="empty" id="empty">
                 <p>"No alert rules are loaded. Start Periscope with "<code>"--rules rules.yml"</code>
                    " (Prometheus's rule format, plus "<code>"sql:"</code>" and "<code>"logs:"</code>
-                   " rules); README, \"Alerting\", has an example."</p>
+                   " rules); docs/alerting.md has an example."</p>
             </div>
         }
     });
