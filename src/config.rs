@@ -785,7 +785,7 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_alerting_example_is_a_working_config() {
+    fn the_alerting_docs_example_is_a_working_config() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.toml");
         std::fs::write(
@@ -956,7 +956,7 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_tls_example_is_a_working_config() {
+    fn the_security_docs_tls_example_is_a_working_config() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tls")).unwrap();
         let (cert, _) = write_cert(&dir.path().join("tls"));

@@ -139,7 +139,7 @@ pub async fn serve_until(
             settings.data_dir.display()
         )
     })?;
-    // Requests being decoded may take an eighth of the budget (see the README's
+    // Requests being decoded may take an eighth of the budget (docs/operations.md,
     // "Memory budget"); the rest of it is the head's, the queries' and the flushes'.
     let ingest = Ingest::with_decoding_limit(store.clone(), settings.memory_limit / 8);
     // Alert rules evaluate in a pool of their own (a quarter of the query memory), so
@@ -318,7 +318,7 @@ pub async fn serve_until(
         .fallback(|| async {
             error_response(
                 StatusCode::NOT_FOUND,
-                "no such endpoint; see README for the API",
+                "no such endpoint; see docs/ in the repository for the API",
             )
         });
     let api = match &settings.auth {

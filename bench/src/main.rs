@@ -1,7 +1,7 @@
 //! `periscope-bench`: Periscope's benchmarks, beside the product and not inside it. Each
 //! subcommand starts the real `periscope` binary (see [`harness`]), sends it realistic
 //! telemetry and prints what it costs: throughput, server CPU per item from /proc, bytes
-//! on disk, query latency. README, "Performance", quotes their figures.
+//! on disk, query latency. docs/performance.md quotes their figures.
 //!
 //! ```text
 //! cargo build --release

@@ -17,7 +17,7 @@
 //! `array_repeat`, `generate_series`, ...) are wrapped by `bounded`, which refuses a call
 //! that would build more than the memory limit before it allocates.
 //!
-//! Tables: `spans`, `logs`, `metrics`, with the columns the README lists.
+//! Tables: `spans`, `logs`, `metrics`, with the columns docs/sql.md lists.
 //!
 //! Built on the same engine: [`traces`] (trace view, search, service graph, RED,
 //! components, Jaeger's API), [`promql`] (PromQL and the Prometheus HTTP API over the

@@ -93,7 +93,7 @@ pub fn no_data(what: &'static str) -> impl IntoView {
 # or OTLP/gRPC:
 export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 OTEL_EXPORTER_OTLP_PROTOCOL=grpc
 export OTEL_SERVICE_NAME=checkout"</pre>
-            <p class="muted">"Prometheus can remote-write to "<code>"/api/v1/write"</code>" on this port. See README, \"Quick start\"."</p>
+            <p class="muted">"Prometheus can remote-write to "<code>"/api/v1/write"</code>" on this port. See docs/metrics.md, \"Remote write\"."</p>
         </div>
     }
 }
