@@ -10,14 +10,16 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::Args;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::harness::{cpu_seconds, dir_bytes, median, post_export, spawn_server_at, stop};
+use crate::harness::{
+    cpu_seconds, dir_bytes, int_kv, kv, median, post_export, spawn_server_at, stop,
+};
 
 /// Arguments of `periscope-bench traces`.
 #[derive(Debug, Args)]
@@ -43,26 +45,6 @@ pub struct TracesArgs {
 const SPANS_PER_TRACE: usize = 12;
 const SPAN_WINDOW_NS: u64 = 2 * 3_600_000_000_000;
 const MS: u64 = 1_000_000;
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn int_kv(k: &str, v: i64) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(Value::IntValue(v)),
-        }),
-        ..Default::default()
-    }
-}
 
 /// (service, component kind) of each service index.
 const SERVICES: [(&str, &str); 7] = [
