@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 /// The `periscope` binary the benchmarks measure: `$PERISCOPE_BIN`, or `periscope` beside
 /// this binary (the same `target/<profile>/` directory).
@@ -207,5 +209,20 @@ pub fn int_kv(k: &str, v: i64) -> KeyValue {
             value: Some(Value::IntValue(v)),
         }),
         ..Default::default()
+    }
+}
+
+/// The spans of one resource with these attributes, in one instrumentation scope.
+pub fn resource_spans(attributes: Vec<KeyValue>, spans: Vec<Span>) -> ResourceSpans {
+    ResourceSpans {
+        resource: Some(Resource {
+            attributes,
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        schema_url: String::new(),
     }
 }

@@ -16,11 +16,10 @@ use clap::Args;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status, span};
 use rand::Rng;
 
-use crate::harness::{cpu_seconds, int_kv, kv, process_state, spawn_server_at};
+use crate::harness::{cpu_seconds, int_kv, kv, process_state, resource_spans, spawn_server_at};
 
 /// Arguments of `periscope-bench ingest`.
 #[derive(Debug, Args)]
@@ -218,22 +217,17 @@ fn make_request(traces: usize, rng: &mut impl Rng) -> ExportTraceServiceRequest 
     ExportTraceServiceRequest {
         resource_spans: by_service
             .into_iter()
-            .map(|(service, spans)| ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![
+            .map(|(service, spans)| {
+                resource_spans(
+                    vec![
                         kv("service.name", service),
                         kv("service.version", "1.4.2"),
                         kv("service.instance.id", &format!("{service}-7d9f8b6c4-x2x9k")),
                         kv("deployment.environment.name", "production"),
                         kv("k8s.namespace.name", "shop"),
                     ],
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
                     spans,
-                    ..Default::default()
-                }],
-                schema_url: String::new(),
+                )
             })
             .collect(),
     }

@@ -11,14 +11,13 @@ use anyhow::{Context, bail};
 use clap::Args;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::harness::{
-    cpu_seconds, dir_bytes, int_kv, kv, median, post_export, spawn_server_at, stop,
+    cpu_seconds, dir_bytes, int_kv, kv, median, post_export, resource_spans, spawn_server_at, stop,
 };
 
 /// Arguments of `periscope-bench traces`.
@@ -233,9 +232,9 @@ fn request(seed: u64, traces: usize, now: u64) -> ([u8; 16], Vec<u8>) {
         resource_spans: per_service
             .into_iter()
             .enumerate()
-            .map(|(s, spans)| ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![
+            .map(|(s, spans)| {
+                resource_spans(
+                    vec![
                         kv("service.name", SERVICES[s].0),
                         kv("periscope.component.kind", SERVICES[s].1),
                         kv(
@@ -245,13 +244,8 @@ fn request(seed: u64, traces: usize, now: u64) -> ([u8; 16], Vec<u8>) {
                         kv("service.version", "2.1.0"),
                         kv("k8s.namespace.name", "shop"),
                     ],
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
                     spans,
-                    ..Default::default()
-                }],
-                schema_url: String::new(),
+                )
             })
             .collect(),
     };
