@@ -303,14 +303,7 @@ fn finish_server(
     }
     let mut buf = Vec::with_capacity(512);
     let mut w = Writer(&mut buf);
-    w.bytes(encode::span::TRACE_ID, &ctx.trace_id);
-    w.bytes(encode::span::SPAN_ID, &ctx.span_id);
-    if let Some(ts) = &ctx.trace_state {
-        w.string(encode::span::TRACE_STATE, ts);
-    }
-    if let Some(p) = &inbound.parent {
-        w.bytes(encode::span::PARENT_SPAN_ID, &p.span_id);
-    }
+    write_span_ids(&mut w, ctx, inbound.parent.as_ref());
     // Bit 8: the parent-is-remote flag is known; bit 9: the parent is remote.
     let remote = if inbound.parent.is_some() { 0x200 } else { 0 };
     w.fixed32(encode::span::FLAGS, 0x100 | remote | u32::from(ctx.flags));
@@ -324,6 +317,19 @@ fn finish_server(
     write_attributes(&mut w, encode::span::ATTRIBUTES);
     write_status(&mut w, status == 0 || status >= 500);
     telemetry.record_encoded_span(Scope::Http, buf);
+}
+
+/// `Span.trace_id`, `span_id`, `trace_state` (when set) and `parent_span_id` (when the
+/// span has a parent), the first fields of both HTTP spans.
+fn write_span_ids(w: &mut Writer<'_>, ctx: &TraceContext, parent: Option<&TraceContext>) {
+    w.bytes(encode::span::TRACE_ID, &ctx.trace_id);
+    w.bytes(encode::span::SPAN_ID, &ctx.span_id);
+    if let Some(ts) = &ctx.trace_state {
+        w.string(encode::span::TRACE_STATE, ts);
+    }
+    if let Some(p) = parent {
+        w.bytes(encode::span::PARENT_SPAN_ID, &p.span_id);
+    }
 }
 
 /// `Span.status` with code Error, or nothing (Unset).
@@ -515,14 +521,7 @@ fn finish_client(telemetry: &Telemetry, out: Outbound, status: u16, error: Optio
     let ctx = &out.context;
     let mut buf = Vec::with_capacity(384);
     let mut w = Writer(&mut buf);
-    w.bytes(encode::span::TRACE_ID, &ctx.trace_id);
-    w.bytes(encode::span::SPAN_ID, &ctx.span_id);
-    if let Some(ts) = &ctx.trace_state {
-        w.string(encode::span::TRACE_STATE, ts);
-    }
-    if let Some(p) = &out.parent {
-        w.bytes(encode::span::PARENT_SPAN_ID, &p.span_id);
-    }
+    write_span_ids(&mut w, ctx, out.parent.as_ref());
     w.fixed32(encode::span::FLAGS, 0x100 | u32::from(ctx.flags));
     w.string(encode::span::NAME, span_name(method));
     w.uint(encode::span::KIND, SpanKind::Client as u64);

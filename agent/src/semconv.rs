@@ -36,48 +36,33 @@ pub const ERROR_TYPE: &str = "error.type";
 /// `http.response.body.size`
 pub const HTTP_RESPONSE_BODY_SIZE: &str = "http.response.body.size";
 
-/// An attribute with a string value.
-pub fn kv(key: impl Into<String>, value: impl Into<String>) -> KeyValue {
+/// An attribute with the value `value`.
+fn kv_value(key: impl Into<String>, value: Value) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(value.into())),
-        }),
+        value: Some(AnyValue { value: Some(value) }),
         ..Default::default()
     }
+}
+
+/// An attribute with a string value.
+pub fn kv(key: impl Into<String>, value: impl Into<String>) -> KeyValue {
+    kv_value(key, Value::StringValue(value.into()))
 }
 
 /// An attribute with an integer value.
 pub fn kv_i64(key: impl Into<String>, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(Value::IntValue(value)),
-        }),
-        ..Default::default()
-    }
+    kv_value(key, Value::IntValue(value))
 }
 
 /// An attribute with a float value.
 pub fn kv_f64(key: impl Into<String>, value: f64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(Value::DoubleValue(value)),
-        }),
-        ..Default::default()
-    }
+    kv_value(key, Value::DoubleValue(value))
 }
 
 /// An attribute with a boolean value.
 pub fn kv_bool(key: impl Into<String>, value: bool) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(Value::BoolValue(value)),
-        }),
-        ..Default::default()
-    }
+    kv_value(key, Value::BoolValue(value))
 }
 
 /// The semantic-convention value of an HTTP method: the known methods as they are,

@@ -28,6 +28,16 @@ struct Inner {
     control: mpsc::UnboundedSender<Control>,
 }
 
+impl Inner {
+    /// Queues `item`, counted in `stats` as queued, or as dropped when the queue is full.
+    fn enqueue(&self, stats: &SignalStats, item: Item) {
+        match self.queue.try_send(item) {
+            Ok(()) => stats.queued.fetch_add(1, Ordering::Relaxed),
+            Err(_) => stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
 impl std::fmt::Debug for Telemetry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Telemetry")
@@ -103,22 +113,14 @@ impl Telemetry {
     /// Queues an encoded OTLP `Span`.
     pub(crate) fn record_encoded_span(&self, scope: Scope, span: Vec<u8>) {
         if let Some(inner) = &self.inner {
-            let stats = &inner.shared.spans;
-            match inner.queue.try_send(Item::Span(scope, span)) {
-                Ok(()) => stats.queued.fetch_add(1, Ordering::Relaxed),
-                Err(_) => stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed),
-            };
+            inner.enqueue(&inner.shared.spans, Item::Span(scope, span));
         }
     }
 
     /// Queues an encoded OTLP `LogRecord`.
     pub(crate) fn record_encoded_log(&self, scope: Scope, log: Vec<u8>) {
         if let Some(inner) = &self.inner {
-            let stats = &inner.shared.logs;
-            match inner.queue.try_send(Item::Log(scope, log)) {
-                Ok(()) => stats.queued.fetch_add(1, Ordering::Relaxed),
-                Err(_) => stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed),
-            };
+            inner.enqueue(&inner.shared.logs, Item::Log(scope, log));
         }
     }
 

@@ -420,13 +420,7 @@ fn humanize(args: &[Value]) -> gotmpl::Result<Value> {
             v /= 1000.0;
         }
     } else {
-        for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
-            if v.abs() >= 1.0 {
-                break;
-            }
-            prefix = p;
-            v *= 1000.0;
-        }
+        (v, prefix) = small_si_prefix(v);
     }
     Ok(string(format!("{}{prefix}", go_format("%.4g", v))))
 }
@@ -470,6 +464,14 @@ fn humanize_duration(args: &[Value]) -> gotmpl::Result<Value> {
             format!("{sign}{}s", go_format("%.4g", v))
         }));
     }
+    let (v, prefix) = small_si_prefix(v);
+    Ok(string(format!("{}{prefix}s", go_format("%.4g", v))))
+}
+
+/// A value below 1 scaled up by thousands until it is at least 1 (or the prefixes run
+/// out), and its SI prefix `m`, `u`, ... `y`: the small half of `humanize` and of
+/// `humanizeDuration`.
+fn small_si_prefix(mut v: f64) -> (f64, &'static str) {
     let mut prefix = "";
     for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
         if v.abs() >= 1.0 {
@@ -478,7 +480,7 @@ fn humanize_duration(args: &[Value]) -> gotmpl::Result<Value> {
         prefix = p;
         v *= 1000.0;
     }
-    Ok(string(format!("{}{prefix}s", go_format("%.4g", v))))
+    (v, prefix)
 }
 
 fn humanize_percentage(args: &[Value]) -> gotmpl::Result<Value> {

@@ -12,6 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 /// The `periscope` binary the benchmarks measure: `$PERISCOPE_BIN`, or `periscope` beside
 /// this binary (the same `target/<profile>/` directory).
@@ -185,4 +188,41 @@ pub(crate) async fn stop(s: &mut Spawned) -> anyhow::Result<f64> {
         bail!("the server exited with {status} while flushing");
     }
     Ok(cpu)
+}
+
+/// An attribute with a string value, for the generated telemetry.
+pub fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// An attribute with an integer value, for the generated telemetry.
+pub fn int_kv(k: &str, v: i64) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Value::IntValue(v)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The spans of one resource with these attributes, in one instrumentation scope.
+pub fn resource_spans(attributes: Vec<KeyValue>, spans: Vec<Span>) -> ResourceSpans {
+    ResourceSpans {
+        resource: Some(Resource {
+            attributes,
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        schema_url: String::new(),
+    }
 }

@@ -15,12 +15,11 @@ use anyhow::{Context, bail};
 use clap::Args;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::{Span, Status, span};
 use rand::Rng;
 
-use crate::harness::{cpu_seconds, process_state, spawn_server_at};
+use crate::harness::{cpu_seconds, int_kv, kv, process_state, resource_spans, spawn_server_at};
 
 /// Arguments of `periscope-bench ingest`.
 #[derive(Debug, Args)]
@@ -57,26 +56,6 @@ fn parquet_bytes(dir: &Path) -> u64 {
             }
         })
         .sum()
-}
-
-fn s(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key_strindex: 0,
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(v.into())),
-        }),
-    }
-}
-
-fn i(k: &str, v: i64) -> KeyValue {
-    KeyValue {
-        key_strindex: 0,
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(Value::IntValue(v)),
-        }),
-    }
 }
 
 /// One hop of the synthetic request path: service, span name, kind, parent hop index.
@@ -120,31 +99,31 @@ fn attributes(hop: usize, visitor: &Visitor, status: i64) -> Vec<KeyValue> {
     let (service, name, kind, _) = HOPS[hop];
     let mut a = match (kind, name) {
         (3, "GET redis") => vec![
-            s("db.system.name", "redis"),
-            s("db.operation.name", "GET"),
-            s("db.query.text", "GET cart:{id}"),
-            s("server.address", "redis-cart.shop.svc"),
-            i("server.port", 6379),
+            kv("db.system.name", "redis"),
+            kv("db.operation.name", "GET"),
+            kv("db.query.text", "GET cart:{id}"),
+            kv("server.address", "redis-cart.shop.svc"),
+            int_kv("server.port", 6379),
         ],
         (3, "INSERT orders") => vec![
-            s("db.system.name", "postgresql"),
-            s("db.namespace", "orders"),
-            s("db.operation.name", "INSERT"),
-            s(
+            kv("db.system.name", "postgresql"),
+            kv("db.namespace", "orders"),
+            kv("db.operation.name", "INSERT"),
+            kv(
                 "db.query.text",
                 "INSERT INTO orders (id, user_id, total) VALUES ($1, $2, $3)",
             ),
-            s("server.address", "postgres.shop.svc"),
-            i("server.port", 5432),
+            kv("server.address", "postgres.shop.svc"),
+            int_kv("server.port", 5432),
         ],
         (4, _) => vec![
-            s("messaging.system", "kafka"),
-            s("messaging.destination.name", "orders"),
-            s("messaging.operation.type", "send"),
-            s("server.address", "kafka.shop.svc"),
+            kv("messaging.system", "kafka"),
+            kv("messaging.destination.name", "orders"),
+            kv("messaging.operation.type", "send"),
+            kv("server.address", "kafka.shop.svc"),
         ],
         _ => vec![
-            s(
+            kv(
                 "http.request.method",
                 if name.starts_with("GET") {
                     "GET"
@@ -152,36 +131,36 @@ fn attributes(hop: usize, visitor: &Visitor, status: i64) -> Vec<KeyValue> {
                     "POST"
                 },
             ),
-            s("url.scheme", "http"),
-            s("network.protocol.version", "1.1"),
-            i("http.response.status_code", status),
+            kv("url.scheme", "http"),
+            kv("network.protocol.version", "1.1"),
+            int_kv("http.response.status_code", status),
         ],
     };
     match kind {
         2 => {
-            a.push(s(
+            a.push(kv(
                 "http.route",
                 name.split_once(' ').map(|x| x.1).unwrap_or(name),
             ));
-            a.push(s("url.path", &format!("/api/checkout/{}", visitor.cart)));
-            a.push(s("client.address", &visitor.client));
-            a.push(s(
+            a.push(kv("url.path", &format!("/api/checkout/{}", visitor.cart)));
+            a.push(kv("client.address", &visitor.client));
+            a.push(kv(
                 "user_agent.original",
                 "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
             ));
-            a.push(s("server.address", &format!("{service}.shop.svc")));
+            a.push(kv("server.address", &format!("{service}.shop.svc")));
         }
         3 if a.len() < 6 => {
-            a.push(s(
+            a.push(kv(
                 "server.address",
                 &format!("{}.shop.svc", name.split(' ').nth(1).unwrap_or("svc")),
             ));
-            a.push(i("server.port", 8080));
+            a.push(int_kv("server.port", 8080));
         }
         _ => {}
     }
-    a.push(s("user.id", &format!("u{}", visitor.user)));
-    a.push(s("session.id", &format!("{:016x}", visitor.session)));
+    a.push(kv("user.id", &format!("u{}", visitor.user)));
+    a.push(kv("session.id", &format!("{:016x}", visitor.session)));
     a.truncate(10);
     a
 }
@@ -208,8 +187,8 @@ fn make_request(traces: usize, rng: &mut impl Rng) -> ExportTraceServiceRequest 
                     time_unix_nano: start + offset + duration / 2,
                     name: "exception".into(),
                     attributes: vec![
-                        s("exception.type", "PaymentDeclined"),
-                        s("exception.message", "card declined"),
+                        kv("exception.type", "PaymentDeclined"),
+                        kv("exception.message", "card declined"),
                     ],
                     dropped_attributes_count: 0,
                 }]
@@ -238,22 +217,17 @@ fn make_request(traces: usize, rng: &mut impl Rng) -> ExportTraceServiceRequest 
     ExportTraceServiceRequest {
         resource_spans: by_service
             .into_iter()
-            .map(|(service, spans)| ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![
-                        s("service.name", service),
-                        s("service.version", "1.4.2"),
-                        s("service.instance.id", &format!("{service}-7d9f8b6c4-x2x9k")),
-                        s("deployment.environment.name", "production"),
-                        s("k8s.namespace.name", "shop"),
+            .map(|(service, spans)| {
+                resource_spans(
+                    vec![
+                        kv("service.name", service),
+                        kv("service.version", "1.4.2"),
+                        kv("service.instance.id", &format!("{service}-7d9f8b6c4-x2x9k")),
+                        kv("deployment.environment.name", "production"),
+                        kv("k8s.namespace.name", "shop"),
                     ],
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
                     spans,
-                    ..Default::default()
-                }],
-                schema_url: String::new(),
+                )
             })
             .collect(),
     }

@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::Args;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
@@ -19,7 +19,7 @@ use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use crate::harness::{cpu_seconds, dir_bytes, median, post_export, spawn_server_at, stop};
+use crate::harness::{cpu_seconds, dir_bytes, kv, median, post_export, spawn_server_at, stop};
 
 /// Arguments of `periscope-bench logs`.
 #[derive(Debug, Args)]
@@ -58,16 +58,6 @@ const ROUTES: [&str; 6] = [
 const RARE: &str = "checksum";
 /// A common term: about one line in three carries it.
 const COMMON: &str = "user_id";
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
 
 /// One realistic line: (severity number, severity text, body).
 fn line(rng: &mut StdRng) -> (i32, &'static str, String) {

@@ -10,14 +10,15 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::Args;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::harness::{cpu_seconds, dir_bytes, median, post_export, spawn_server_at, stop};
+use crate::harness::{
+    cpu_seconds, dir_bytes, int_kv, kv, median, post_export, resource_spans, spawn_server_at, stop,
+};
 
 /// Arguments of `periscope-bench traces`.
 #[derive(Debug, Args)]
@@ -43,26 +44,6 @@ pub struct TracesArgs {
 const SPANS_PER_TRACE: usize = 12;
 const SPAN_WINDOW_NS: u64 = 2 * 3_600_000_000_000;
 const MS: u64 = 1_000_000;
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn int_kv(k: &str, v: i64) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(Value::IntValue(v)),
-        }),
-        ..Default::default()
-    }
-}
 
 /// (service, component kind) of each service index.
 const SERVICES: [(&str, &str); 7] = [
@@ -251,9 +232,9 @@ fn request(seed: u64, traces: usize, now: u64) -> ([u8; 16], Vec<u8>) {
         resource_spans: per_service
             .into_iter()
             .enumerate()
-            .map(|(s, spans)| ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![
+            .map(|(s, spans)| {
+                resource_spans(
+                    vec![
                         kv("service.name", SERVICES[s].0),
                         kv("periscope.component.kind", SERVICES[s].1),
                         kv(
@@ -263,13 +244,8 @@ fn request(seed: u64, traces: usize, now: u64) -> ([u8; 16], Vec<u8>) {
                         kv("service.version", "2.1.0"),
                         kv("k8s.namespace.name", "shop"),
                     ],
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
                     spans,
-                    ..Default::default()
-                }],
-                schema_url: String::new(),
+                )
             })
             .collect(),
     };

@@ -8,13 +8,13 @@ use anyhow::bail;
 use clap::Args;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
-use crate::harness::{cpu_seconds, median, post_export, spawn_server_at, stop};
+use crate::harness::{cpu_seconds, kv, median, post_export, spawn_server_at, stop};
 
 /// Arguments of `periscope-bench ui`.
 #[derive(Debug, Args)]
@@ -31,16 +31,6 @@ pub struct UiArgs {
     /// Times each page is rendered (the median is reported).
     #[arg(long, default_value_t = 11)]
     pub repeat: usize,
-}
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key_strindex: 0,
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(v.into())),
-        }),
-    }
 }
 
 fn resource(service: &str) -> Option<Resource> {

@@ -61,7 +61,10 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Fields};
 use arrow::record_batch::RecordBatch;
 use base64::Engine;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, InstrumentationScope, KeyValue, any_value::Value,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 
 /// The rows made from one export request, and what was rejected from it.
 #[derive(Debug)]
@@ -90,6 +93,43 @@ impl Rejections {
             self.first = Some(what());
         }
     }
+
+    /// The result of a conversion: the rows `finish` assembles (only when something was
+    /// accepted), the accepted count and these rejections.
+    pub fn into_converted(
+        self,
+        accepted: u64,
+        finish: impl FnOnce() -> Result<RecordBatch, ArrowError>,
+    ) -> Result<Converted, ArrowError> {
+        let batch = if accepted > 0 { Some(finish()?) } else { None };
+        Ok(Converted {
+            batch,
+            accepted,
+            rejected: self.count,
+            error: self.first,
+        })
+    }
+}
+
+/// The attributes of a request's resource; none when the resource is unset.
+pub(crate) fn resource_attributes(resource: Option<&Resource>) -> &[KeyValue] {
+    resource.map(|r| &r.attributes[..]).unwrap_or(&[])
+}
+
+/// The name and version of an instrumentation scope, each NULL when empty or unset.
+pub(crate) fn scope_name_version(
+    scope: Option<&InstrumentationScope>,
+) -> (Option<&str>, Option<&str>) {
+    (
+        scope.map(|s| s.name.as_str()).and_then(empty_none),
+        scope.map(|s| s.version.as_str()).and_then(empty_none),
+    )
+}
+
+/// Closes one row's entries of a list column: its end offset is the last one plus `len`.
+pub(crate) fn push_offset(offsets: &mut Vec<i32>, len: usize) {
+    let last = offsets.last().copied().unwrap_or(0);
+    offsets.push(last + len as i32);
 }
 
 /// Why an id could not be used.

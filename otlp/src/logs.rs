@@ -11,8 +11,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use super::{
-    Converted, Rejections, TypedAttributes, any_value_string, empty_none, hex_id, service_name,
-    time,
+    Converted, Rejections, TypedAttributes, any_value_string, empty_none, hex_id,
+    resource_attributes, scope_name_version, service_name, time,
 };
 use periscope_storage::Signal;
 
@@ -127,23 +127,10 @@ pub fn logs(
     let mut rejected = Rejections::default();
     let mut accepted = 0u64;
     for rl in &request.resource_logs {
-        let resource = rl
-            .resource
-            .as_ref()
-            .map(|r| &r.attributes[..])
-            .unwrap_or(&[]);
+        let resource = resource_attributes(rl.resource.as_ref());
         let service = service_name(resource);
         for sl in &rl.scope_logs {
-            let scope_name = sl
-                .scope
-                .as_ref()
-                .map(|s| s.name.as_str())
-                .and_then(empty_none);
-            let scope_version = sl
-                .scope
-                .as_ref()
-                .map(|s| s.version.as_str())
-                .and_then(empty_none);
+            let (scope_name, scope_version) = scope_name_version(sl.scope.as_ref());
             for log in &sl.log_records {
                 let valid = match validate(log, received) {
                     Ok(v) => v,
@@ -171,17 +158,7 @@ pub fn logs(
             }
         }
     }
-    let batch = if accepted > 0 {
-        Some(c.finish()?)
-    } else {
-        None
-    };
-    Ok(Converted {
-        batch,
-        accepted,
-        rejected: rejected.count,
-        error: rejected.first,
-    })
+    rejected.into_converted(accepted, || c.finish())
 }
 
 #[cfg(test)]

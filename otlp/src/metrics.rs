@@ -4,20 +4,21 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, MapBuilder,
-    StringBuilder, TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
+    ArrayRef, ArrowPrimitiveType, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
+    ListBuilder, MapBuilder, PrimitiveBuilder, StringBuilder, TimestampNanosecondBuilder,
+    UInt32Builder, UInt64Builder,
 };
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{
-    Exemplar, Metric, exemplar, exponential_histogram_data_point::Buckets, metric::Data,
-    number_data_point,
+    Exemplar, Metric, NumberDataPoint, exemplar, exponential_histogram_data_point::Buckets,
+    metric::Data, number_data_point,
 };
 
 use super::{
-    Converted, Rejections, TypedAttributes, append_attributes, empty_none, hex_id, list_of_structs,
-    service_name, time,
+    Converted, Rejections, TypedAttributes, append_attributes, hex_id, list_of_structs,
+    push_offset, resource_attributes, scope_name_version, service_name, time,
 };
 use periscope_storage::{Signal, attributes_builder, exemplar_fields, quantile_fields};
 
@@ -102,7 +103,11 @@ struct Columns {
     flags: UInt32Builder,
 }
 
-fn append_u64_list(b: &mut ListBuilder<UInt64Builder>, values: Option<&[u64]>) {
+/// Appends one row of a list column: the values, or NULL when there are none.
+fn append_list<T: ArrowPrimitiveType>(
+    b: &mut ListBuilder<PrimitiveBuilder<T>>,
+    values: Option<&[T::Native]>,
+) {
     match values {
         Some(v) => {
             b.values().append_slice(v);
@@ -205,28 +210,21 @@ impl Columns {
         self.sum.append_option(p.sum);
         self.min.append_option(p.min);
         self.max.append_option(p.max);
-        append_u64_list(&mut self.bucket_counts, p.bucket_counts);
-        match p.explicit_bounds {
-            Some(v) => {
-                self.explicit_bounds.values().append_slice(v);
-                self.explicit_bounds.append(true);
-            }
-            None => self.explicit_bounds.append(false),
-        }
+        append_list(&mut self.bucket_counts, p.bucket_counts);
+        append_list(&mut self.explicit_bounds, p.explicit_bounds);
         self.scale.append_option(p.scale);
         self.zero_count.append_option(p.zero_count);
         self.zero_threshold.append_option(p.zero_threshold);
         self.positive_offset.append_option(p.positive.map(|b| b.0));
-        append_u64_list(&mut self.positive_bucket_counts, p.positive.map(|b| b.1));
+        append_list(&mut self.positive_bucket_counts, p.positive.map(|b| b.1));
         self.negative_offset.append_option(p.negative.map(|b| b.0));
-        append_u64_list(&mut self.negative_bucket_counts, p.negative.map(|b| b.1));
+        append_list(&mut self.negative_bucket_counts, p.negative.map(|b| b.1));
         let quantiles = p.quantiles.unwrap_or_default();
         for (q, v) in &quantiles {
             self.quantile.append_value(*q);
             self.quantile_value.append_value(*v);
         }
-        let last = self.quantile_offsets.last().copied().unwrap_or(0);
-        self.quantile_offsets.push(last + quantiles.len() as i32);
+        push_offset(&mut self.quantile_offsets, quantiles.len());
         for (e, (t, trace, span)) in p.exemplars.iter().zip(exemplar_ids) {
             self.exemplars.time.append_option(t);
             self.exemplars.value.append_option(e.value.map(|v| match v {
@@ -237,8 +235,7 @@ impl Columns {
             self.exemplars.span_id.append_option(span);
             append_attributes(&mut self.exemplars.attributes, &e.filtered_attributes);
         }
-        let last = self.exemplars.offsets.last().copied().unwrap_or(0);
-        self.exemplars.offsets.push(last + p.exemplars.len() as i32);
+        push_offset(&mut self.exemplars.offsets, p.exemplars.len());
         self.flags.append_value(p.flags);
     }
 
@@ -313,37 +310,19 @@ fn points(metric: &Metric) -> Vec<(Point<'_>, u64, u64)> {
         Data::Gauge(g) => g
             .data_points
             .iter()
-            .map(|d| {
-                let (value, int_value) = number(d.value);
-                let p = Point {
-                    metric_type: "gauge",
-                    attributes: &d.attributes,
-                    value,
-                    int_value,
-                    exemplars: &d.exemplars,
-                    flags: d.flags,
-                    ..Default::default()
-                };
-                (p, d.start_time_unix_nano, d.time_unix_nano)
-            })
+            .map(|d| number_point("gauge", d))
             .collect(),
         Data::Sum(s) => s
             .data_points
             .iter()
             .map(|d| {
-                let (value, int_value) = number(d.value);
+                let (p, start, time) = number_point("sum", d);
                 let p = Point {
-                    metric_type: "sum",
-                    attributes: &d.attributes,
-                    value,
-                    int_value,
                     is_monotonic: Some(s.is_monotonic),
                     temporality: temporality_name(s.aggregation_temporality),
-                    exemplars: &d.exemplars,
-                    flags: d.flags,
-                    ..Default::default()
+                    ..p
                 };
-                (p, d.start_time_unix_nano, d.time_unix_nano)
+                (p, start, time)
             })
             .collect(),
         Data::Histogram(h) => h
@@ -415,6 +394,22 @@ fn points(metric: &Metric) -> Vec<(Point<'_>, u64, u64)> {
     }
 }
 
+/// The row of a gauge or sum point, before validation of times; a sum adds its
+/// monotonicity and temporality.
+fn number_point<'a>(metric_type: &'static str, d: &'a NumberDataPoint) -> (Point<'a>, u64, u64) {
+    let (value, int_value) = number(d.value);
+    let p = Point {
+        metric_type,
+        attributes: &d.attributes,
+        value,
+        int_value,
+        exemplars: &d.exemplars,
+        flags: d.flags,
+        ..Default::default()
+    };
+    (p, d.start_time_unix_nano, d.time_unix_nano)
+}
+
 /// An exponential histogram's bucket offset and counts.
 fn buckets(b: Option<&Buckets>) -> Option<(i32, &[u64])> {
     b.map(|b| (b.offset, &b.bucket_counts[..]))
@@ -440,23 +435,10 @@ pub fn metrics(
     let mut rejected = Rejections::default();
     let mut accepted = 0u64;
     for rm in &request.resource_metrics {
-        let resource = rm
-            .resource
-            .as_ref()
-            .map(|r| &r.attributes[..])
-            .unwrap_or(&[]);
+        let resource = resource_attributes(rm.resource.as_ref());
         let service = service_name(resource);
         for sm in &rm.scope_metrics {
-            let scope = (
-                sm.scope
-                    .as_ref()
-                    .map(|s| s.name.as_str())
-                    .and_then(empty_none),
-                sm.scope
-                    .as_ref()
-                    .map(|s| s.version.as_str())
-                    .and_then(empty_none),
-            );
+            let scope = scope_name_version(sm.scope.as_ref());
             for metric in &sm.metrics {
                 if metric.name.is_empty() {
                     let n = points(metric).len().max(1);
@@ -485,17 +467,7 @@ pub fn metrics(
             }
         }
     }
-    let batch = if accepted > 0 {
-        Some(c.finish()?)
-    } else {
-        None
-    };
-    Ok(Converted {
-        batch,
-        accepted,
-        rejected: rejected.count,
-        error: rejected.first,
-    })
+    rejected.into_converted(accepted, || c.finish())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 
 use super::{
     Converted, Rejections, TypedAttributes, append_attributes, empty_none, hex_id, list_of_structs,
-    service_name, time,
+    push_offset, resource_attributes, scope_name_version, service_name, time,
 };
 use periscope_storage::{Signal, attributes_builder, event_fields, link_fields};
 
@@ -214,23 +214,10 @@ pub fn spans(request: &ExportTraceServiceRequest) -> Result<Converted, arrow::er
     let mut rejected = Rejections::default();
     let mut accepted = 0u64;
     for rs in &request.resource_spans {
-        let resource = rs
-            .resource
-            .as_ref()
-            .map(|r| &r.attributes[..])
-            .unwrap_or(&[]);
+        let resource = resource_attributes(rs.resource.as_ref());
         let service = service_name(resource);
         for ss in &rs.scope_spans {
-            let scope_name = ss
-                .scope
-                .as_ref()
-                .map(|s| s.name.as_str())
-                .and_then(empty_none);
-            let scope_version = ss
-                .scope
-                .as_ref()
-                .map(|s| s.version.as_str())
-                .and_then(empty_none);
+            let (scope_name, scope_version) = scope_name_version(ss.scope.as_ref());
             for span in &ss.spans {
                 let valid = match validate(span) {
                     Ok(v) => v,
@@ -268,9 +255,7 @@ pub fn spans(request: &ExportTraceServiceRequest) -> Result<Converted, arrow::er
                     c.events.name.append_value(&event.name);
                     append_attributes(&mut c.events.attributes, &event.attributes);
                 }
-                c.events
-                    .offsets
-                    .push(c.events.offsets.last().copied().unwrap_or(0) + span.events.len() as i32);
+                push_offset(&mut c.events.offsets, span.events.len());
                 for (link, (t, s)) in span.links.iter().zip(valid.links) {
                     c.links.trace_id.append_value(t);
                     c.links.span_id.append_value(s);
@@ -279,23 +264,11 @@ pub fn spans(request: &ExportTraceServiceRequest) -> Result<Converted, arrow::er
                         .append_option(empty_none(&link.trace_state));
                     append_attributes(&mut c.links.attributes, &link.attributes);
                 }
-                c.links
-                    .offsets
-                    .push(c.links.offsets.last().copied().unwrap_or(0) + span.links.len() as i32);
+                push_offset(&mut c.links.offsets, span.links.len());
             }
         }
     }
-    let batch = if accepted > 0 {
-        Some(c.finish()?)
-    } else {
-        None
-    };
-    Ok(Converted {
-        batch,
-        accepted,
-        rejected: rejected.count,
-        error: rejected.first,
-    })
+    rejected.into_converted(accepted, || c.finish())
 }
 
 #[cfg(test)]

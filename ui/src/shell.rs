@@ -3,6 +3,8 @@
 use axum::response::Html;
 use leptos::prelude::*;
 
+use crate::format::PRESETS;
+
 /// The pages in the navigation bar: title and path.
 pub const NAV: [(&str, &str); 8] = [
     ("Overview", "/ui/"),
@@ -82,6 +84,18 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// The links of the time-range presets, the `active` one marked; `href` makes a link's
+/// target from its preset name.
+pub fn preset_links(active: &str, href: &dyn Fn(&str) -> String) -> impl IntoView + use<> {
+    PRESETS
+        .iter()
+        .map(|(label, name, _)| {
+            let class = if *name == active { "active" } else { "" };
+            view! { <a href=href(name) class=class>{*label}</a> }
+        })
+        .collect_view()
 }
 
 /// The box shown when there is no data yet: how to send some.

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::chart::histogram;
-use crate::format::{PRESETS, now_ns, preset_window, q};
-use crate::shell::{no_data, page};
+use crate::format::{now_ns, preset_window, q};
+use crate::shell::{no_data, page, preset_links};
 use crate::state::UiState;
 
 /// Hits per page.
@@ -118,14 +118,9 @@ pub async fn handler(State(s): State<UiState>, Query(p): Query<Params>) -> Html<
         Ok((_, preset)) => *preset,
         Err(_) => "",
     };
-    let presets = PRESETS
-        .iter()
-        .map(|(label, name, _)| {
-            let href = format!("/ui/logs?q={}&range={name}", q(&query));
-            let class = if *name == active { "active" } else { "" };
-            view! { <a href=href class=class>{*label}</a> }
-        })
-        .collect_view();
+    let presets = preset_links(active, &|name| {
+        format!("/ui/logs?q={}&range={name}", q(&query))
+    });
     let results = match found {
         Err(e) => view! { <div class="error" id="logs-error">{e}</div> }.into_any(),
         Ok((r, _)) if r.total == 0 && query.trim().is_empty() => no_data("logs").into_any(),

@@ -9,9 +9,9 @@ use periscope_query::traces::{Window, operations_json, search_json, service_grap
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::format::{PRESETS, preset_window, q};
+use crate::format::{preset_window, q};
 use crate::layout::layered;
-use crate::shell::{no_data, page};
+use crate::shell::{no_data, page, preset_links};
 use crate::state::UiState;
 
 const NODE_W: f64 = 190.0;
@@ -48,13 +48,7 @@ fn num(v: &Value) -> f64 {
 pub async fn handler(State(s): State<UiState>, Query(p): Query<Params>) -> Html<String> {
     let (start, end, preset) = preset_window(p.range.as_deref());
     let graph = service_graph_json(&s.engine, Window { start, end }).await;
-    let presets = PRESETS
-        .iter()
-        .map(|(label, name, _)| {
-            let class = if *name == preset { "active" } else { "" };
-            view! { <a href=format!("/ui/map?range={name}") class=class>{*label}</a> }
-        })
-        .collect_view();
+    let presets = preset_links(preset, &|name| format!("/ui/map?range={name}"));
     let content = match graph {
         Err(e) => view! { <div class="error">{e.to_string()}</div> }.into_any(),
         Ok(g) => {

@@ -9,8 +9,8 @@ use periscope_query::promql::{metric_names, range_query, series};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::format::{PRESETS, preset_window, q};
-use crate::shell::page;
+use crate::format::{preset_window, q};
+use crate::shell::{page, preset_links};
 use crate::state::UiState;
 
 /// Points per series the chart asks for.
@@ -116,13 +116,9 @@ pub async fn handler(State(s): State<UiState>, Query(p): Query<Params>) -> Html<
             },
         )
     };
-    let presets = PRESETS
-        .iter()
-        .map(|(l, name, _)| {
-            let class = if *name == preset { "active" } else { "" };
-            view! { <a href=format!("/ui/metrics?query={}&range={name}", q(&query)) class=class>{*l}</a> }
-        })
-        .collect_view();
+    let presets = preset_links(preset, &|name| {
+        format!("/ui/metrics?query={}&range={name}", q(&query))
+    });
     let bucket = names.iter().find(|n| n.ends_with("_bucket")).cloned();
     let example = bucket.map(|b| {
         let expr = format!("histogram_quantile(0.99, sum by (le) (rate({b}[5m])))");

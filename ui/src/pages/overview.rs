@@ -10,8 +10,8 @@ use periscope_query::traces::{Window, components_json};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::format::{PRESETS, preset_window};
-use crate::shell::{no_data, page};
+use crate::format::preset_window;
+use crate::shell::{no_data, page, preset_links};
 use crate::state::UiState;
 
 /// `?range=`
@@ -33,13 +33,7 @@ pub async fn handler(State(s): State<UiState>, Query(p): Query<Params>) -> Html<
     let data = components_json(&s.engine, Window { start, end })
         .await
         .map_err(|e| e.to_string());
-    let presets = PRESETS
-        .iter()
-        .map(|(label, name, _)| {
-            let class = if *name == preset { "active" } else { "" };
-            view! { <a href=format!("/ui/?range={name}") class=class>{*label}</a> }
-        })
-        .collect_view();
+    let presets = preset_links(preset, &|name| format!("/ui/?range={name}"));
     let firing: Vec<(String, String)> = s
         .alerting
         .view()

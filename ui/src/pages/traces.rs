@@ -267,15 +267,16 @@ pub async fn trace(
     Query(p): Query<TraceParams>,
 ) -> Html<String> {
     let title = format!("Trace {id}");
+    let error_page = |message: String| {
+        page(
+            &title,
+            "/ui/traces",
+            view! { <div class="error">{message}</div> },
+        )
+    };
     let id = match parse_trace_id(&id) {
         Ok(id) => id,
-        Err(e) => {
-            return page(
-                &title,
-                "/ui/traces",
-                view! { <div class="error">{e.to_string()}</div> },
-            );
-        }
+        Err(e) => return error_page(e.to_string()),
     };
     let spans = match trace_spans(&s.engine, &id).await {
         Ok(spans) if spans.is_empty() => {
@@ -286,13 +287,7 @@ pub async fn trace(
             );
         }
         Ok(spans) => spans,
-        Err(e) => {
-            return page(
-                &title,
-                "/ui/traces",
-                view! { <div class="error">{e.to_string()}</div> },
-            );
-        }
+        Err(e) => return error_page(e.to_string()),
     };
     let tree = assemble(spans);
     let critical = critical_path(&tree);
