@@ -369,7 +369,10 @@ async fn user_queries_that_exhaust_their_memory_do_not_fail_rule_evaluation() {
         refused += h.await.expect("hog task");
     }
     assert!(refused > 0, "the hogs never reached the memory limit");
+    // Rules kept evaluating while the user pool was full. How many times depends on how
+    // much CPU the two sorting hogs leave them on a loaded 2-core machine, so the test asks
+    // for evaluations and no failures, not for a rate.
     let ok = evaluations("ok").await - ok_before;
-    assert!(ok >= 10.0, "only {ok} rule evaluations in 5 s");
+    assert!(ok >= 1.0, "no rule evaluation succeeded while the hogs ran");
     assert_eq!(evaluations("err").await, 0.0, "a rule evaluation failed");
 }
