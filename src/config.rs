@@ -798,6 +798,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
+        assert!(s.deprecated_keys.is_empty(), "{:?}", s.deprecated_keys);
         let a = &s.alerting;
         assert_eq!(a.rule_files[0], dir.path().join("rules/checkout.yml"));
         assert_eq!(a.alertmanager_urls, ["http://127.0.0.1:9093"]);
@@ -839,6 +840,44 @@ mod tests {
             Settings::resolve(args).unwrap().alerting.rule_files,
             [PathBuf::from("/etc/r.yml")]
         );
+    }
+
+    #[test]
+    fn the_configuration_docs_example_is_a_working_config_in_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        // The example points at a tokens file beside it (it listens beyond loopback).
+        std::fs::write(
+            dir.path().join("tokens"),
+            "grafana read sha256:9a41f0c2d3b4a5e6f7081920a1b2c3d4e5f60718293a4b5c6d7e8f9012345607\n",
+        )
+        .unwrap();
+        let file = dir.path().join("periscope.toml");
+        std::fs::write(
+            &file,
+            doc_block("configuration.md", "Example server config", "toml"),
+        )
+        .unwrap();
+        let s = Settings::resolve(ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(
+            s.deprecated_keys.is_empty(),
+            "the documented example uses flat keys: {:?}",
+            s.deprecated_keys
+        );
+        assert_eq!(s.memory_limit, 4 << 30);
+        assert_eq!(s.query_timeout, Duration::from_secs(30));
+        assert_eq!(s.query_memory_limit, 1 << 30);
+        assert_eq!(s.data_dir, PathBuf::from("/var/lib/periscope"));
+        assert_eq!(s.flush_bytes, 256 << 20);
+        assert_eq!(s.otlp_grpc_addr, SocketAddr::from(([0, 0, 0, 0], 4317)));
+        assert_eq!(s.http_addr, SocketAddr::from(([127, 0, 0, 1], 7070)));
+        assert!(s.json_logs);
+        assert!(s.auth.is_some(), "tokens from the tokens file beside it");
+        assert!(s.browser.host_allowed(Some("periscope.internal:7070")));
+        assert!(!s.browser.host_allowed(Some("evil.example")));
     }
 
     #[test]

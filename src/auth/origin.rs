@@ -147,7 +147,7 @@ impl BrowserPolicy {
     }
 
     /// Whether a request naming `host` (a `Host` value, port included) is served.
-    fn host_allowed(&self, host: Option<&str>) -> bool {
+    pub(crate) fn host_allowed(&self, host: Option<&str>) -> bool {
         // HTTP/1.0 without Host: no browser sends that.
         let Some(host) = host else { return true };
         let name = host_name(host).trim_end_matches('.').to_ascii_lowercase();
