@@ -403,11 +403,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub memory_limit: u64,
     pub max_request_bytes: u64,
-    pub query_timeout: Duration,
-    pub query_memory_limit: u64,
-    pub query_max_rows: usize,
-    pub query_max_bytes: u64,
-    pub query_max_samples: usize,
+    /// The `[query]` limits, resolved.
+    pub query: periscope_query::settings::QueryLimits,
     pub flush_interval: Duration,
     pub flush_bytes: u64,
     pub log: String,
@@ -710,11 +707,7 @@ impl Settings {
             data_dir: storage.data_dir,
             memory_limit,
             max_request_bytes: collector.max_request_bytes,
-            query_timeout: query.timeout,
-            query_memory_limit: query.memory_limit,
-            query_max_rows: query.max_rows,
-            query_max_bytes: query.max_bytes,
-            query_max_samples: query.max_samples,
+            query,
             flush_interval: storage.flush_interval,
             flush_bytes: storage.flush_bytes,
             log: file.logging.filter.unwrap_or_else(|| "info".into()),
@@ -767,9 +760,9 @@ mod tests {
         };
         let s = Settings::resolve(args).unwrap();
         assert_eq!(s.http_addr.port(), 9999);
-        assert_eq!(s.query_timeout, Duration::from_secs(2));
+        assert_eq!(s.query.timeout, Duration::from_secs(2));
         assert_eq!(s.memory_limit, 1 << 30);
-        assert_eq!(s.query_memory_limit, 1 << 28);
+        assert_eq!(s.query.memory_limit, 1 << 28);
         assert_eq!(s.otlp_grpc_addr.port(), 4317);
         assert_eq!(s.max_request_bytes, 16 << 20);
     }
@@ -868,8 +861,8 @@ mod tests {
             s.deprecated_keys
         );
         assert_eq!(s.memory_limit, 4 << 30);
-        assert_eq!(s.query_timeout, Duration::from_secs(30));
-        assert_eq!(s.query_memory_limit, 1 << 30);
+        assert_eq!(s.query.timeout, Duration::from_secs(30));
+        assert_eq!(s.query.memory_limit, 1 << 30);
         assert_eq!(s.data_dir, PathBuf::from("/var/lib/periscope"));
         assert_eq!(s.flush_bytes, 256 << 20);
         assert_eq!(s.otlp_grpc_addr, SocketAddr::from(([0, 0, 0, 0], 4317)));
@@ -1129,7 +1122,7 @@ mod tests {
         );
         for s in [&flat, &sectioned] {
             assert_eq!(s.memory_limit, 1 << 30);
-            assert_eq!(s.query_timeout, Duration::from_secs(5));
+            assert_eq!(s.query.timeout, Duration::from_secs(5));
             assert_eq!(s.http_addr.port(), 9999);
             assert_eq!(s.flush_bytes, 8 << 20);
             assert_eq!(s.retention.logs, Some(Duration::from_secs(7 * 86400)));

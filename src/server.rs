@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use periscope_alerting::{Alerting, Sources};
 use periscope_collector::Ingest;
-use periscope_query::{QueryConfig, QueryEngine, error_response};
+use periscope_query::{QueryEngine, error_response};
 use periscope_storage::{Store, StoreConfig};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -141,7 +141,7 @@ pub async fn serve_until(
         retention: settings.retention,
         retention_interval: settings.retention_interval,
         // Longer than any query may run: a file a query has listed stays readable.
-        retention_grace: settings.query_timeout + Duration::from_secs(5),
+        retention_grace: settings.query.timeout + Duration::from_secs(5),
         work_bytes: settings.work_bytes(),
         compaction: settings.compaction,
     })
@@ -156,19 +156,14 @@ pub async fn serve_until(
     let ingest = Ingest::with_decoding_limit(store.clone(), settings.memory_limit / 8);
     // Alert rules evaluate in a pool of their own (a quarter of the query memory), so
     // that no user's query can starve them; user queries share the rest.
-    let query_config = |memory_limit: u64| QueryConfig {
-        timeout: settings.query_timeout,
-        memory_limit: memory_limit as usize,
-        max_rows: settings.query_max_rows,
-        max_bytes: settings.query_max_bytes as usize,
-        max_samples: settings.query_max_samples,
-    };
-    let rules_memory = settings.query_memory_limit / 4;
+    let rules_memory = settings.query.memory_limit / 4;
     let engine = QueryEngine::new(
         store.clone(),
-        query_config(settings.query_memory_limit - rules_memory),
+        settings
+            .query
+            .config(settings.query.memory_limit - rules_memory),
     )?;
-    let rules_engine = QueryEngine::new(store.clone(), query_config(rules_memory))?
+    let rules_engine = QueryEngine::new(store.clone(), settings.query.config(rules_memory))?
         .sharing_metrics(engine.metrics());
     let mut registry = Registry::default();
     store.metrics().register(&mut registry);
@@ -304,7 +299,7 @@ pub async fn serve_until(
         .merge(periscope_query::logsearch::router(
             store.clone(),
             stop_rx.clone(),
-            settings.query_timeout,
+            settings.query.timeout,
         ))
         .merge(periscope_ui::router(periscope_ui::UiState {
             engine: ui_engine,
@@ -320,7 +315,7 @@ pub async fn serve_until(
             }),
         }))
         .layer(axum::middleware::from_fn_with_state(
-            settings.query_timeout,
+            settings.query.timeout,
             periscope_query::deadline,
         ));
     let api = reads
