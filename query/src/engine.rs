@@ -80,6 +80,7 @@ pub struct QueryResult {
 #[derive(Clone)]
 pub struct QueryEngine {
     ctx: SessionContext,
+    store: Store,
     config: QueryConfig,
     metrics: QueryMetrics,
 }
@@ -132,6 +133,7 @@ impl QueryEngine {
         }
         Ok(QueryEngine {
             ctx,
+            store,
             config,
             metrics: QueryMetrics::default(),
         })
@@ -152,6 +154,11 @@ impl QueryEngine {
     /// The engine's metrics, for registration on `/metrics`.
     pub fn metrics(&self) -> &QueryMetrics {
         &self.metrics
+    }
+
+    /// The store the tables read, for APIs that read its files' aggregates directly.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The DataFusion session, for other query APIs built on the same tables.

@@ -29,7 +29,7 @@ mod bounded;
 mod deadline;
 mod engine;
 mod error;
-mod hash;
+use periscope_spanagg::hash;
 mod json;
 pub mod logsearch;
 mod metrics;

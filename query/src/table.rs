@@ -216,6 +216,7 @@ mod tests {
             min_time: min,
             max_time: max,
             index_bytes: 0,
+            components: Default::default(),
         }
     }
 

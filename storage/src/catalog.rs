@@ -4,6 +4,7 @@
 //! or the new catalog, never a mix. A Parquet file that the catalog does not list is an
 //! orphan of an interrupted flush and is deleted at start-up.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -30,9 +31,15 @@ pub struct FileEntry {
     pub min_time: i64,
     /// Largest value of the table's time column, Unix nanoseconds.
     pub max_time: i64,
-    /// Size of the file's log index directory (`logs` only), in bytes.
+    /// Size of what sits beside the file: the log index directory (`logs`) or the span
+    /// aggregates (`spans`), in bytes.
     #[serde(default)]
     pub index_bytes: u64,
+    /// Service → `periscope.component.kind` of the file's rows (the service graph's node
+    /// kinds).
+    /// `None` for files written before this was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub components: Option<BTreeMap<String, String>>,
 }
 
 /// The catalog's content.
@@ -106,7 +113,7 @@ impl Catalog {
             if dir.exists() {
                 walk(&dir, &mut |p, is_dir| {
                     let ext = p.extension().and_then(|e| e.to_str());
-                    let data = if ext == Some("index") {
+                    let data = if matches!(ext, Some("index") | Some("agg")) {
                         p.with_extension("parquet")
                     } else {
                         p.to_path_buf()
@@ -116,7 +123,10 @@ impl Catalog {
                         .unwrap_or(&data)
                         .to_string_lossy()
                         .to_string();
-                    let orphan = matches!(ext, Some("parquet") | Some("tmp") | Some("index"))
+                    let orphan = matches!(
+                        ext,
+                        Some("parquet") | Some("tmp") | Some("index") | Some("agg")
+                    )
                         && !known.contains(rel.as_str());
                     let gone = orphan
                         && if is_dir {
@@ -164,6 +174,8 @@ mod tests {
         fs::write(part.join("a.parquet"), b"x").unwrap();
         fs::write(part.join("b.parquet"), b"y").unwrap();
         fs::write(part.join("c.parquet.tmp"), b"z").unwrap();
+        fs::write(part.join("a.agg"), b"kept").unwrap();
+        fs::write(part.join("b.agg"), b"orphan").unwrap();
         fs::create_dir_all(part.join("a.index")).unwrap();
         fs::create_dir_all(part.join("b.index")).unwrap();
         fs::write(part.join("b.index/meta.json"), b"{}").unwrap();
@@ -178,6 +190,7 @@ mod tests {
                 min_time: 0,
                 max_time: 0,
                 index_bytes: 0,
+                components: Default::default(),
             }],
             next_log_id: 0,
         };
@@ -186,8 +199,10 @@ mod tests {
         assert_eq!(loaded.files, cat.files);
         assert_eq!(loaded.flushed_upto, 3);
         let removed = loaded.remove_orphans(dir.path()).unwrap();
-        assert_eq!(removed.len(), 3);
+        assert_eq!(removed.len(), 4);
         assert!(part.join("a.parquet").exists());
+        assert!(part.join("a.agg").exists());
+        assert!(!part.join("b.agg").exists());
         assert!(part.join("a.index").exists());
         assert!(!part.join("b.index").exists());
         assert!(!part.join("b.parquet").exists());

@@ -154,6 +154,15 @@ fn write_merged(
         target.log_fields,
         target.limits,
     )?;
+    if signal == Signal::Spans {
+        // The output's span aggregates: the inputs' summed, plus what their deferred
+        // spans find among each other's rows.
+        let summaries = inputs
+            .iter()
+            .map(|f| crate::span_aggregates::load(data_dir, f))
+            .collect::<Result<Vec<_>>>()?;
+        out.merging_span_aggregates(&summaries);
+    }
     let mut group: Vec<RecordBatch> = Vec::new();
     let (mut group_rows, mut group_bytes) = (0usize, 0usize);
     for input in ordered {
@@ -249,6 +258,7 @@ mod tests {
             min_time: hour * NANOS_PER_HOUR,
             max_time: hour * NANOS_PER_HOUR + 5,
             index_bytes: 0,
+            components: Default::default(),
         }
     }
 

@@ -46,6 +46,9 @@ pub enum Error {
     /// The log index could not be built, opened or searched.
     #[error("log index: {0}")]
     Index(#[from] tantivy::TantivyError),
+    /// Span aggregates could not be encoded or decoded.
+    #[error("{0}")]
+    SpanAggregates(#[from] periscope_spanagg::Error),
     /// A batch does not have the columns its table must have.
     #[error("schema: {0}")]
     Schema(String),

@@ -114,7 +114,8 @@ pub(crate) fn remove_outputs(data_dir: &Path, outputs: &[String]) {
             path.file_name().unwrap_or_default().to_string_lossy()
         ));
         let index = crate::logindex::index_path(&path);
-        let removed = [&path, &tmp]
+        let agg = crate::span_aggregates::agg_path(&path);
+        let removed = [&path, &tmp, &agg]
             .into_iter()
             .map(std::fs::remove_file)
             .chain([std::fs::remove_dir_all(&index)])

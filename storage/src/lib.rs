@@ -47,6 +47,7 @@ mod reserve;
 mod retention;
 mod schema;
 pub mod settings;
+pub mod span_aggregates;
 mod store;
 mod wal;
 

@@ -2,8 +2,10 @@
 //! batch, in bounded memory: row groups are closed once their encoded size reaches a
 //! limit, and the log index is built as rows arrive. The file is written under a
 //! temporary name, fsynced and renamed into place by [`PartWriter::finish`]; until the
-//! catalog lists it, it is an orphan that the next start removes.
+//! catalog lists it, it is an orphan that the next start removes. A spans file gets its
+//! span aggregates (`{file}.agg`) the same way, built from the same rows.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -19,6 +21,8 @@ use crate::error::{Error, Result};
 use crate::layout::writer_properties;
 use crate::logindex::{self, FileIndexBuilder, LogFields};
 use crate::schema::Signal;
+use crate::span_aggregates;
+use periscope_spanagg::{Summary, SummaryBuilder};
 
 /// Rows handed to the Parquet writer at a time, so that a row group is closed soon after
 /// it reaches its size limit.
@@ -43,6 +47,10 @@ pub(crate) struct PartWriter {
     writer: ArrowWriter<fs::File>,
     index: Option<FileIndexBuilder>,
     limits: WriteLimits,
+    /// Span aggregates being built (`spans` only).
+    spans: Option<SummaryBuilder>,
+    /// Service → component kind of the rows written.
+    components: BTreeMap<String, String>,
     rows: u64,
     min_time: Option<i64>,
     max_time: Option<i64>,
@@ -88,10 +96,21 @@ impl PartWriter {
             writer,
             index,
             limits,
+            spans: (signal == Signal::Spans).then(SummaryBuilder::new),
+            components: BTreeMap::new(),
             rows: 0,
             min_time: None,
             max_time: None,
         })
+    }
+
+    /// Builds this file's span aggregates by merging those of the files it merges
+    /// (compaction) instead of from its rows alone: the rows written then only resolve
+    /// the spans those aggregates deferred.
+    pub fn merging_span_aggregates(&mut self, inputs: &[Summary]) {
+        if self.spans.is_some() {
+            self.spans = Some(SummaryBuilder::merging(inputs, None));
+        }
     }
 
     /// Rows written so far.
@@ -110,6 +129,10 @@ impl PartWriter {
         if let Some(index) = &mut self.index {
             index.add(batch, self.rows)?;
         }
+        if let Some(spans) = &mut self.spans {
+            spans.add_batch(batch);
+        }
+        periscope_spanagg::facts::components(batch, &mut self.components);
         let times = batch
             .column_by_name(self.signal.time_column())
             .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
@@ -158,7 +181,7 @@ impl PartWriter {
         let bytes = file.metadata().map_err(Error::io("stat", &self.tmp))?.len();
         drop(file);
         fs::rename(&self.tmp, &self.path).map_err(Error::io("rename", &self.path))?;
-        let index_bytes = match self.index {
+        let mut index_bytes = match self.index {
             Some(index) => {
                 let size = index.finish()?;
                 sync_dir(&logindex::index_path(&self.path))?;
@@ -166,6 +189,9 @@ impl PartWriter {
             }
             None => 0,
         };
+        if let Some(spans) = self.spans {
+            index_bytes += span_aggregates::write(&self.path, &spans.finish())?;
+        }
         sync_dir(&self.dir)?;
         Ok(FileEntry {
             signal: self.signal.name().to_string(),
@@ -175,6 +201,7 @@ impl PartWriter {
             min_time: self.min_time.unwrap_or(0),
             max_time: self.max_time.unwrap_or(0),
             index_bytes,
+            components: Some(self.components),
         })
     }
 }

@@ -60,6 +60,7 @@ mod tests {
             min_time: max_time - 10,
             max_time,
             index_bytes: 0,
+            components: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@
 //! Everything reads through the SQL engine, so the head and the Parquet files are one
 //! table and a trace split across a flush assembles whole.
 
+mod aggregate;
 mod api;
 mod components;
 mod error;

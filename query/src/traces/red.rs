@@ -1,16 +1,18 @@
-//! RED metrics (rate, errors, duration) per service and per operation, computed from
-//! spans: a service's requests are its SERVER and CONSUMER spans, its entry points, as in
-//! Jaeger's SPM and Tempo's span metrics. Percentiles are DataFusion's t-digest
-//! (`approx_percentile_cont`), so memory stays bounded over any window.
+//! RED metrics (rate, errors, duration) per service and per operation, from the window's
+//! span aggregates: a service's requests are its SERVER and CONSUMER spans, its entry
+//! points, as in Jaeger's SPM and Tempo's span metrics. Percentiles come from the
+//! aggregates' tallies (buckets 1% wide), so memory stays bounded over any window.
 
 use serde_json::{Value, json};
 
-use super::error::TraceError;
-use super::fetch::{Window, float_at, int_at, lit, rows, str_at};
-use crate::engine::QueryEngine;
+use std::collections::BTreeMap;
 
-/// The SQL condition for entry spans.
-pub const ENTRY_KINDS: &str = "kind IN ('server', 'consumer')";
+use periscope_spanagg::{Kind, Tally};
+
+use super::aggregate::window_aggregate;
+use super::error::TraceError;
+use super::fetch::{Window, lit, rows, str_at};
+use crate::engine::QueryEngine;
 
 /// RED of one service or operation over a window.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,27 +57,35 @@ impl Red {
     }
 }
 
-fn percentile(q: f64, entry: &str) -> String {
-    format!(
-        "approx_percentile_cont({q}) WITHIN GROUP (ORDER BY CASE WHEN {entry} THEN duration_ns END)"
-    )
+fn red_of(service: &str, operation: Option<(&str, &str)>, t: &Tally) -> Red {
+    let q = |p: f64| t.quantile(p).map(|v| v as f64);
+    Red {
+        service: service.to_string(),
+        operation: operation.map(|(o, _)| o.to_string()),
+        span_kind: operation.map(|(_, k)| k.to_string()),
+        requests: t.calls,
+        errors: t.errors,
+        p50: q(0.5),
+        p95: q(0.95),
+        p99: q(0.99),
+    }
 }
 
-/// RED per service over `window`; services with spans but no entry spans are listed
-/// with zero requests.
+/// RED per service over `window`, from the window's span aggregates; services with spans
+/// but no entry spans are listed with zero requests.
 pub async fn services(engine: &QueryEngine, window: Window) -> Result<Vec<Red>, TraceError> {
-    let sql = format!(
-        "SELECT service_name, \
-           sum(CASE WHEN {ENTRY_KINDS} THEN 1 ELSE 0 END) AS requests, \
-           sum(CASE WHEN {ENTRY_KINDS} AND status_code = 'error' THEN 1 ELSE 0 END) AS errors, \
-           {} AS p50, {} AS p95, {} AS p99 \
-         FROM spans WHERE {} GROUP BY service_name ORDER BY service_name",
-        percentile(0.5, ENTRY_KINDS),
-        percentile(0.95, ENTRY_KINDS),
-        percentile(0.99, ENTRY_KINDS),
-        window.sql("start_time")
-    );
-    collect(engine, &sql, false).await
+    let a = window_aggregate(engine, window).await?;
+    let mut by_service: BTreeMap<&str, Tally> = BTreeMap::new();
+    for ((service, _, kind), tally) in &a.tallies.operations {
+        let t = by_service.entry(a.names.services.get(*service)).or_default();
+        if Kind::parse(a.names.kinds.get(*kind)).is_entry() {
+            t.merge(tally);
+        }
+    }
+    Ok(by_service
+        .iter()
+        .map(|(service, t)| red_of(service, None, t))
+        .collect())
 }
 
 /// RED per operation of `service` over `window`: its entry spans by default, or spans
@@ -86,51 +96,26 @@ pub async fn operations(
     span_kind: Option<&str>,
     window: Window,
 ) -> Result<Vec<Red>, TraceError> {
-    let kind = match span_kind {
-        None | Some("") => ENTRY_KINDS.to_string(),
-        Some("all") => "TRUE".to_string(),
-        Some(k) => format!("kind = {}", lit(k)),
+    let a = window_aggregate(engine, window).await?;
+    let wanted = |kind: &str| match span_kind {
+        None | Some("") => Kind::parse(kind).is_entry(),
+        Some("all") => true,
+        Some(k) => kind == k,
     };
-    let sql = format!(
-        "SELECT service_name, name, kind AS span_kind, count(*) AS requests, \
-           sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END) AS errors, \
-           {} AS p50, {} AS p95, {} AS p99 \
-         FROM spans WHERE service_name = {} AND {kind} AND {} \
-         GROUP BY service_name, name, kind ORDER BY name, kind",
-        percentile(0.5, "TRUE"),
-        percentile(0.95, "TRUE"),
-        percentile(0.99, "TRUE"),
-        lit(service),
-        window.sql("start_time")
-    );
-    collect(engine, &sql, true).await
-}
-
-async fn collect(engine: &QueryEngine, sql: &str, per_op: bool) -> Result<Vec<Red>, TraceError> {
-    let mut out = Vec::new();
-    for b in rows(engine, sql).await? {
-        for row in 0..b.num_rows() {
-            out.push(Red {
-                service: str_at(&b, "service_name", row).unwrap_or_default(),
-                operation: if per_op {
-                    str_at(&b, "name", row)
-                } else {
-                    None
-                },
-                span_kind: if per_op {
-                    str_at(&b, "span_kind", row)
-                } else {
-                    None
-                },
-                requests: int_at(&b, "requests", row).unwrap_or(0).max(0) as u64,
-                errors: int_at(&b, "errors", row).unwrap_or(0).max(0) as u64,
-                p50: float_at(&b, "p50", row),
-                p95: float_at(&b, "p95", row),
-                p99: float_at(&b, "p99", row),
-            });
+    let mut by_op: BTreeMap<(&str, &str), Tally> = BTreeMap::new();
+    for ((s, op, kind), tally) in &a.tallies.operations {
+        let kind = a.names.kinds.get(*kind);
+        if a.names.services.get(*s) == service && wanted(kind) {
+            by_op
+                .entry((a.names.operations.get(*op), kind))
+                .or_default()
+                .merge(tally);
         }
     }
-    Ok(out)
+    Ok(by_op
+        .iter()
+        .map(|(op, t)| red_of(service, Some(*op), t))
+        .collect())
 }
 
 /// Names of every service with spans (any time), sorted.

@@ -72,10 +72,15 @@ impl Store {
     }
 }
 
-/// Deletes a file and its log index directory (if any). Missing ones are not an error.
+/// Deletes a file, its span aggregates and its log index directory (if any). Missing ones are not an error.
 pub(super) fn delete(data_dir: &Path, file: &FileEntry) -> std::io::Result<()> {
     let path = data_dir.join(&file.path);
     match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    match std::fs::remove_file(crate::span_aggregates::agg_path(&path)) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),

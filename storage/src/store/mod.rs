@@ -159,6 +159,8 @@ struct Inner {
     log_fields: LogFields,
     head_index: HeadIndex,
     file_indexes: FileIndexes,
+    /// Span aggregates of the `spans` files, read once each.
+    span_aggregates: crate::span_aggregates::Cache,
     /// Files dropped from the catalog by retention or compaction, deleted once their
     /// time comes.
     doomed: gc::DroppedFiles,
@@ -313,6 +315,20 @@ impl Store {
         let receiver = self.inner.head_index.subscribe(query, from_seq, capacity);
         drop(state);
         receiver
+    }
+
+    /// The span aggregates of the given `spans` files (of a [`Snapshot`]), read once
+    /// and cached (files never change), in the same order.
+    ///
+    /// # Errors
+    /// When a file's aggregates can neither be read nor rebuilt from its rows.
+    pub fn span_aggregates(
+        &self,
+        files: &[FileEntry],
+    ) -> Result<Vec<Arc<periscope_spanagg::Summary>>> {
+        self.inner
+            .span_aggregates
+            .get(&self.inner.config.data_dir, files)
     }
 
     /// Every file in the catalog.

@@ -101,6 +101,7 @@ impl Store {
             log_fields,
             head_index,
             file_indexes: FileIndexes::default(),
+            span_aggregates: Default::default(),
             doomed,
             stopping: std::sync::atomic::AtomicBool::new(false),
             compaction_lock: tokio::sync::Mutex::new(()),

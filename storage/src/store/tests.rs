@@ -6,6 +6,7 @@ use crate::compaction::{self, MergeTarget};
 use crate::flush;
 use crate::layout;
 use crate::logindex;
+use crate::span_aggregates;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use periscope_otlp as otlp;
@@ -355,9 +356,27 @@ async fn compaction_merges_small_files_into_one_file_of_sorted_row_groups_with_t
         "distinct rows"
     );
 
+    for f in &before {
+        assert!(
+            span_aggregates::agg_path(&dir.path().join(&f.path)).exists(),
+            "a flushed spans file has its span aggregates"
+        );
+    }
     let merged = store.compact().await;
     assert_eq!(merged, before.len());
     let after = store.snapshot(Signal::Spans).files;
+    // The output's aggregates, merged from the inputs', are those of its rows.
+    let out = dir.path().join(&after[0].path);
+    let stored = span_aggregates::load(dir.path(), &after[0]).unwrap();
+    assert_eq!(stored, span_aggregates::from_rows(&out).unwrap());
+    let ops: u64 = stored
+        .minutes
+        .iter()
+        .flat_map(|m| &m.operations)
+        .map(|o| o.tally.calls)
+        .sum();
+    assert_eq!(ops, 2400, "every span counted once");
+    assert!(after[0].index_bytes > 0, "the aggregates' size is counted");
     assert_eq!(after.len(), 1, "{after:?}");
     assert!(after[0].path.contains("/c"), "{}", after[0].path);
     assert_eq!(after[0].rows, 2400);
@@ -397,7 +416,9 @@ async fn compaction_merges_small_files_into_one_file_of_sorted_row_groups_with_t
     // The inputs are deleted once their grace period is over, the output stays.
     store.delete_doomed();
     for f in &before {
-        assert!(!dir.path().join(&f.path).exists(), "{} left", f.path);
+        let path = dir.path().join(&f.path);
+        assert!(!path.exists(), "{} left", f.path);
+        assert!(!span_aggregates::agg_path(&path).exists(), "{} aggregates left", f.path);
     }
     assert!(dir.path().join(&after[0].path).exists());
     assert_eq!(store.compact().await, 0, "nothing more to merge");
@@ -488,6 +509,15 @@ async fn a_crash_before_or_after_the_compaction_commit_loses_and_doubles_nothing
             .exists(),
         "the uncommitted output was removed"
     );
+    assert!(
+        !dir.path()
+            .join(layout::partition_of(
+                &store.snapshot(Signal::Spans).files[0]
+            ))
+            .join("c999999999999-000.agg")
+            .exists(),
+        "and its span aggregates"
+    );
     // A committed merge whose inputs were not deleted yet when the process died.
     let inputs = store.snapshot(Signal::Spans).files;
     assert_eq!(store.compact().await, 3);
@@ -502,12 +532,12 @@ async fn a_crash_before_or_after_the_compaction_commit_loses_and_doubles_nothing
     assert_eq!(rows(&store.snapshot(Signal::Spans)), 150);
     assert_eq!(store.snapshot(Signal::Spans).files.len(), 1);
     for f in &inputs {
-        assert!(
-            !dir.path().join(&f.path).exists(),
-            "{} was not removed",
-            f.path
-        );
+        let path = dir.path().join(&f.path);
+        assert!(!path.exists(), "{} was not removed", f.path);
+        assert!(!span_aggregates::agg_path(&path).exists(), "{} aggregates left", f.path);
     }
+    let merged = &store.snapshot(Signal::Spans).files[0];
+    assert!(span_aggregates::agg_path(&dir.path().join(&merged.path)).exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,33 +1,23 @@
-//! The service dependency graph of a time window, computed from spans.
-//!
-//! Edges come from
-//! - a parent and child span in different services: `parent service → child service`,
-//!   with the child's duration as latency (the callee's view, as Tempo's server latency);
-//! - a client or producer span to a peer that exports nothing: a database (`db.system`),
-//!   a queue or topic (`messaging.system`, `messaging.destination.name`), or an external
-//!   host (`peer.service`, `server.address`) when no span of another service is its child;
-//! - messaging: `producer service → queue` for each producer span and `queue → consumer
-//!   service` for each consumer span below it (or carrying the same messaging attributes).
+//! The service dependency graph of a time window, from the span aggregates of the window
+//! (see `periscope-spanagg` for the rules that make edges, and `docs/traces.md`).
 //!
 //! Node kinds come from the `periscope.component.kind` resource attribute (`gateway`,
 //! `mesh-proxy`, `service`) or from the peer type (`database`, `messaging`, `external`).
 //!
-//! The parts: `peer` (node kinds, peers from span attributes), `tally` (latency and error
-//! counts in bounded memory), `build` (spans → [`Graph`]), `render` (the JSON answer) and
-//! `load` (the spans of a window, through SQL).
+//! The parts: `build` (aggregates → [`Graph`]), `render` (the JSON answer) and `load`
+//! (the aggregates of a window).
 
 mod build;
 mod load;
-mod peer;
 mod render;
-mod tally;
+
+use periscope_spanagg::{peer, tally};
 
 use super::fetch::Window;
 
 pub use build::GraphBuilder;
 pub use load::service_graph;
-pub use peer::{NodeKind, Peer};
-pub use tally::Tally;
+pub use periscope_spanagg::{NodeKind, Peer, Tally};
 
 /// A node of the map.
 #[derive(Debug, Clone)]

@@ -2,8 +2,11 @@
 //! producer span talks to ([`Peer`]), named from its `db.*`, `messaging.*` or host
 //! attributes.
 
+use serde::{Deserialize, Serialize};
+
 /// What a node of the map is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum NodeKind {
     /// An instrumented service.
     Service,
@@ -41,7 +44,7 @@ impl NodeKind {
         }
     }
 
-    pub(super) fn is_peer(self) -> bool {
+    pub fn is_peer(self) -> bool {
         matches!(
             self,
             NodeKind::Database | NodeKind::Messaging | NodeKind::External
@@ -50,7 +53,7 @@ impl NodeKind {
 }
 
 /// A peer a client or producer span talks to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Peer {
     /// Database, messaging or external.
     pub kind: NodeKind,
@@ -72,7 +75,7 @@ impl Peer {
         PeerRef::from_attributes(attr).map(|p| p.to_owned())
     }
 
-    pub(super) fn as_ref(&self) -> PeerRef<'_> {
+    pub fn as_ref(&self) -> PeerRef<'_> {
         PeerRef {
             kind: self.kind,
             name: &self.name,
@@ -83,14 +86,14 @@ impl Peer {
 
 /// A [`Peer`] borrowing its names from the span's attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct PeerRef<'a> {
+pub struct PeerRef<'a> {
     kind: NodeKind,
     name: &'a str,
     system: Option<&'a str>,
 }
 
 impl<'a> PeerRef<'a> {
-    pub(super) fn from_attributes(attr: impl Fn(&str) -> Option<&'a str>) -> Option<PeerRef<'a>> {
+    pub fn from_attributes(attr: impl Fn(&str) -> Option<&'a str>) -> Option<PeerRef<'a>> {
         let nonempty = |k: &str| attr(k).filter(|v| !v.is_empty());
         if let Some(system) = nonempty("db.system.name").or_else(|| nonempty("db.system")) {
             let name = nonempty("db.namespace")
@@ -122,7 +125,7 @@ impl<'a> PeerRef<'a> {
         })
     }
 
-    pub(super) fn to_owned(self) -> Peer {
+    pub fn to_owned(self) -> Peer {
         Peer {
             kind: self.kind,
             name: self.name.to_string(),

@@ -1,0 +1,132 @@
+//! The span aggregates beside each spans file (`{file}.agg`, see the `periscope-spanagg`
+//! crate and `docs/traces.md`): written with the file by flush and compaction, fsynced
+//! before the catalog lists the file, deleted with it, and read back (or, for a file
+//! written before aggregates existed, built from its rows) for the service graph and RED.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use periscope_spanagg::{Summary, SummaryBuilder};
+
+use crate::catalog::FileEntry;
+use crate::error::{Error, Result};
+
+/// The columns the aggregates read.
+pub const COLUMNS: [&str; 11] = [
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "service_name",
+    "name",
+    "kind",
+    "start_time",
+    "duration_ns",
+    "status_code",
+    "attributes",
+    "resource_attributes",
+];
+
+/// Where the aggregates of the spans file at `parquet` are.
+pub fn agg_path(parquet: &Path) -> PathBuf {
+    parquet.with_extension("agg")
+}
+
+/// Writes `summary` beside `parquet` (through a temporary file, fsynced, renamed) and
+/// returns its size; the caller fsyncs the directory.
+pub(crate) fn write(parquet: &Path, summary: &Summary) -> Result<u64> {
+    let bytes = summary.encode()?;
+    let path = agg_path(parquet);
+    let tmp = path.with_extension("agg.tmp");
+    fs::write(&tmp, &bytes).map_err(Error::io("write", &tmp))?;
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(Error::io("fsync", &tmp))?;
+    fs::rename(&tmp, &path).map_err(Error::io("rename", &path))?;
+    Ok(bytes.len() as u64)
+}
+
+/// The aggregates of `file`: read from beside it or, when there are none (a file written
+/// before they existed, or they were lost), built from its rows.
+///
+/// # Errors
+/// When neither the aggregates nor the file can be read.
+pub fn load(data_dir: &Path, file: &FileEntry) -> Result<Summary> {
+    let parquet = data_dir.join(&file.path);
+    let path = agg_path(&parquet);
+    match fs::read(&path) {
+        Ok(bytes) => match Summary::decode(&bytes) {
+            Ok(s) => return Ok(s),
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "Span aggregates unreadable; rebuilding them from the file's rows.");
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("read", &path)(e)),
+    }
+    from_rows(&parquet)
+}
+
+/// Builds the aggregates of a spans file from its rows.
+pub(crate) fn from_rows(parquet: &Path) -> Result<Summary> {
+    let f = fs::File::open(parquet).map_err(Error::io("open", parquet))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f)?;
+    let schema = builder.parquet_schema();
+    let roots: Vec<usize> = builder
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, field)| COLUMNS.contains(&field.name().as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::roots(schema, roots);
+    let mut out = SummaryBuilder::new();
+    for batch in builder.with_projection(mask).build()? {
+        out.add_batch(&batch?);
+    }
+    Ok(out.finish())
+}
+
+/// Aggregates read so far, by file path: files never change once written, so an entry
+/// stays valid until its file leaves the catalog.
+#[derive(Default)]
+pub(crate) struct Cache {
+    summaries: Mutex<HashMap<String, Arc<Summary>>>,
+}
+
+impl Cache {
+    /// The aggregates of `files` (spans files), reading those not cached yet; entries of
+    /// files no longer given are dropped.
+    pub(crate) fn get(&self, data_dir: &Path, files: &[FileEntry]) -> Result<Vec<Arc<Summary>>> {
+        let mut out = Vec::with_capacity(files.len());
+        let mut missing = Vec::new();
+        {
+            let cache = self.summaries.lock();
+            for f in files {
+                match cache.get(&f.path) {
+                    Some(s) => out.push(Some(s.clone())),
+                    None => {
+                        missing.push(out.len());
+                        out.push(None);
+                    }
+                }
+            }
+        }
+        for i in missing {
+            out[i] = Some(Arc::new(load(data_dir, &files[i])?));
+        }
+        let out: Vec<Arc<Summary>> = out.into_iter().flatten().collect();
+        let live: std::collections::HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        let mut cache = self.summaries.lock();
+        cache.retain(|path, _| live.contains(path.as_str()));
+        for (f, s) in files.iter().zip(&out) {
+            cache.entry(f.path.clone()).or_insert_with(|| s.clone());
+        }
+        Ok(out)
+    }
+}
