@@ -688,8 +688,13 @@ async fn fixture_topology_through_every_trace_api() {
         .as_array()
         .and_then(|e| e.iter().find(|e| e["target"] == "external:bank.example"))
         .expect("bank edge");
-    assert_eq!(bank["p50_ms"], 5.0);
-    assert_eq!(bank["p99_ms"], 5.0);
+    // Percentiles come from buckets 1% wide.
+    let near = |v: &serde_json::Value, want: f64| {
+        v.as_f64()
+            .is_some_and(|got| (got - want).abs() <= want * 0.01)
+    };
+    assert!(near(&bank["p50_ms"], 5.0), "{bank}");
+    assert!(near(&bank["p99_ms"], 5.0), "{bank}");
 
     // Search.
     let found = ok(&server, "/api/v1/traces", &with(&[("service", "payment")])).await;
@@ -840,7 +845,8 @@ async fn fixture_topology_through_every_trace_api() {
         .as_array()
         .and_then(|l| l.iter().find(|r| r["service_name"] == "payment"))
         .expect("payment");
-    assert_eq!(pay["p50_ms"], 43.0);
+    let p50 = pay["p50_ms"].as_f64().unwrap_or(0.0);
+    assert!((p50 - 43.0).abs() <= 0.43, "within 1%: {pay}");
     let ops = ok(&server, "/api/v1/services/payment/operations", &window()).await;
     assert_eq!(ops["operations"].as_array().map(Vec::len), Some(1), "{ops}");
     assert_eq!(ops["operations"][0]["operation"], "POST /pay");
