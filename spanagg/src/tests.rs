@@ -119,7 +119,11 @@ fn corpus(rng: &mut StdRng, traces: usize) -> Vec<Row> {
             next_id += 1;
             format!("{:016x}", next_id.wrapping_mul(0x2545_f491_4f6c_dd1d))
         };
-        let root_parent = if rng.random_bool(0.1) { Some(id()) } else { None };
+        let root_parent = if rng.random_bool(0.1) {
+            Some(id())
+        } else {
+            None
+        };
         let root = id();
         let s0 = SERVICES[rng.random_range(0..2)].to_string();
         let mut spans = vec![(root.clone(), s0.clone(), "server")];
@@ -152,7 +156,10 @@ fn corpus(rng: &mut StdRng, traces: usize) -> Vec<Row> {
                     1 => (
                         "client",
                         pservice.clone(),
-                        vec![("db.system", "postgresql".into()), ("db.namespace", "shop".into())],
+                        vec![
+                            ("db.system", "postgresql".into()),
+                            ("db.namespace", "shop".into()),
+                        ],
                     ),
                     2 => (
                         "producer",
@@ -246,7 +253,13 @@ fn answer(a: &Aggregate) -> Answer {
         .tallies
         .edges
         .iter()
-        .map(|((s, t), tally)| (end_name(*s, &a.names), end_name(*t, &a.names), tally.clone()))
+        .map(|((s, t), tally)| {
+            (
+                end_name(*s, &a.names),
+                end_name(*t, &a.names),
+                tally.clone(),
+            )
+        })
         .collect();
     edges.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
     let mut ops: Vec<_> = a
@@ -330,7 +343,13 @@ fn aggregates_equal_a_single_pass_over_every_span() {
             let inputs: Vec<File> = files.drain(..n).collect();
             files.push(merge_files(&rows, inputs, &mut rng));
         }
-        for window in [(i64::MIN / 2, i64::MAX / 2), (3, 9), (0, 1), (-3, 2), (15, 40)] {
+        for window in [
+            (i64::MIN / 2, i64::MAX / 2),
+            (3, 9),
+            (0, 1),
+            (-3, 2),
+            (15, 40),
+        ] {
             let want = reference(&rows, window);
             let got = query(&rows, &files, window);
             assert_eq!(
@@ -354,7 +373,11 @@ fn a_file_with_whole_traces_defers_only_what_waits_outside_it() {
     let f = write_file(&rows, (0..rows.len()).collect(), &mut rng);
     // Only orphans wait: their parents are in no file.
     let orphans = f.summary.deferred.len();
-    assert!(orphans > 0 && orphans < rows.len(), "{orphans} of {}", rows.len());
+    assert!(
+        orphans > 0 && orphans < rows.len(),
+        "{orphans} of {}",
+        rows.len()
+    );
     assert!(f.summary.deferred.iter().all(|d| d.parent_row.is_none()));
 }
 
@@ -363,6 +386,8 @@ fn damaged_or_foreign_aggregates_are_a_clear_error() {
     assert!(Summary::decode(b"not zstd").is_err());
     let mut s = Summary::default();
     s.version = 99;
-    let err = Summary::decode(&s.encode().unwrap()).unwrap_err().to_string();
+    let err = Summary::decode(&s.encode().unwrap())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("version 99"), "{err}");
 }

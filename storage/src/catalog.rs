@@ -126,8 +126,7 @@ impl Catalog {
                     let orphan = matches!(
                         ext,
                         Some("parquet") | Some("tmp") | Some("index") | Some("agg")
-                    )
-                        && !known.contains(rel.as_str());
+                    ) && !known.contains(rel.as_str());
                     let gone = orphan
                         && if is_dir {
                             fs::remove_dir_all(p).is_ok()

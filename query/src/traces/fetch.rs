@@ -101,21 +101,3 @@ pub(crate) fn int_at(batch: &RecordBatch, name: &str, row: usize) -> Option<i64>
         _ => None,
     }
 }
-
-/// Float column `name` at `row`.
-pub(crate) fn float_at(batch: &RecordBatch, name: &str, row: usize) -> Option<f64> {
-    let a = batch.column_by_name(name)?;
-    if a.is_null(row) {
-        return None;
-    }
-    match a.data_type() {
-        arrow::datatypes::DataType::Float64 => {
-            Some(a.as_primitive::<arrow::datatypes::Float64Type>().value(row))
-        }
-        arrow::datatypes::DataType::Int64 => Some(a.as_primitive::<Int64Type>().value(row) as f64),
-        arrow::datatypes::DataType::UInt64 => {
-            Some(a.as_primitive::<UInt64Type>().value(row) as f64)
-        }
-        _ => None,
-    }
-}

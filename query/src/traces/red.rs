@@ -77,7 +77,9 @@ pub async fn services(engine: &QueryEngine, window: Window) -> Result<Vec<Red>, 
     let a = window_aggregate(engine, window).await?;
     let mut by_service: BTreeMap<&str, Tally> = BTreeMap::new();
     for ((service, _, kind), tally) in &a.tallies.operations {
-        let t = by_service.entry(a.names.services.get(*service)).or_default();
+        let t = by_service
+            .entry(a.names.services.get(*service))
+            .or_default();
         if Kind::parse(a.names.kinds.get(*kind)).is_entry() {
             t.merge(tally);
         }

@@ -418,7 +418,11 @@ async fn compaction_merges_small_files_into_one_file_of_sorted_row_groups_with_t
     for f in &before {
         let path = dir.path().join(&f.path);
         assert!(!path.exists(), "{} left", f.path);
-        assert!(!span_aggregates::agg_path(&path).exists(), "{} aggregates left", f.path);
+        assert!(
+            !span_aggregates::agg_path(&path).exists(),
+            "{} aggregates left",
+            f.path
+        );
     }
     assert!(dir.path().join(&after[0].path).exists());
     assert_eq!(store.compact().await, 0, "nothing more to merge");
@@ -534,7 +538,11 @@ async fn a_crash_before_or_after_the_compaction_commit_loses_and_doubles_nothing
     for f in &inputs {
         let path = dir.path().join(&f.path);
         assert!(!path.exists(), "{} was not removed", f.path);
-        assert!(!span_aggregates::agg_path(&path).exists(), "{} aggregates left", f.path);
+        assert!(
+            !span_aggregates::agg_path(&path).exists(),
+            "{} aggregates left",
+            f.path
+        );
     }
     let merged = &store.snapshot(Signal::Spans).files[0];
     assert!(span_aggregates::agg_path(&dir.path().join(&merged.path)).exists());
