@@ -11,6 +11,7 @@ use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
@@ -163,8 +164,18 @@ impl TableProvider for StoreTable {
                 global: state.config_options().execution.parquet.clone(),
                 ..TableParquetOptions::default()
             };
-            let mut source =
-                ParquetSource::new(Arc::clone(&self.schema)).with_table_parquet_options(options);
+            // Footers and page indexes are read once per file and kept in the runtime's
+            // bounded metadata cache (files never change once written, and a path never
+            // names two different files), instead of being read and parsed per query.
+            let store = state
+                .runtime_env()
+                .object_store(ObjectStoreUrl::local_filesystem())?;
+            let metadata = state.runtime_env().cache_manager.get_file_metadata_cache();
+            let mut source = ParquetSource::new(Arc::clone(&self.schema))
+                .with_table_parquet_options(options)
+                .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+                    store, metadata,
+                )));
             if let Some(predicate) = filters.iter().cloned().reduce(|a, b| a.and(b)) {
                 let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
                 let physical = state.create_physical_expr(predicate, &df_schema)?;

@@ -1,7 +1,8 @@
 //! The Parquet layout of part files, which flush and compaction both write: the writer
 //! properties, the sort key, the row-group size and the partition paths.
 //!
-//! Rows are sorted by the table's sort key (service or metric name, then time; metric
+//! Rows are sorted by the table's sort key (trace id for spans, service or metric name
+//! for the others, then time; metric
 //! points by metric, service, then series — a hash of their attribute maps — then time, so
 //! each series' samples sit together and delta-encode), split by
 //! the hour of their time column into `{table}/{YYYY-MM-DD}/{HH}/` directories, and
@@ -28,6 +29,8 @@ use crate::schema::Signal;
 pub(crate) const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 /// Most rows in one row group.
 pub(crate) const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Most rows in one data page of a spans file.
+const SPAN_PAGE_ROWS: usize = 4096;
 
 /// Writer settings; `rows` sizes the bloom filter (one per row group) so it stays small.
 pub(crate) fn writer_properties(signal: Signal, rows: usize) -> Result<WriterProperties> {
@@ -92,6 +95,11 @@ pub(crate) fn writer_properties(signal: Signal, rows: usize) -> Result<WriterPro
             props = props
                 .set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::Page);
         }
+    }
+    if signal == Signal::Spans {
+        // Pages of a few thousand rows: the trace view decodes the pages that hold its
+        // trace, not a row group's worth of every column.
+        props = props.set_data_page_row_count_limit(SPAN_PAGE_ROWS);
     }
     if schema.index_of("trace_id").is_ok() && signal != Signal::Metrics {
         props = props

@@ -381,7 +381,7 @@ async fn compaction_merges_small_files_into_one_file_of_sorted_row_groups_with_t
     assert!(after[0].path.contains("/c"), "{}", after[0].path);
     assert_eq!(after[0].rows, 2400);
     let in_file = file_spans(dir.path(), &store).concat();
-    // Every row group is sorted by the sort key (service, then start time).
+    // Every row group is sorted by the sort key (trace id, then start time).
     let file = std::fs::File::open(dir.path().join(&after[0].path)).unwrap();
     let builder =
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
@@ -389,7 +389,7 @@ async fn compaction_merges_small_files_into_one_file_of_sorted_row_groups_with_t
     assert!(groups > 1, "small work memory makes several row groups");
     for g in 0..groups {
         let file = std::fs::File::open(dir.path().join(&after[0].path)).unwrap();
-        let times: Vec<i64> =
+        let keys: Vec<(String, i64)> =
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
                 .unwrap()
                 .with_row_groups(vec![g])
@@ -401,10 +401,19 @@ async fn compaction_merges_small_files_into_one_file_of_sorted_row_groups_with_t
                         arrow::datatypes::TimestampNanosecondType,
                     >(b.column_by_name("start_time").unwrap())
                     .clone();
-                    t.values().to_vec()
+                    let ids = arrow::array::AsArray::as_string::<i32>(
+                        b.column_by_name("trace_id").unwrap(),
+                    )
+                    .clone();
+                    (0..b.num_rows())
+                        .map(|i| (ids.value(i).to_string(), t.value(i)))
+                        .collect::<Vec<_>>()
                 })
                 .collect();
-        assert!(times.is_sorted(), "row group {g} is not sorted by time");
+        assert!(
+            keys.is_sorted(),
+            "row group {g} is not sorted by trace, then time"
+        );
     }
     let mut rows_after = in_file;
     rows_after.sort();
