@@ -260,4 +260,55 @@ mod tests {
         let b = TimeBounds::from_filters(&filters, "start_time");
         assert_eq!(b, TimeBounds::default());
     }
+
+    #[tokio::test]
+    async fn a_relative_data_directory_serves_its_flushed_files() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        // `periscope serve --data-dir data`: the files are found from the working
+        // directory, not from the file system's root.
+        let dir = tempfile::tempdir_in(".").expect("temp dir");
+        let cwd = std::env::current_dir().expect("working directory");
+        let relative = dir.path().strip_prefix(&cwd).unwrap_or(dir.path());
+        assert!(relative.is_relative(), "{}", relative.display());
+        let store = Store::open(periscope_storage::StoreConfig::new(relative)).expect("open");
+        assert!(store.data_dir().is_absolute());
+        let spans = (0..10u64)
+            .map(|i| Span {
+                trace_id: vec![7; 16],
+                span_id: (i + 1).to_be_bytes().to_vec(),
+                name: "op".into(),
+                start_time_unix_nano: 1_700_000_000_000_000_000 + i,
+                end_time_unix_nano: 1_700_000_000_000_000_100 + i,
+                ..Default::default()
+            })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let batch = periscope_otlp::spans(&request)
+            .expect("spans")
+            .batch
+            .expect("rows");
+        store.append(Signal::Spans, batch).await.expect("append");
+        store.flush().await.expect("flush");
+        assert_eq!(store.snapshot(Signal::Spans).files.len(), 1);
+        let engine = crate::engine::QueryEngine::new(store, crate::engine::QueryConfig::default())
+            .expect("engine");
+        let out = engine
+            .execute("SELECT count(*) AS n FROM spans")
+            .await
+            .expect("the flushed file is read");
+        let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(
+            out.batches[0].column(0),
+        )
+        .value(0);
+        assert_eq!(n, 10);
+    }
 }

@@ -32,7 +32,12 @@ impl Store {
     ///
     /// # Errors
     /// When the directory cannot be created or read, or the catalog is damaged.
-    pub fn open(config: StoreConfig) -> Result<Store> {
+    pub fn open(mut config: StoreConfig) -> Result<Store> {
+        // Absolute from here on: file paths handed to the query engine are resolved
+        // from the file system's root, so a relative `--data-dir` (as `periscope serve
+        // --data-dir data`) must not be read against `/`.
+        config.data_dir = std::path::absolute(&config.data_dir)
+            .map_err(Error::io("resolve data directory", &config.data_dir))?;
         let data_dir = config.data_dir.clone();
         let wal_dir = data_dir.join("wal");
         std::fs::create_dir_all(&wal_dir).map_err(Error::io("create data directory", &wal_dir))?;
