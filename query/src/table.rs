@@ -16,10 +16,12 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, Pa
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::logical_expr::{cast, col, when};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::union::UnionExec;
-use periscope_storage::{FileEntry, Signal, Store};
+use periscope_storage::{FileEntry, Signal, Store, derived};
 
 /// Number of partitions the head and the files are each read in.
 const PARTITIONS: usize = 2;
@@ -171,12 +173,22 @@ impl TableProvider for StoreTable {
                 .runtime_env()
                 .object_store(ObjectStoreUrl::local_filesystem())?;
             let metadata = state.runtime_env().cache_manager.get_file_metadata_cache();
+            // Spans files may leave `end_time` out (derived on read): the scan reads
+            // `start_time` and `duration_ns` for it, and filters on it stay above the scan.
+            let derive = self.end_time_derived(projection);
+            let scan_projection = derive
+                .as_ref()
+                .map_or_else(|| projection.cloned(), |d| Some(d.scan.clone()));
             let mut source = ParquetSource::new(Arc::clone(&self.schema))
                 .with_table_parquet_options(options)
                 .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
                     store, metadata,
                 )));
-            if let Some(predicate) = filters.iter().cloned().reduce(|a, b| a.and(b)) {
+            let pushed = filters
+                .iter()
+                .filter(|f| !(self.signal == Signal::Spans && mentions(f, derived::END_TIME)))
+                .cloned();
+            if let Some(predicate) = pushed.reduce(|a, b| a.and(b)) {
                 let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
                 let physical = state.create_physical_expr(predicate, &df_schema)?;
                 source = source.with_predicate(physical);
@@ -189,10 +201,14 @@ impl TableProvider for StoreTable {
             let config =
                 FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
                     .with_file_groups(groups)
-                    .with_projection_indices(projection.cloned())?
+                    .with_projection_indices(scan_projection)?
                     .with_limit(limit)
                     .build();
-            inputs.push(DataSourceExec::from_data_source(config));
+            let scan = DataSourceExec::from_data_source(config);
+            inputs.push(match derive {
+                Some(d) => d.project(scan, state)?,
+                None => scan,
+            });
         }
 
         if inputs.is_empty() {
@@ -203,6 +219,85 @@ impl TableProvider for StoreTable {
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
         UnionExec::try_new(inputs)
+    }
+}
+
+/// Whether `expr` refers to column `name`.
+fn mentions(expr: &Expr, name: &str) -> bool {
+    expr.column_refs().iter().any(|c| c.name == name)
+}
+
+/// How a spans scan that returns `end_time` reads it: the columns read from the files,
+/// and which output column is derived.
+struct DerivedEndTime {
+    /// The table's columns to return, in order.
+    wanted: Vec<usize>,
+    /// The columns read from the files: `wanted` plus what `end_time` is derived from.
+    scan: Vec<usize>,
+}
+
+impl StoreTable {
+    /// For a spans scan that returns `end_time`, how to derive it; `None` otherwise.
+    fn end_time_derived(&self, projection: Option<&Vec<usize>>) -> Option<DerivedEndTime> {
+        if self.signal != Signal::Spans {
+            return None;
+        }
+        let end = self.schema.index_of(derived::END_TIME).ok()?;
+        let wanted: Vec<usize> = projection
+            .cloned()
+            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        if !wanted.contains(&end) {
+            return None;
+        }
+        let mut scan = wanted.clone();
+        for name in ["start_time", "duration_ns"] {
+            let i = self.schema.index_of(name).ok()?;
+            if !scan.contains(&i) {
+                scan.push(i);
+            }
+        }
+        Some(DerivedEndTime { wanted, scan })
+    }
+}
+
+impl DerivedEndTime {
+    /// `scan` (which read [`DerivedEndTime::scan`]) projected to the wanted columns, with
+    /// `end_time` as stored or, in files that leave it out, `start_time + duration_ns`.
+    fn project(
+        &self,
+        scan: Arc<dyn ExecutionPlan>,
+        state: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let input = scan.schema();
+        let df_schema = DFSchema::try_from(input.as_ref().clone())?;
+        let exprs = self
+            .wanted
+            .iter()
+            .map(|&i| {
+                let field = input.field(self.scan.iter().position(|&s| s == i).unwrap_or(i));
+                let name = field.name().clone();
+                let expr = if name == derived::END_TIME {
+                    // As stored where the file has it, else derived (a CASE: the physical
+                    // planner takes no `coalesce`).
+                    when(col(derived::END_TIME).is_not_null(), col(derived::END_TIME)).otherwise(
+                        col("start_time")
+                            + cast(
+                                col("duration_ns"),
+                                arrow::datatypes::DataType::Duration(
+                                    arrow::datatypes::TimeUnit::Nanosecond,
+                                ),
+                            ),
+                    )?
+                } else {
+                    col(name.as_str())
+                };
+                Ok(ProjectionExpr::new(
+                    state.create_physical_expr(expr, &df_schema)?,
+                    name,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(ProjectionExec::try_new(exprs, scan)?))
     }
 }
 
@@ -310,5 +405,117 @@ mod tests {
         )
         .value(0);
         assert_eq!(n, 10);
+    }
+
+    #[tokio::test]
+    async fn end_time_reads_the_same_whether_stored_or_derived() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let base = 1_700_000_000_000_000_000u64;
+        let batch = |spans: Vec<Span>| {
+            let request = ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            periscope_otlp::spans(&request)
+                .expect("spans")
+                .batch
+                .expect("rows")
+        };
+        let span = |i: u64, start: u64, end: u64| Span {
+            trace_id: vec![9; 16],
+            span_id: (i + 1).to_be_bytes().to_vec(),
+            name: "op".into(),
+            start_time_unix_nano: start,
+            end_time_unix_nano: end,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(periscope_storage::StoreConfig::new(dir.path())).expect("open");
+        // A file whose rows all derive end_time (left out), then one with a span that has
+        // an end but no start (stored), then rows still in the head.
+        let derivable: Vec<Span> = (0..5)
+            .map(|i| span(i, base + i, base + 100 * i + 7))
+            .collect();
+        store
+            .append(Signal::Spans, batch(derivable))
+            .await
+            .expect("append");
+        store.flush().await.expect("flush");
+        store
+            .append(
+                Signal::Spans,
+                batch(vec![span(5, 0, base + 1_000), span(6, base + 6, base + 60)]),
+            )
+            .await
+            .expect("append");
+        store.flush().await.expect("flush");
+        store
+            .append(Signal::Spans, batch(vec![span(7, base + 7, base + 70)]))
+            .await
+            .expect("append");
+        // The span without a start goes to the partition of time 0: three files.
+        let files = store.snapshot(Signal::Spans).files;
+        assert_eq!(files.len(), 3);
+        let stores_end = |f: &FileEntry| {
+            let file = std::fs::File::open(dir.path().join(&f.path)).expect("file");
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .expect("parquet")
+                .schema()
+                .column_with_name("end_time")
+                .is_some()
+        };
+        let mut stored: Vec<bool> = files.iter().map(stores_end).collect();
+        stored.sort();
+        assert_eq!(
+            stored,
+            [false, false, true],
+            "only the file with the odd span stores end_time"
+        );
+        let engine = crate::engine::QueryEngine::new(store, crate::engine::QueryConfig::default())
+            .expect("engine");
+        let ends = |sql: &'static str| {
+            let engine = engine.clone();
+            async move {
+                let out = engine.execute(sql).await.expect("query");
+                let mut v: Vec<Option<i64>> = Vec::new();
+                for b in &out.batches {
+                    let a = arrow::array::AsArray::as_primitive::<
+                        arrow::datatypes::TimestampNanosecondType,
+                    >(b.column(0));
+                    v.extend((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i))));
+                }
+                v.sort();
+                v
+            }
+        };
+        let b = base as i64;
+        let mut want: Vec<Option<i64>> = (0..5).map(|i| Some(b + 100 * i + 7)).collect();
+        want.extend([Some(b + 1_000), Some(b + 60), Some(b + 70)]);
+        want.sort();
+        assert_eq!(ends("SELECT end_time FROM spans").await, want);
+        assert_eq!(
+            ends("SELECT end_time FROM spans WHERE end_time >= '2023-11-14T22:13:20.000000300Z'")
+                .await,
+            want.iter()
+                .copied()
+                .filter(|e| e.is_some_and(|e| e >= b + 300))
+                .collect::<Vec<_>>(),
+            "filters on the derived column see derived values"
+        );
+        let out = engine
+            .execute("SELECT count(*) FROM spans WHERE end_time - start_time = arrow_cast(duration_ns, 'Duration(Nanosecond)')")
+            .await
+            .expect("query");
+        let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(
+            out.batches[0].column(0),
+        )
+        .value(0);
+        assert_eq!(n, 7, "every span with a start has end = start + duration");
     }
 }

@@ -154,6 +154,10 @@ fn write_merged(
         target.log_fields,
         target.limits,
     )?;
+    if signal == Signal::Spans && !inputs_store_end_time(data_dir, inputs)? {
+        // No input stores `end_time`: nor does the output (it is derived on read).
+        out.leave_out_end_time()?;
+    }
     if signal == Signal::Spans {
         // The output's span aggregates: the inputs' summed, plus what their deferred
         // spans find among each other's rows.
@@ -177,7 +181,9 @@ fn write_merged(
             if target.stop.load(Ordering::Relaxed) {
                 return Ok(None);
             }
-            let mut batch = batch?;
+            // Inputs with and without `end_time` meet here: each batch takes the table's
+            // columns (the output leaves derived ones out again when it may).
+            let mut batch = crate::derived::conform(&batch?, &schema)?;
             while batch.num_rows() > 0 {
                 // Fill the row group up to its row limit exactly: the writer would split a
                 // larger one and leave a sliver of a row group behind.
@@ -207,6 +213,23 @@ fn write_merged(
         });
     }
     Ok(Some(out.finish()?))
+}
+
+/// Whether any of `inputs` (spans files) stores `end_time`.
+fn inputs_store_end_time(data_dir: &Path, inputs: &[FileEntry]) -> Result<bool> {
+    for input in inputs {
+        let path = data_dir.join(&input.path);
+        let file = fs::File::open(&path).map_err(Error::io("open", &path))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+        if builder
+            .schema()
+            .column_with_name(crate::derived::END_TIME)
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Sorts the rows of one output row group and writes them as a row group of their own.

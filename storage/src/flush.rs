@@ -96,6 +96,9 @@ pub(crate) fn write_parts(
                 log_fields,
                 limits.write,
             )?;
+            if signal == Signal::Spans && crate::derived::end_time_derivable(&part)? {
+                file.leave_out_end_time()?;
+            }
             file.write(&part)?;
             entries.push(file.finish()?);
         }

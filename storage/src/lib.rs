@@ -34,6 +34,7 @@
 mod budget;
 mod catalog;
 mod compaction;
+pub mod derived;
 mod durability;
 mod error;
 mod flush;

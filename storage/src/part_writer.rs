@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::AsArray;
 
-use arrow::datatypes::TimestampNanosecondType;
+use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 
 use crate::catalog::FileEntry;
+use crate::derived;
 use crate::durability::sync_dir;
 use crate::error::{Error, Result};
 use crate::layout::writer_properties;
@@ -45,6 +46,9 @@ pub(crate) struct PartWriter {
     tmp: PathBuf,
     dir: PathBuf,
     writer: ArrowWriter<fs::File>,
+    /// The columns of the file (the table's, or without derived ones).
+    schema: SchemaRef,
+    expected_rows: usize,
     index: Option<FileIndexBuilder>,
     limits: WriteLimits,
     /// Span aggregates being built (`spans` only).
@@ -77,7 +81,8 @@ impl PartWriter {
         let tmp = dir.join(format!("{name}.tmp"));
         let file = fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
         let props = writer_properties(signal, expected_rows)?;
-        let writer = ArrowWriter::try_new(file, signal.schema(), Some(props))?;
+        let schema = signal.schema();
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
         let index = if signal == Signal::Logs {
             Some(FileIndexBuilder::create(
                 &logindex::index_path(&path),
@@ -94,6 +99,8 @@ impl PartWriter {
             tmp,
             dir,
             writer,
+            schema,
+            expected_rows,
             index,
             limits,
             spans: (signal == Signal::Spans).then(SummaryBuilder::new),
@@ -113,6 +120,24 @@ impl PartWriter {
         }
     }
 
+    /// Leaves `end_time` out of this spans file: readers derive it as `start_time +
+    /// duration_ns` (see [`crate::derived`]). Only the caller knows that holds for every
+    /// row it will write; only before the first rows.
+    ///
+    /// # Errors
+    /// When the file cannot be created again.
+    pub fn leave_out_end_time(&mut self) -> Result<()> {
+        if self.signal != Signal::Spans || self.rows > 0 {
+            return Ok(());
+        }
+        let schema = derived::without_end_time(&self.signal.schema());
+        let file = fs::File::create(&self.tmp).map_err(Error::io("create", &self.tmp))?;
+        let props = writer_properties(self.signal, self.expected_rows)?;
+        self.writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+        self.schema = schema;
+        Ok(())
+    }
+
     /// Rows written so far.
     pub fn rows(&self) -> u64 {
         self.rows
@@ -126,6 +151,7 @@ impl PartWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        let batch = &derived::conform(batch, &self.schema)?;
         if let Some(index) = &mut self.index {
             index.add(batch, self.rows)?;
         }
