@@ -1,4 +1,4 @@
-//! The span aggregates of one spans file as stored beside it (`{file}.agg`: zstd-compressed
+//! The span aggregates of one spans file as stored beside it (`_{file}.agg`: zstd-compressed
 //! JSON): per minute, the service graph's edges and each operation's RED tally; the spans
 //! whose contribution depends on spans outside the file (deferred, resolved by the next
 //! merge or at query time); and each service's `periscope.component.kind`.

@@ -113,7 +113,9 @@ impl Catalog {
             if dir.exists() {
                 walk(&dir, &mut |p, is_dir| {
                     let ext = p.extension().and_then(|e| e.to_str());
-                    let data = if matches!(ext, Some("index") | Some("agg")) {
+                    let data = if ext == Some("agg") {
+                        crate::span_aggregates::parquet_of_agg(p)
+                    } else if ext == Some("index") {
                         p.with_extension("parquet")
                     } else {
                         p.to_path_buf()
@@ -173,8 +175,8 @@ mod tests {
         fs::write(part.join("a.parquet"), b"x").unwrap();
         fs::write(part.join("b.parquet"), b"y").unwrap();
         fs::write(part.join("c.parquet.tmp"), b"z").unwrap();
-        fs::write(part.join("a.agg"), b"kept").unwrap();
-        fs::write(part.join("b.agg"), b"orphan").unwrap();
+        fs::write(part.join("_a.agg"), b"kept").unwrap();
+        fs::write(part.join("_b.agg"), b"orphan").unwrap();
         fs::create_dir_all(part.join("a.index")).unwrap();
         fs::create_dir_all(part.join("b.index")).unwrap();
         fs::write(part.join("b.index/meta.json"), b"{}").unwrap();
@@ -200,8 +202,8 @@ mod tests {
         let removed = loaded.remove_orphans(dir.path()).unwrap();
         assert_eq!(removed.len(), 4);
         assert!(part.join("a.parquet").exists());
-        assert!(part.join("a.agg").exists());
-        assert!(!part.join("b.agg").exists());
+        assert!(part.join("_a.agg").exists());
+        assert!(!part.join("_b.agg").exists());
         assert!(part.join("a.index").exists());
         assert!(!part.join("b.index").exists());
         assert!(!part.join("b.parquet").exists());

@@ -207,8 +207,9 @@ mod tests {
             .build()
             .unwrap();
         let rows: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>().unwrap();
+        // Sorted by trace id (op0's trace is 0x01…, op2's 0x03…), not by time.
         let names = rows[0].column_by_name("name").unwrap().as_string::<i32>();
-        assert_eq!(names.value(0), "op2");
-        assert_eq!(names.value(1), "op0");
+        assert_eq!(names.value(0), "op0");
+        assert_eq!(names.value(1), "op2");
     }
 }

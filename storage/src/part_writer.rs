@@ -3,7 +3,7 @@
 //! limit, and the log index is built as rows arrive. The file is written under a
 //! temporary name, fsynced and renamed into place by [`PartWriter::finish`]; until the
 //! catalog lists it, it is an orphan that the next start removes. A spans file gets its
-//! span aggregates (`{file}.agg`) the same way, built from the same rows.
+//! span aggregates (`_{file}.agg`) the same way, built from the same rows.
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,4 +1,4 @@
-//! The span aggregates beside each spans file (`{file}.agg`, see the `periscope-spanagg`
+//! The span aggregates beside each spans file (`_{file}.agg`, see the `periscope-spanagg`
 //! crate and `docs/traces.md`): written with the file by flush and compaction, fsynced
 //! before the catalog lists the file, deleted with it, and read back (or, for a file
 //! written before aggregates existed, built from its rows) for the service graph and RED.
@@ -32,8 +32,25 @@ pub const COLUMNS: [&str; 11] = [
 ];
 
 /// Where the aggregates of the spans file at `parquet` are.
+/// The name starts with `_`, which directory readers (pyarrow datasets, Spark, Hive)
+/// skip as metadata, so that pointing one at a table's directory still reads only the
+/// Parquet files.
 pub fn agg_path(parquet: &Path) -> PathBuf {
-    parquet.with_extension("agg")
+    let stem = parquet
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parquet.with_file_name(format!("_{stem}.agg"))
+}
+
+/// The spans file whose aggregates are at `agg` (the inverse of [`agg_path`]).
+pub fn parquet_of_agg(agg: &Path) -> PathBuf {
+    let name = agg
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.trim_start_matches('_').trim_end_matches(".agg");
+    agg.with_file_name(format!("{stem}.parquet"))
 }
 
 /// Writes `summary` beside `parquet` (through a temporary file, fsynced, renamed) and

@@ -1405,19 +1405,16 @@ async fn huge_traces_orphans_and_skew_stay_readable() {
     assert_eq!(raw, (b - 30 * MS) / 1_000);
     assert_eq!(warnings, Value::Null);
 
-    // The service graph's span index obeys the query memory limit: a clear 422, and the
-    // server keeps answering.
+    // The service graph reads per-minute span aggregates, not an index of every span:
+    // under a 2 MiB query memory limit it answers the same.
+    let before = ok(&server, "/api/v1/service-graph", &window()).await;
     let mut server = server;
     assert!(server.terminate().success());
     let server = Server::start(dir.path(), &["--query-memory-limit", "2MiB"]);
     let (status, v) = get(&server, "/api/v1/service-graph", &window()).await;
-    assert_eq!(status, 422, "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("memory limit")),
-        "{v}"
-    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["edges"], before["edges"], "{v}");
+    assert_eq!(v["nodes"], before["nodes"], "{v}");
     let v = ok(&server, &format!("/api/v1/traces/{}", trace_hex(8)), &[]).await;
     assert_eq!(v["span_count"], 3);
 }

@@ -527,7 +527,7 @@ async fn a_crash_before_or_after_the_compaction_commit_loses_and_doubles_nothing
             .join(layout::partition_of(
                 &store.snapshot(Signal::Spans).files[0]
             ))
-            .join("c999999999999-000.agg")
+            .join("_c999999999999-000.agg")
             .exists(),
         "and its span aggregates"
     );
