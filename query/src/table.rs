@@ -488,7 +488,10 @@ mod tests {
                     let a = arrow::array::AsArray::as_primitive::<
                         arrow::datatypes::TimestampNanosecondType,
                     >(b.column(0));
-                    v.extend((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i))));
+                    v.extend(
+                        (0..a.len())
+                            .map(|i| arrow::array::Array::is_valid(a, i).then(|| a.value(i))),
+                    );
                 }
                 v.sort();
                 v
