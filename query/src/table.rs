@@ -356,10 +356,30 @@ mod tests {
         assert_eq!(b, TimeBounds::default());
     }
 
+    /// The `spans` rows of `spans`, as the collector makes them.
+    fn span_rows(
+        spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>,
+    ) -> arrow::record_batch::RecordBatch {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        periscope_otlp::spans(&request)
+            .expect("spans")
+            .batch
+            .expect("rows")
+    }
+
     #[tokio::test]
     async fn a_relative_data_directory_serves_its_flushed_files() {
-        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use opentelemetry_proto::tonic::trace::v1::Span;
         // `periscope serve --data-dir data`: the files are found from the working
         // directory, not from the file system's root.
         let dir = tempfile::tempdir_in(".").expect("temp dir");
@@ -378,20 +398,10 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        let batch = periscope_otlp::spans(&request)
-            .expect("spans")
-            .batch
-            .expect("rows");
-        store.append(Signal::Spans, batch).await.expect("append");
+        store
+            .append(Signal::Spans, span_rows(spans))
+            .await
+            .expect("append");
         store.flush().await.expect("flush");
         assert_eq!(store.snapshot(Signal::Spans).files.len(), 1);
         let engine = crate::engine::QueryEngine::new(store, crate::engine::QueryConfig::default())
@@ -409,24 +419,9 @@ mod tests {
 
     #[tokio::test]
     async fn end_time_reads_the_same_whether_stored_or_derived() {
-        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use opentelemetry_proto::tonic::trace::v1::Span;
         let base = 1_700_000_000_000_000_000u64;
-        let batch = |spans: Vec<Span>| {
-            let request = ExportTraceServiceRequest {
-                resource_spans: vec![ResourceSpans {
-                    scope_spans: vec![ScopeSpans {
-                        spans,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-            };
-            periscope_otlp::spans(&request)
-                .expect("spans")
-                .batch
-                .expect("rows")
-        };
+        let batch = span_rows;
         let span = |i: u64, start: u64, end: u64| Span {
             trace_id: vec![9; 16],
             span_id: (i + 1).to_be_bytes().to_vec(),
