@@ -90,10 +90,10 @@ pub struct Peers {
 impl Peers {
     /// The number of `peer`, adding it if new.
     pub fn intern(&mut self, peer: PeerRef<'_>) -> u32 {
-        if self.peers.len() <= 32 {
-            if let Some(i) = self.peers.iter().position(|p| p.as_ref() == peer) {
-                return i as u32;
-            }
+        if self.peers.len() <= 32
+            && let Some(i) = self.peers.iter().position(|p| p.as_ref() == peer)
+        {
+            return i as u32;
         }
         let owned = peer.to_owned();
         if let Some(&i) = self.index.get(&owned) {

@@ -384,8 +384,10 @@ fn a_file_with_whole_traces_defers_only_what_waits_outside_it() {
 #[test]
 fn damaged_or_foreign_aggregates_are_a_clear_error() {
     assert!(Summary::decode(b"not zstd").is_err());
-    let mut s = Summary::default();
-    s.version = 99;
+    let s = Summary {
+        version: 99,
+        ..Summary::default()
+    };
     let err = Summary::decode(&s.encode().unwrap())
         .unwrap_err()
         .to_string();

@@ -5,13 +5,14 @@
 //! GET /api/v1/traces/{id} ─► fetch::trace_spans (SQL, trace-id bloom filters) ─► tree::assemble
 //!       (depth-first order, orphans, clock skew) + the logs with that trace id
 //! GET /api/v1/traces      ─► search (span filters → trace ids → summaries)
-//! GET /api/v1/service-graph, /api/v1/components ─► graph (streamed spans → edges, nodes)
-//! GET /api/v1/services    ─► red (SQL aggregates with t-digest percentiles)
+//! GET /api/v1/service-graph, /api/v1/components ─► graph (span aggregates → edges, nodes)
+//! GET /api/v1/services    ─► red (span aggregates: per-operation tallies of the window)
 //! GET /api/...            ─► jaeger (same data in Jaeger's JSON model)
 //! ```
 //!
-//! Everything reads through the SQL engine, so the head and the Parquet files are one
-//! table and a trace split across a flush assembles whole.
+//! Traces and search read through the SQL engine, so the head and the Parquet files are
+//! one table and a trace split across a flush assembles whole; the graph and RED read
+//! the span aggregates of the window (`aggregate`), the head's computed on the spot.
 
 mod aggregate;
 mod api;
