@@ -4,11 +4,11 @@
 //! rows (query time). All three resolve deferred spans the same way, so that the answer
 //! is the one a single pass over every span would give.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use arrow::array::RecordBatch;
 
-use crate::facts::{Kind, Names, SpanFacts, note_component, read_batch, read_rows};
+use crate::facts::{Kind, Names, SpanFacts, read_batch, read_rows};
 use crate::hash::IdMap;
 use crate::ids::{parse_u128, trace_hex};
 use crate::rules::{ByMinute, ParentFacts, Tallies, contribute, waits};
@@ -22,11 +22,6 @@ struct Waiting {
     remote_child: bool,
 }
 
-/// A 64-bit key for a (trace, span) pair.
-fn key(trace: u128, span: u64) -> (u128, u64) {
-    (trace, span)
-}
-
 type Index<V> = IdMap<(u128, u64), V>;
 
 /// Aggregates being built.
@@ -35,7 +30,6 @@ pub struct SummaryBuilder {
     names: Names,
     /// Flush: every row; merge: the rows deferred spans waited for.
     spans: Vec<SpanFacts>,
-    components: BTreeMap<String, String>,
     /// Set when merging: tallies and deferred spans of the inputs.
     merge: Option<Merge>,
     span_minutes: Option<(i64, i64)>,
@@ -58,8 +52,6 @@ pub struct Aggregate {
     pub names: Names,
     /// Summed over the window's minutes.
     pub tallies: Tallies,
-    /// Service → `periscope.component.kind`.
-    pub components: BTreeMap<String, String>,
 }
 
 impl SummaryBuilder {
@@ -94,16 +86,13 @@ impl SummaryBuilder {
             for d in &input.deferred {
                 merge.deferred.push(waiting_of(d, &mut b.names));
             }
-            for (s, k) in &input.components {
-                note_component(&mut b.components, s, k);
-            }
             b.span_minutes = join(b.span_minutes, input.span_minutes);
         }
         merge.wanted = merge
             .deferred
             .iter()
             .filter(|w| w.parent.is_none() && w.facts.has_parent())
-            .map(|w| key(w.facts.trace, w.facts.parent))
+            .map(|w| (w.facts.trace, w.facts.parent))
             .collect();
         b.merge = Some(merge);
         b
@@ -130,31 +119,20 @@ impl SummaryBuilder {
     /// Reads rows of the `spans` table: all of them for a file being written; when
     /// merging, only the parents deferred spans wait for.
     pub fn add_batch(&mut self, b: &RecordBatch) {
-        let mut components = std::mem::take(&mut self.components);
-        let mut record = |service: &str, kind: &str| {
-            note_component(&mut components, service, kind);
-        };
         match &self.merge {
             None => {
                 let from = self.spans.len();
-                read_batch(b, &mut self.names, &mut self.spans, &mut record);
+                read_batch(b, &mut self.names, &mut self.spans);
                 for s in &self.spans[from..] {
                     self.span_minutes = join(self.span_minutes, Some((s.minute, s.minute)));
                 }
             }
             Some(m) if !m.wanted.is_empty() => {
-                let wanted = |t: u128, s: u64| m.wanted.contains(&key(t, s));
-                read_rows(
-                    b,
-                    &mut self.names,
-                    &mut self.spans,
-                    &mut |_, _| {},
-                    Some(&wanted),
-                );
+                let wanted = |t: u128, s: u64| m.wanted.contains(&(t, s));
+                read_rows(b, &mut self.names, &mut self.spans, Some(&wanted));
             }
             Some(_) => {}
         }
-        self.components = components;
     }
 
     /// Adds one span given by its fields (for callers without Arrow rows), starting in
@@ -198,7 +176,6 @@ impl SummaryBuilder {
         let SummaryBuilder {
             names,
             spans,
-            components,
             merge,
             span_minutes,
         } = self;
@@ -210,7 +187,6 @@ impl SummaryBuilder {
             version: VERSION,
             minutes: tallies.iter().map(|(m, t)| t.to_row(*m, &names)).collect(),
             deferred: deferred.iter().map(|w| row_of(w, &names)).collect(),
-            components,
             span_minutes,
         }
     }
@@ -221,7 +197,6 @@ impl SummaryBuilder {
         let SummaryBuilder {
             names,
             spans,
-            components,
             merge,
             ..
         } = self;
@@ -235,7 +210,6 @@ impl SummaryBuilder {
         Aggregate {
             names,
             tallies: out,
-            components,
         }
     }
 }
@@ -253,7 +227,7 @@ fn join(a: Option<(i64, i64)>, b: Option<(i64, i64)>) -> Option<(i64, i64)> {
 fn resolve_file(names: &Names, spans: &[SpanFacts]) -> (ByMinute, Vec<Waiting>) {
     let mut index: Index<u32> = Index::with_capacity_and_hasher(spans.len(), Default::default());
     for (i, s) in spans.iter().enumerate() {
-        index.entry(key(s.trace, s.span)).or_insert(i as u32);
+        index.entry((s.trace, s.span)).or_insert(i as u32);
     }
     let mut parent_of: Vec<Option<u32>> = vec![None; spans.len()];
     let mut remote_child = vec![false; spans.len()];
@@ -261,7 +235,7 @@ fn resolve_file(names: &Names, spans: &[SpanFacts]) -> (ByMinute, Vec<Waiting>) 
         if !s.has_parent() {
             continue;
         }
-        if let Some(&p) = index.get(&key(s.trace, s.parent))
+        if let Some(&p) = index.get(&(s.trace, s.parent))
             && p as usize != i
         {
             parent_of[i] = Some(p);
@@ -304,23 +278,21 @@ fn resolve_merge(
 ) -> (ByMinute, Vec<Waiting>) {
     let mut facts: Index<ParentFacts> = Index::default();
     for s in found {
-        facts
-            .entry(key(s.trace, s.span))
-            .or_insert(ParentFacts::of(s));
+        facts.entry((s.trace, s.span)).or_insert(ParentFacts::of(s));
     }
     let mut at: Index<usize> = Index::default();
     for (i, w) in m.deferred.iter().enumerate() {
         facts
-            .entry(key(w.facts.trace, w.facts.span))
+            .entry((w.facts.trace, w.facts.span))
             .or_insert(ParentFacts::of(&w.facts));
-        at.entry(key(w.facts.trace, w.facts.span)).or_insert(i);
+        at.entry((w.facts.trace, w.facts.span)).or_insert(i);
     }
     for i in 0..m.deferred.len() {
         let w = m.deferred[i];
         if !w.facts.has_parent() {
             continue;
         }
-        let k = key(w.facts.trace, w.facts.parent);
+        let k = (w.facts.trace, w.facts.parent);
         if w.parent.is_none() {
             m.deferred[i].parent = facts.get(&k).copied();
         }

@@ -173,16 +173,9 @@ fn get(a: Option<&StringArray>, row: usize) -> Option<&str> {
 }
 
 /// Reads the facts of every row of `b` (columns of the `spans` table; rows without a
-/// trace or span id are skipped) into `out`, interning names into `names`; `component`
-/// is called with a row's service and `periscope.component.kind` whenever the service
-/// changes from the row before (rows of a resource share it).
-pub fn read_batch(
-    b: &RecordBatch,
-    names: &mut Names,
-    out: &mut Vec<SpanFacts>,
-    component: &mut dyn FnMut(&str, &str),
-) {
-    read_rows(b, names, out, component, None);
+/// trace or span id are skipped) into `out`, interning names into `names`.
+pub fn read_batch(b: &RecordBatch, names: &mut Names, out: &mut Vec<SpanFacts>) {
+    read_rows(b, names, out, None);
 }
 
 /// [`read_batch`] of the rows whose (trace, span) `keep` accepts.
@@ -190,7 +183,6 @@ pub fn read_rows(
     b: &RecordBatch,
     names: &mut Names,
     out: &mut Vec<SpanFacts>,
-    component: &mut dyn FnMut(&str, &str),
     keep: Option<&dyn Fn(u128, u64) -> bool>,
 ) {
     let (trace, span, parent, service, operation, kind, status) = (
@@ -213,11 +205,8 @@ pub fn read_rows(
     let starts = b
         .column_by_name("start_time")
         .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>());
-    let resources = b
-        .column_by_name("resource_attributes")
-        .and_then(|c| c.as_any().downcast_ref::<MapArray>());
-    // (name, number, whether its component kind was found) of the last row's service.
-    let mut last_service: Option<(&str, u32, bool)> = None;
+    // (name, number) of the last row's service.
+    let mut last_service: Option<(&str, u32)> = None;
     if keep.is_none() {
         out.reserve(b.num_rows());
     }
@@ -246,19 +235,12 @@ pub fn read_rows(
             _ => None,
         };
         let service_name = get(service, row).unwrap_or("");
-        // Rows come sorted by service: the last one's number is usually the answer.
+        // Neighbouring rows often share a service: the last one's number is the answer.
         let service = match last_service {
-            Some((name, i, true)) if name == service_name => i,
+            Some((name, i)) if name == service_name => i,
             _ => {
-                let i = match last_service {
-                    Some((name, i, _)) if name == service_name => i,
-                    _ => names.services.intern(service_name),
-                };
-                let kind = resources.and_then(|r| component_kind(r, row));
-                if let Some(kind) = kind {
-                    component(service_name, kind);
-                }
-                last_service = Some((service_name, i, kind.is_some()));
+                let i = names.services.intern(service_name);
+                last_service = Some((service_name, i));
                 i
             }
         };

@@ -1,9 +1,7 @@
 //! The span aggregates of one spans file as stored beside it (`_{file}.agg`: zstd-compressed
 //! JSON): per minute, the service graph's edges and each operation's RED tally; the spans
 //! whose contribution depends on spans outside the file (deferred, resolved by the next
-//! merge or at query time); and each service's `periscope.component.kind`.
-
-use std::collections::BTreeMap;
+//! merge or at query time).
 
 use serde::{Deserialize, Serialize};
 
@@ -112,8 +110,6 @@ pub struct Summary {
     pub minutes: Vec<MinuteRow>,
     /// Spans resolved later.
     pub deferred: Vec<DeferredRow>,
-    /// Service → `periscope.component.kind`.
-    pub components: BTreeMap<String, String>,
     /// Smallest and largest minute with spans, if any.
     pub span_minutes: Option<(i64, i64)>,
 }

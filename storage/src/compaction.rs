@@ -248,13 +248,15 @@ fn write_group(
     out.end_row_group()
 }
 
-/// Removes the output of a merge that was given up (temporary file and index).
+/// Removes the output of a merge that was given up (temporary file, span aggregates and
+/// index).
 fn remove_output(data_dir: &Path, target: &MergeTarget<'_>) -> Result<()> {
     let path = data_dir.join(target.rel_dir).join(target.name);
     let tmp = data_dir
         .join(target.rel_dir)
         .join(format!("{}.tmp", target.name));
-    for file in [&path, &tmp] {
+    let agg = crate::span_aggregates::agg_path(&path);
+    for file in [&path, &tmp, &agg] {
         match fs::remove_file(file) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -71,24 +71,19 @@ pub async fn window_aggregate(
             ))));
         }
     }
-    let mut aggregate = builder.finish_window();
-    // Span files' kinds were read with their aggregates; logs and metrics name theirs too.
-    let kinds = component_kinds(engine, window).await?;
-    for (service, kind) in kinds {
-        facts::note_component(&mut aggregate.components, &service, &kind);
-    }
-    Ok(aggregate)
+    Ok(builder.finish_window())
 }
 
-/// Service → `periscope.component.kind` from the `logs` and `metrics` tables of the
-/// window: recorded per file when it was written, read from the head's rows, and (for
-/// files written before that was recorded) through SQL.
-async fn component_kinds(
+/// Service → `periscope.component.kind` from all three tables over the window: recorded
+/// per file when it was written, read from the head's rows, and (for files written
+/// before that was recorded) through SQL.
+pub async fn component_kinds(
     engine: &QueryEngine,
     window: Window,
 ) -> Result<BTreeMap<String, String>, TraceError> {
     let mut out = BTreeMap::new();
-    for (signal, time) in [(Signal::Logs, "timestamp"), (Signal::Metrics, "timestamp")] {
+    for signal in Signal::ALL {
+        let time = signal.time_column();
         let snapshot = engine.store().snapshot(signal);
         let overlapping = |f: &&FileEntry| f.max_time >= window.start && f.min_time < window.end;
         let mut legacy = false;

@@ -8,10 +8,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use super::aggregate::window_aggregate;
 use super::components;
 use super::error::TraceError;
 use super::fetch::{Window, lit, rows, trace_spans};
-use super::graph::service_graph;
+use super::graph::{service_graph, service_graph_of};
 use super::id::parse_v1_trace_id;
 use super::red;
 use super::search::{SearchFilter, search};
@@ -453,8 +454,10 @@ async fn components_view(engine: &QueryEngine, p: &Params) -> Result<Value, Trac
 /// When the tables cannot be read.
 pub async fn components_json(engine: &QueryEngine, w: Window) -> Result<Value, TraceError> {
     let inventory = components::inventory(engine, w).await?;
-    let red = red::services(engine, w).await?;
-    let graph = service_graph(engine, w).await?;
+    // RED and the graph read the same aggregates: read them once.
+    let aggregate = window_aggregate(engine, w).await?;
+    let red = red::services_of(&aggregate);
+    let graph = service_graph_of(engine, &aggregate, w).await?;
     Ok(components::json(w, &inventory, &red, &graph))
 }
 

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use std::collections::BTreeMap;
 
-use periscope_spanagg::{Kind, Tally};
+use periscope_spanagg::{Aggregate, Kind, Tally};
 
 use super::aggregate::window_aggregate;
 use super::error::TraceError;
@@ -74,7 +74,11 @@ fn red_of(service: &str, operation: Option<(&str, &str)>, t: &Tally) -> Red {
 /// RED per service over `window`, from the window's span aggregates; services with spans
 /// but no entry spans are listed with zero requests.
 pub async fn services(engine: &QueryEngine, window: Window) -> Result<Vec<Red>, TraceError> {
-    let a = window_aggregate(engine, window).await?;
+    Ok(services_of(&window_aggregate(engine, window).await?))
+}
+
+/// RED per service from a window's aggregates (already read).
+pub fn services_of(a: &Aggregate) -> Vec<Red> {
     let mut by_service: BTreeMap<&str, Tally> = BTreeMap::new();
     for ((service, _, kind), tally) in &a.tallies.operations {
         let t = by_service
@@ -84,10 +88,10 @@ pub async fn services(engine: &QueryEngine, window: Window) -> Result<Vec<Red>, 
             t.merge(tally);
         }
     }
-    Ok(by_service
+    by_service
         .iter()
         .map(|(service, t)| red_of(service, None, t))
-        .collect())
+        .collect()
 }
 
 /// RED per operation of `service` over `window`: its entry spans by default, or spans

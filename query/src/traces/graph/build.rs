@@ -51,12 +51,12 @@ impl GraphBuilder {
     /// `periscope.component.kind`.
     pub fn build(self, window: Window, component_kinds: &HashMap<String, String>) -> Graph {
         let summary = self.spans.finish();
-        let mut aggregate = SummaryBuilder::merging([&summary], None).finish_window();
-        aggregate.components = component_kinds
+        let aggregate = SummaryBuilder::merging([&summary], None).finish_window();
+        let kinds = component_kinds
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        graph_of(&aggregate, window)
+        graph_of(&aggregate, &kinds, window)
     }
 }
 
@@ -67,8 +67,9 @@ fn id_of(end: &EndName) -> String {
     }
 }
 
-/// The graph of `aggregate` over `window`.
-pub fn graph_of(aggregate: &Aggregate, window: Window) -> Graph {
+/// The graph of `aggregate` over `window`; `kinds` maps services to their
+/// `periscope.component.kind`.
+pub fn graph_of(aggregate: &Aggregate, kinds: &BTreeMap<String, String>, window: Window) -> Graph {
     let names = &aggregate.names;
     // Services: every one with spans; its requests are its entry spans.
     let mut services: BTreeMap<String, Tally> = BTreeMap::new();
@@ -82,8 +83,7 @@ pub fn graph_of(aggregate: &Aggregate, window: Window) -> Graph {
     }
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     for (name, requests) in services {
-        let kind = aggregate
-            .components
+        let kind = kinds
             .get(&name)
             .map_or(NodeKind::Service, |k| NodeKind::from_component(k));
         nodes.insert(

@@ -16,7 +16,7 @@ use periscope_spanagg::{peer, tally};
 use super::fetch::Window;
 
 pub use build::GraphBuilder;
-pub use load::service_graph;
+pub use load::{service_graph, service_graph_of};
 pub use periscope_spanagg::{NodeKind, Peer, Tally};
 
 /// A node of the map.
