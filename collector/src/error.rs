@@ -10,6 +10,9 @@ pub enum IngestError {
     /// request; sending it again will not help, sending it in smaller parts will.
     #[error("{0}")]
     TooLarge(String),
+    /// The request is not a well-formed export; sending it again will not help.
+    #[error("{0}")]
+    Invalid(String),
     /// Something inside the server failed; the export was not stored.
     #[error("{0}")]
     Internal(String),

@@ -26,6 +26,18 @@ pub trait Export:
     const PATH: &'static str;
     /// Validates and converts the request; `received` is the arrival time in Unix ns.
     fn convert(&self, received: i64) -> Result<Converted, ArrowError>;
+    /// Validates and converts a request from its protobuf bytes: decoded, then converted,
+    /// unless the signal reads its bytes in place.
+    ///
+    /// # Errors
+    /// The outer error says why the bytes are not a valid export.
+    fn convert_protobuf(
+        bytes: &[u8],
+        received: i64,
+    ) -> Result<Result<Converted, ArrowError>, String> {
+        let request = Self::decode(bytes).map_err(|e| e.to_string())?;
+        Ok(request.convert(received))
+    }
     /// A response, with a partial success when anything was rejected.
     fn response(rejected: u64, message: Option<String>) -> Self::Response;
 }
@@ -37,6 +49,13 @@ impl Export for ExportTraceServiceRequest {
     const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
     fn convert(&self, _received: i64) -> Result<Converted, ArrowError> {
         otlp::spans(self)
+    }
+    /// Spans, the bulk of ingest, go to Arrow straight from the request bytes.
+    fn convert_protobuf(
+        bytes: &[u8],
+        _received: i64,
+    ) -> Result<Result<Converted, ArrowError>, String> {
+        otlp::spans_from_protobuf(bytes).map_err(|e| e.to_string())
     }
     fn response(rejected: u64, message: Option<String>) -> Self::Response {
         ExportTraceServiceResponse {

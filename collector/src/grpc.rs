@@ -1,4 +1,5 @@
-//! OTLP/gRPC: the Trace, Logs and Metrics `Export` services (gzip accepted and sent).
+//! OTLP/gRPC: the Trace, Logs and Metrics `Export` services (gzip-compressed requests
+//! accepted).
 //!
 //! The services are served with tonic's own `Grpc` machinery, but with a codec of ours
 //! instead of the generated servers' plain prost codec: before a message is decoded, the
@@ -24,10 +25,12 @@ use crate::export::Export;
 use crate::ingest::{Admission, Ingest};
 use crate::status::grpc_status;
 
-/// A decoded export with the memory reserved for it, held until it is stored.
+/// An export's protobuf bytes with the memory reserved for them, held until they are
+/// stored; they are converted to rows by the method (see [`Export::convert_protobuf`]).
 pub struct Admitted<E> {
-    request: E,
+    bytes: bytes::Bytes,
     _admission: Admission,
+    _export: PhantomData<fn() -> E>,
 }
 
 /// The codec: prost encoding of responses, admission-checked decoding of requests.
@@ -54,7 +57,7 @@ impl<E: Export> Codec for AdmittingCodec<E> {
     }
 }
 
-/// Decodes one export after reserving what it will build.
+/// Reads one export after reserving what decoding it will build.
 struct AdmittingDecoder<E> {
     ingest: Ingest,
     _export: PhantomData<fn() -> E>,
@@ -77,12 +80,10 @@ impl<E: Export> Decoder for AdmittingDecoder<E> {
             .ingest
             .admit_decoding(signal, estimate.total(), None)
             .map_err(|e| grpc_status(&e))?;
-        let request = E::decode(bytes).map_err(|e| {
-            Status::invalid_argument(format!("message is not a valid OTLP {signal} export: {e}"))
-        })?;
         Ok(Some(Admitted {
-            request,
+            bytes,
             _admission: admission,
+            _export: PhantomData,
         }))
     }
 }
@@ -101,7 +102,7 @@ impl<E: Export> UnaryService<Admitted<E>> for ExportMethod<E> {
         let ingest = self.ingest.clone();
         Box::pin(async move {
             let admitted = request.into_inner();
-            let answer = ingest.export(&admitted.request).await;
+            let answer = ingest.export_protobuf::<E>(&admitted.bytes).await;
             // The reservation is held until the rows are stored (or refused).
             drop(admitted);
             answer.map(Response::new).map_err(|e| grpc_status(&e))
@@ -158,9 +159,11 @@ where
             ingest: self.ingest.clone(),
             _export: PhantomData,
         };
-        // tonic stops inflating a compressed message at the limit.
+        // tonic stops inflating a compressed message at the limit. Responses go out
+        // uncompressed: an export's answer is a few bytes, and setting up a gzip stream
+        // for each one cost more CPU than decoding the spans it answers.
         let mut grpc = Grpc::new(codec)
-            .apply_compression_config(gzip, gzip)
+            .apply_compression_config(gzip, EnabledCompressionEncodings::default())
             .apply_max_message_size_config(Some(self.max_request_bytes), None);
         Box::pin(async move { Ok(grpc.unary(method, request).await) })
     }

@@ -323,6 +323,13 @@ async fn receive<E: Export>(
         .ingest
         .admit_decoding(signal, upper, admission)
         .map_err(|e| refusal(&e))?;
+    if encoding == Encoding::Protobuf {
+        return state
+            .ingest
+            .export_protobuf::<E>(&bytes)
+            .await
+            .map_err(|e| refusal(&e));
+    }
     let request: E = decode(&bytes, encoding)?;
     drop(bytes);
     // JSON gives no row count before decoding: now that it is decoded, reserve for its

@@ -11,6 +11,14 @@ use crate::error::IngestError;
 use crate::export::Export;
 use crate::metrics::CollectorMetrics;
 
+/// The arrival time of a request in Unix ns.
+fn received_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
 /// Validates, converts and durably stores OTLP exports.
 #[derive(Debug, Clone)]
 pub struct Ingest {
@@ -146,11 +154,32 @@ impl Ingest {
     /// [`IngestError::Unavailable`] when the store refuses for pressure (nothing stored);
     /// [`IngestError::Internal`] when storing failed otherwise (nothing acknowledged).
     pub async fn export<E: Export>(&self, request: &E) -> Result<E::Response, IngestError> {
-        let received = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
-        let converted = request.convert(received)?;
+        let converted = request.convert(received_now())?;
+        self.store::<E>(converted).await
+    }
+
+    /// As [`Ingest::export`], from the request's protobuf bytes.
+    ///
+    /// # Errors
+    /// [`IngestError::Invalid`] when the bytes are not a valid export of the signal; the
+    /// errors of [`Ingest::export`] otherwise.
+    pub async fn export_protobuf<E: Export>(
+        &self,
+        bytes: &[u8],
+    ) -> Result<E::Response, IngestError> {
+        let converted = E::convert_protobuf(bytes, received_now()).map_err(|e| {
+            IngestError::Invalid(format!(
+                "message is not a valid OTLP {} export: {e}",
+                E::SIGNAL.name()
+            ))
+        })??;
+        self.store::<E>(converted).await
+    }
+
+    async fn store<E: Export>(
+        &self,
+        converted: periscope_otlp::Converted,
+    ) -> Result<E::Response, IngestError> {
         let signal = E::SIGNAL.name();
         if let Some(batch) = converted.batch
             && let Err(e) = self.store.append(E::SIGNAL, batch).await

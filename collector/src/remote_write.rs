@@ -235,6 +235,7 @@ fn ingest_error(e: IngestError) -> Response {
     match e {
         IngestError::Unavailable(m) => json_error(StatusCode::SERVICE_UNAVAILABLE, m),
         IngestError::TooLarge(m) => json_error(StatusCode::PAYLOAD_TOO_LARGE, m),
+        IngestError::Invalid(m) => json_error(StatusCode::BAD_REQUEST, m),
         IngestError::Internal(m) => json_error(StatusCode::INTERNAL_SERVER_ERROR, m),
     }
 }

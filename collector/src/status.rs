@@ -85,6 +85,7 @@ pub fn grpc_status(error: &IngestError) -> tonic::Status {
             tonic::Status::with_details(code, message.clone(), Bytes::from(details.encode_to_vec()))
         }
         IngestError::TooLarge(message) => tonic::Status::resource_exhausted(message.clone()),
+        IngestError::Invalid(message) => tonic::Status::invalid_argument(message.clone()),
         IngestError::Internal(message) => tonic::Status::internal(message.clone()),
     }
 }
@@ -104,6 +105,14 @@ pub fn http_status(error: &IngestError) -> (http::StatusCode, RpcStatus) {
             http::StatusCode::PAYLOAD_TOO_LARGE,
             RpcStatus {
                 code: tonic::Code::ResourceExhausted as i32,
+                message: message.clone(),
+                details: Vec::new(),
+            },
+        ),
+        IngestError::Invalid(message) => (
+            http::StatusCode::BAD_REQUEST,
+            RpcStatus {
+                code: tonic::Code::InvalidArgument as i32,
                 message: message.clone(),
                 details: Vec::new(),
             },

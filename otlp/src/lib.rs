@@ -46,14 +46,19 @@
 
 mod logs;
 mod metrics;
+mod spans_wire;
 mod traces;
+mod wire;
 
 /// Arrow's error type, returned by the converters.
 pub use arrow::error::ArrowError;
 pub use logs::logs;
 pub use metrics::metrics;
+pub use spans_wire::spans_from_protobuf;
 pub use traces::spans;
+pub use wire::WireError;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, ListArray, MapBuilder, StringBuilder, StructArray};
@@ -134,20 +139,46 @@ pub(crate) fn push_offset(offsets: &mut Vec<i32>, len: usize) {
 
 /// Why an id could not be used.
 pub(crate) fn hex_id(bytes: &[u8], expected: usize, what: &str) -> Result<Option<String>, String> {
+    if let Some(why) = id_error(bytes, expected, what) {
+        return Err(why);
+    }
+    Ok((!bytes.is_empty()).then(|| to_hex(bytes)))
+}
+
+/// Checks an id as [`hex_id`] does and appends its hex form to `builder` (NULL when
+/// empty) without allocating.
+pub(crate) fn append_hex_id(builder: &mut StringBuilder, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     if bytes.is_empty() {
-        return Ok(None);
+        builder.append_null();
+        return;
+    }
+    let mut buf = [0u8; 64];
+    let n = bytes.len().min(32);
+    for (i, b) in bytes[..n].iter().enumerate() {
+        buf[2 * i] = DIGITS[usize::from(b >> 4)];
+        buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    }
+    // Hex digits are ASCII.
+    builder.append_value(std::str::from_utf8(&buf[..2 * n]).unwrap_or_default());
+}
+
+/// Why an id is invalid, as [`hex_id`] says it; `None` when it is valid (or empty).
+pub(crate) fn id_error(bytes: &[u8], expected: usize, what: &str) -> Option<String> {
+    if bytes.is_empty() {
+        return None;
     }
     if bytes.len() != expected {
-        return Err(format!(
+        return Some(format!(
             "{what} must be {expected} bytes ({} hex characters), got {} bytes",
             expected * 2,
             bytes.len()
         ));
     }
     if bytes.iter().all(|b| *b == 0) {
-        return Err(format!("{what} must not be all zeros"));
+        return Some(format!("{what} must not be all zeros"));
     }
-    Ok(Some(to_hex(bytes)))
+    None
 }
 
 /// Lowercase hex, without the per-character iterator of `hex::encode`.
@@ -284,6 +315,63 @@ pub fn value_type(value: Option<&AnyValue>) -> Option<&'static str> {
     }
 }
 
+/// An attribute value borrowed from the request: the scalar kinds read in place, the
+/// others (arrays, maps, bytes) as the prost value they decode to.
+#[derive(Debug, Clone)]
+pub(crate) enum AttrValue<'a> {
+    None,
+    Str(&'a str),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Other(Cow<'a, AnyValue>),
+}
+
+impl<'a> AttrValue<'a> {
+    /// The value of a decoded attribute.
+    pub fn of(value: Option<&'a AnyValue>) -> Self {
+        match value.and_then(|v| v.value.as_ref()) {
+            None => AttrValue::None,
+            Some(Value::StringValue(s)) => AttrValue::Str(s),
+            Some(Value::BoolValue(b)) => AttrValue::Bool(*b),
+            Some(Value::IntValue(i)) => AttrValue::Int(*i),
+            Some(Value::DoubleValue(d)) => AttrValue::Double(*d),
+            Some(_) => value.map_or(AttrValue::None, |v| AttrValue::Other(Cow::Borrowed(v))),
+        }
+    }
+
+    /// Appends the string form (as [`any_value_string`]) without allocating for scalars.
+    fn append_string(&self, builder: &mut StringBuilder) {
+        use std::fmt::Write;
+        match self {
+            AttrValue::None => builder.append_null(),
+            AttrValue::Str(s) => builder.append_value(s),
+            AttrValue::Bool(b) => builder.append_value(if *b { "true" } else { "false" }),
+            AttrValue::Int(i) => {
+                // Formatting integers and floats into a StringBuilder never fails.
+                let _ = write!(builder, "{i}");
+                builder.append_value("");
+            }
+            AttrValue::Double(d) => {
+                let _ = write!(builder, "{d}");
+                builder.append_value("");
+            }
+            AttrValue::Other(v) => builder.append_option(any_value_string(v)),
+        }
+    }
+
+    /// The type column's entry (as [`value_type`]).
+    fn type_name(&self) -> Option<&'static str> {
+        match self {
+            AttrValue::None | AttrValue::Str(_) => None,
+            AttrValue::Bool(_) => Some("bool"),
+            AttrValue::Int(_) => Some("int"),
+            AttrValue::Double(_) => Some("double"),
+            AttrValue::Other(v) => value_type(Some(v)),
+        }
+    }
+}
+
 /// An attribute map column and its sibling type column: the string forms SQL reads, and
 /// the OTLP type of every value that is not a string, so APIs can give values back typed.
 pub(crate) struct TypedAttributes {
@@ -305,6 +393,27 @@ impl TypedAttributes {
         for kv in attributes {
             if let Some(t) = value_type(kv.value.as_ref()) {
                 self.types.keys().append_value(&kv.key);
+                self.types.values().append_value(t);
+            }
+        }
+        self.types
+            .append(true)
+            .expect("map keys and values are appended in pairs");
+    }
+
+    /// Appends one row of borrowed attributes (the same row [`TypedAttributes::append`]
+    /// makes of their decoded form).
+    pub fn append_refs(&mut self, attributes: &[(&str, AttrValue<'_>)]) {
+        for (key, value) in attributes {
+            self.values.keys().append_value(key);
+            value.append_string(self.values.values());
+        }
+        self.values
+            .append(true)
+            .expect("map keys and values are appended in pairs");
+        for (key, value) in attributes {
+            if let Some(t) = value.type_name() {
+                self.types.keys().append_value(key);
                 self.types.values().append_value(t);
             }
         }

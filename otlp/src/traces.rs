@@ -7,11 +7,13 @@ use arrow::array::{
 };
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 
 use super::{
-    Converted, Rejections, TypedAttributes, append_attributes, empty_none, hex_id, list_of_structs,
-    push_offset, resource_attributes, scope_name_version, service_name, time,
+    AttrValue, Converted, Rejections, TypedAttributes, append_attributes, append_hex_id,
+    empty_none, id_error, list_of_structs, push_offset, resource_attributes, scope_name_version,
+    service_name, time,
 };
 use periscope_storage::{Signal, attributes_builder, event_fields, link_fields};
 
@@ -41,7 +43,7 @@ fn tz(b: TimestampNanosecondBuilder) -> TimestampNanosecondBuilder {
 }
 
 /// Column builders of the `spans` table.
-struct Columns {
+pub(crate) struct Columns {
     trace_id: StringBuilder,
     span_id: StringBuilder,
     parent_span_id: StringBuilder,
@@ -78,50 +80,69 @@ struct Links {
     attributes: MapBuilder<StringBuilder, StringBuilder>,
 }
 
-/// A span's fields after validation, ready to append.
-struct Valid {
-    trace_id: String,
-    span_id: String,
-    parent_span_id: Option<String>,
-    start: Option<i64>,
-    end: Option<i64>,
-    event_times: Vec<Option<i64>>,
-    links: Vec<(String, String)>,
+/// One span's fields, borrowed from a decoded request or read in place from its
+/// protobuf bytes; `status_code` 0 and an empty message stand for no status.
+pub(crate) struct SpanRow<'a> {
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
+    pub parent_span_id: &'a [u8],
+    pub trace_state: &'a str,
+    pub name: &'a str,
+    pub kind: i32,
+    pub start: u64,
+    pub end: u64,
+    pub flags: u32,
+    pub status_code: i32,
+    pub status_message: &'a str,
+    pub attributes: &'a [(&'a str, AttrValue<'a>)],
+    pub events: &'a [Event],
+    pub links: &'a [Link],
 }
 
-fn validate(span: &Span) -> Result<Valid, String> {
-    let trace_id = hex_id(&span.trace_id, 16, "trace_id")?.ok_or("trace_id is missing")?;
-    let span_id = hex_id(&span.span_id, 8, "span_id")?.ok_or("span_id is missing")?;
-    let parent_span_id = hex_id(&span.parent_span_id, 8, "parent_span_id")?;
-    let start = time(span.start_time_unix_nano, "start_time_unix_nano")?;
-    let end = time(span.end_time_unix_nano, "end_time_unix_nano")?;
-    let event_times = span
-        .events
-        .iter()
-        .map(|e| time(e.time_unix_nano, "event time_unix_nano"))
-        .collect::<Result<_, _>>()?;
-    let links = span
-        .links
-        .iter()
-        .map(|l| {
-            let t = hex_id(&l.trace_id, 16, "link trace_id")?.ok_or("link trace_id is missing")?;
-            let s = hex_id(&l.span_id, 8, "link span_id")?.ok_or("link span_id is missing")?;
-            Ok::<_, String>((t, s))
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(Valid {
-        trace_id,
-        span_id,
-        parent_span_id,
-        start,
-        end,
-        event_times,
-        links,
-    })
+/// What one row copies from its resource and scope.
+pub(crate) struct Context<'a> {
+    pub resource: &'a [KeyValue],
+    pub service: &'a str,
+    pub scope_name: Option<&'a str>,
+    pub scope_version: Option<&'a str>,
+}
+
+/// A span's times after validation.
+struct Times {
+    start: Option<i64>,
+    end: Option<i64>,
+}
+
+fn missing(bytes: &[u8], what: &'static str) -> Result<(), String> {
+    if bytes.is_empty() {
+        return Err(format!("{what} is missing"));
+    }
+    Ok(())
+}
+
+fn validate(span: &SpanRow<'_>) -> Result<Times, String> {
+    let check = |bytes: &[u8], n, what| id_error(bytes, n, what).map_or(Ok(()), Err);
+    check(span.trace_id, 16, "trace_id")?;
+    missing(span.trace_id, "trace_id")?;
+    check(span.span_id, 8, "span_id")?;
+    missing(span.span_id, "span_id")?;
+    check(span.parent_span_id, 8, "parent_span_id")?;
+    let start = time(span.start, "start_time_unix_nano")?;
+    let end = time(span.end, "end_time_unix_nano")?;
+    for e in span.events {
+        time(e.time_unix_nano, "event time_unix_nano")?;
+    }
+    for l in span.links {
+        check(&l.trace_id, 16, "link trace_id")?;
+        missing(&l.trace_id, "link trace_id")?;
+        check(&l.span_id, 8, "link span_id")?;
+        missing(&l.span_id, "link span_id")?;
+    }
+    Ok(Times { start, end })
 }
 
 impl Columns {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Columns {
             trace_id: StringBuilder::new(),
             span_id: StringBuilder::new(),
@@ -156,7 +177,53 @@ impl Columns {
         }
     }
 
-    fn finish(mut self) -> Result<RecordBatch, arrow::error::ArrowError> {
+    /// Appends `span` as a row when it is valid; otherwise says why it is not.
+    pub(crate) fn append(&mut self, span: &SpanRow<'_>, ctx: &Context<'_>) -> Result<(), String> {
+        let times = validate(span)?;
+        let c = self;
+        append_hex_id(&mut c.trace_id, span.trace_id);
+        append_hex_id(&mut c.span_id, span.span_id);
+        append_hex_id(&mut c.parent_span_id, span.parent_span_id);
+        c.trace_state.append_option(empty_none(span.trace_state));
+        c.service_name.append_value(ctx.service);
+        c.name.append_value(span.name);
+        c.kind.append_value(kind_name(span.kind));
+        c.start_time.append_option(times.start);
+        c.end_time.append_option(times.end);
+        c.duration_ns.append_option(match (times.start, times.end) {
+            (Some(s), Some(e)) => Some(e.saturating_sub(s)),
+            _ => None,
+        });
+        c.status_code.append_value(status_name(span.status_code));
+        c.status_message
+            .append_option(empty_none(span.status_message));
+        c.attributes.append_refs(span.attributes);
+        c.resource_attributes.append(ctx.resource);
+        c.scope_name.append_option(ctx.scope_name);
+        c.scope_version.append_option(ctx.scope_version);
+        c.flags.append_value(span.flags);
+        for event in span.events {
+            // Validated above: the time fits.
+            c.events
+                .time
+                .append_option(time(event.time_unix_nano, "").ok().flatten());
+            c.events.name.append_value(&event.name);
+            append_attributes(&mut c.events.attributes, &event.attributes);
+        }
+        push_offset(&mut c.events.offsets, span.events.len());
+        for link in span.links {
+            append_hex_id(&mut c.links.trace_id, &link.trace_id);
+            append_hex_id(&mut c.links.span_id, &link.span_id);
+            c.links
+                .trace_state
+                .append_option(empty_none(&link.trace_state));
+            append_attributes(&mut c.links.attributes, &link.attributes);
+        }
+        push_offset(&mut c.links.offsets, span.links.len());
+        Ok(())
+    }
+
+    pub(crate) fn finish(mut self) -> Result<RecordBatch, arrow::error::ArrowError> {
         let events = list_of_structs(
             event_fields(),
             vec![
@@ -213,59 +280,48 @@ pub fn spans(request: &ExportTraceServiceRequest) -> Result<Converted, arrow::er
     let mut c = Columns::new();
     let mut rejected = Rejections::default();
     let mut accepted = 0u64;
+    let mut attributes = Vec::new();
     for rs in &request.resource_spans {
         let resource = resource_attributes(rs.resource.as_ref());
         let service = service_name(resource);
         for ss in &rs.scope_spans {
             let (scope_name, scope_version) = scope_name_version(ss.scope.as_ref());
+            let ctx = Context {
+                resource,
+                service: &service,
+                scope_name,
+                scope_version,
+            };
             for span in &ss.spans {
-                let valid = match validate(span) {
-                    Ok(v) => v,
-                    Err(why) => {
-                        rejected.reject(|| format!("span {:?}: {why}", span.name));
-                        continue;
-                    }
-                };
-                accepted += 1;
-                c.trace_id.append_value(&valid.trace_id);
-                c.span_id.append_value(&valid.span_id);
-                c.parent_span_id.append_option(valid.parent_span_id);
-                c.trace_state.append_option(empty_none(&span.trace_state));
-                c.service_name.append_value(&service);
-                c.name.append_value(&span.name);
-                c.kind.append_value(kind_name(span.kind));
-                c.start_time.append_option(valid.start);
-                c.end_time.append_option(valid.end);
-                c.duration_ns.append_option(match (valid.start, valid.end) {
-                    (Some(s), Some(e)) => Some(e.saturating_sub(s)),
-                    _ => None,
-                });
+                attributes.clear();
+                attributes.extend(
+                    span.attributes
+                        .iter()
+                        .map(|kv| (kv.key.as_str(), AttrValue::of(kv.value.as_ref()))),
+                );
                 let status = span.status.as_ref();
-                c.status_code
-                    .append_value(status_name(status.map(|s| s.code).unwrap_or(0)));
-                c.status_message
-                    .append_option(status.map(|s| s.message.as_str()).and_then(empty_none));
-                c.attributes.append(&span.attributes);
-                c.resource_attributes.append(resource);
-                c.scope_name.append_option(scope_name);
-                c.scope_version.append_option(scope_version);
-                c.flags.append_value(span.flags);
-                for (event, t) in span.events.iter().zip(valid.event_times) {
-                    c.events.time.append_option(t);
-                    c.events.name.append_value(&event.name);
-                    append_attributes(&mut c.events.attributes, &event.attributes);
+                let row = SpanRow {
+                    trace_id: &span.trace_id,
+                    span_id: &span.span_id,
+                    parent_span_id: &span.parent_span_id,
+                    trace_state: &span.trace_state,
+                    name: &span.name,
+                    kind: span.kind,
+                    start: span.start_time_unix_nano,
+                    end: span.end_time_unix_nano,
+                    flags: span.flags,
+                    status_code: status.map_or(0, |s| s.code),
+                    status_message: status.map_or("", |s| s.message.as_str()),
+                    attributes: &attributes,
+                    events: &span.events,
+                    links: &span.links,
+                };
+                match c.append(&row, &ctx) {
+                    Ok(()) => accepted += 1,
+                    Err(why) => rejected.reject(|| format!("span {:?}: {why}", span.name)),
                 }
-                push_offset(&mut c.events.offsets, span.events.len());
-                for (link, (t, s)) in span.links.iter().zip(valid.links) {
-                    c.links.trace_id.append_value(t);
-                    c.links.span_id.append_value(s);
-                    c.links
-                        .trace_state
-                        .append_option(empty_none(&link.trace_state));
-                    append_attributes(&mut c.links.attributes, &link.attributes);
-                }
-                push_offset(&mut c.links.offsets, span.links.len());
             }
+            attributes.clear();
         }
     }
     rejected.into_converted(accepted, || c.finish())
@@ -277,7 +333,7 @@ mod tests {
     use arrow::array::{Array, AsArray};
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
     use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, span};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span};
 
     fn kv(k: &str, v: &str) -> KeyValue {
         KeyValue {

@@ -16,14 +16,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::catalog::FileEntry;
 use crate::error::{Error, Result};
-use crate::layout::{NANOS_PER_HOUR, ROW_GROUP_ROWS, partition_of, sort};
+use crate::layout::{NANOS_PER_HOUR, ROW_GROUP_ROWS, partition_of, sorted_rows};
 use crate::logindex::{self, LogFields};
 use crate::part_writer::{PartWriter, WriteLimits};
 use crate::schema::Signal;
@@ -242,9 +241,10 @@ fn write_group(
     if group.is_empty() {
         return Ok(());
     }
-    let all = concat_batches(schema, &group)?;
+    let order = sorted_rows(signal, &group)?;
+    let sorted = crate::gather::gather_batch(schema, &group, &order)?;
     drop(group);
-    out.write(&sort(signal, &all)?)?;
+    out.write(&sorted)?;
     out.end_row_group()
 }
 

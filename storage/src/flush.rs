@@ -6,13 +6,12 @@
 
 use std::path::Path;
 
-use arrow::array::UInt32Array;
-use arrow::compute::{concat_batches, take_record_batch};
 use arrow::record_batch::RecordBatch;
 
 use crate::catalog::FileEntry;
 use crate::error::Result;
-use crate::layout::{by_hour, partition_dir, sort};
+use crate::gather::gather_batch;
+use crate::layout::{by_hour, partition_dir, sorted_rows};
 use crate::logindex::LogFields;
 use crate::part_writer::{PartWriter, WriteLimits};
 use crate::schema::Signal;
@@ -70,16 +69,11 @@ pub(crate) fn write_parts(
         if rows == 0 {
             continue;
         }
-        let all = concat_batches(&signal.schema(), chunk)?;
-        let sorted = sort(signal, &all)?;
-        drop(all);
-        let groups = by_hour(signal, &sorted)?;
-        for (hour, indices) in groups {
-            let part = if indices.len() == sorted.num_rows() {
-                sorted.clone()
-            } else {
-                take_record_batch(&sorted, &UInt32Array::from(indices))?
-            };
+        let order = sorted_rows(signal, chunk)?;
+        let schema = signal.schema();
+        for (hour, indices) in by_hour(signal, chunk, order)? {
+            let part = gather_batch(&schema, chunk, &indices)?;
+            drop(indices);
             let name = if n == 0 {
                 format!("{flush_id:012}.parquet")
             } else {

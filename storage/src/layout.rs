@@ -14,7 +14,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, MapArray, UInt64Array};
-use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use arrow::compute::{SortColumn, lexsort_to_indices};
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -167,32 +167,81 @@ fn sort_key(signal: Signal, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
     Ok(columns)
 }
 
-/// Sorts `batch` by the table's sort key.
-pub(crate) fn sort(signal: Signal, batch: &RecordBatch) -> Result<RecordBatch> {
-    let columns: Vec<SortColumn> = sort_key(signal, batch)?
-        .into_iter()
-        .map(|values| SortColumn {
-            values,
-            options: None,
+/// The rows of `batches` (batch, row) in the order of the table's sort key. Only the key
+/// columns are concatenated; the rows themselves are gathered once, in this order, by
+/// [`crate::gather::gather_batch`].
+///
+/// # Errors
+/// When a batch lacks a sort column.
+pub(crate) fn sorted_rows(signal: Signal, batches: &[RecordBatch]) -> Result<Vec<(usize, usize)>> {
+    let keys = batches
+        .iter()
+        .map(|b| sort_key(signal, b))
+        .collect::<Result<Vec<_>>>()?;
+    let width = keys.first().map_or(0, Vec::len);
+    let columns = (0..width)
+        .map(|i| {
+            let parts: Vec<&dyn arrow::array::Array> = keys.iter().map(|k| k[i].as_ref()).collect();
+            Ok(SortColumn {
+                values: arrow::compute::concat(&parts)?,
+                options: None,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
+    let mut starts = Vec::with_capacity(batches.len());
+    let mut total = 0usize;
+    for b in batches {
+        starts.push(total);
+        total += b.num_rows();
+    }
+    let position = |global: usize| {
+        let batch = starts.partition_point(|s| *s <= global) - 1;
+        (batch, global - starts[batch])
+    };
+    if columns.is_empty() {
+        return Ok((0..total).map(position).collect());
+    }
     let indices = lexsort_to_indices(&columns, None)?;
-    Ok(take_record_batch(batch, &indices)?)
+    Ok(indices
+        .values()
+        .iter()
+        .map(|i| position(*i as usize))
+        .collect())
 }
 
-/// Row indices of `batch` grouped by the hour of the time column (NULL times go to hour 0).
-pub(crate) fn by_hour(signal: Signal, batch: &RecordBatch) -> Result<BTreeMap<i64, Vec<u32>>> {
-    let times = batch
-        .column_by_name(signal.time_column())
-        .ok_or_else(|| arrow::error::ArrowError::SchemaError("no time column".into()))?
-        .as_primitive::<TimestampNanosecondType>();
-    let mut groups: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-    for i in 0..times.len() {
-        let t = if times.is_null(i) { 0 } else { times.value(i) };
-        groups
-            .entry(t.div_euclid(NANOS_PER_HOUR))
-            .or_default()
-            .push(i as u32);
+/// The rows `order` (batch, row) of `batches` grouped by the hour of the time column
+/// (NULL times go to hour 0), each group keeping the order it has in `order`.
+pub(crate) fn by_hour(
+    signal: Signal,
+    batches: &[RecordBatch],
+    order: Vec<(usize, usize)>,
+) -> Result<BTreeMap<i64, Vec<(usize, usize)>>> {
+    let times = batches
+        .iter()
+        .map(|b| {
+            b.column_by_name(signal.time_column())
+                .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+                .ok_or_else(|| arrow::error::ArrowError::SchemaError("no time column".into()))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let hour = |&(b, r): &(usize, usize)| {
+        let t = if times[b].is_null(r) {
+            0
+        } else {
+            times[b].value(r)
+        };
+        t.div_euclid(NANOS_PER_HOUR)
+    };
+    let mut groups: BTreeMap<i64, Vec<(usize, usize)>> = BTreeMap::new();
+    match order.first().map(hour) {
+        Some(first) if order.iter().all(|i| hour(i) == first) => {
+            groups.insert(first, order);
+        }
+        _ => {
+            for i in order {
+                groups.entry(hour(&i)).or_default().push(i);
+            }
+        }
     }
     Ok(groups)
 }

@@ -38,6 +38,7 @@ pub mod derived;
 mod durability;
 mod error;
 mod flush;
+mod gather;
 mod head;
 mod layout;
 pub mod logindex;
