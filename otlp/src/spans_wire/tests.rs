@@ -31,7 +31,10 @@ fn value(r: &mut Rng, depth: u32) -> Option<AnyValue> {
         2 => V::BoolValue(r.below(2) == 1),
         3 => V::IntValue(r.next() as i64 >> r.below(60)),
         4 => V::DoubleValue(f64::from_bits(r.next()) / 7.0),
-        5 => V::BytesValue(r.bytes(r.below(5) as usize)),
+        5 => {
+            let n = r.below(5) as usize;
+            V::BytesValue(r.bytes(n))
+        }
         6 => V::ArrayValue(ArrayValue {
             values: (0..r.below(3))
                 .filter_map(|_| value(r, depth + 1))
@@ -131,16 +134,19 @@ fn request(r: &mut Rng) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: (0..1 + r.below(3))
             .map(|_| ResourceSpans {
-                resource: (r.below(5) > 0).then(|| Resource {
-                    attributes: (0..r.below(4))
-                        .map(|_| kv(r, 0))
-                        .chain((r.below(3) > 0).then(|| KeyValue {
+                resource: (r.below(5) > 0).then(|| {
+                    let mut attributes: Vec<KeyValue> = (0..r.below(4)).map(|_| kv(r, 0)).collect();
+                    if r.below(3) > 0 {
+                        attributes.push(KeyValue {
                             key: "service.name".into(),
                             value: value(r, 0),
                             key_strindex: 0,
-                        }))
-                        .collect(),
-                    ..Default::default()
+                        });
+                    }
+                    Resource {
+                        attributes,
+                        ..Default::default()
+                    }
                 }),
                 scope_spans: (0..1 + r.below(3))
                     .map(|_| ScopeSpans {
