@@ -144,6 +144,7 @@ pub async fn serve_until(
         retention_grace: settings.query.timeout + Duration::from_secs(5),
         work_bytes: settings.work_bytes(),
         compaction: settings.compaction,
+        wire_decoder: Some(periscope_collector::replay_wire),
     })
     .with_context(|| {
         format!(

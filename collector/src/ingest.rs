@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use periscope_storage::Store;
+use periscope_storage::{Signal, Store};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
@@ -155,7 +155,7 @@ impl Ingest {
     /// [`IngestError::Internal`] when storing failed otherwise (nothing acknowledged).
     pub async fn export<E: Export>(&self, request: &E) -> Result<E::Response, IngestError> {
         let converted = request.convert(received_now())?;
-        self.store::<E>(converted).await
+        self.store::<E>(converted, None).await
     }
 
     /// As [`Ingest::export`], from the request's protobuf bytes.
@@ -173,17 +173,24 @@ impl Ingest {
                 E::SIGNAL.name()
             ))
         })??;
-        self.store::<E>(converted).await
+        // Spans are logged as they arrived: replay converts the same bytes into the same
+        // rows (see `replay_wire`).
+        let wire = (E::SIGNAL == Signal::Spans).then_some(bytes);
+        self.store::<E>(converted, wire).await
     }
 
     async fn store<E: Export>(
         &self,
         converted: periscope_otlp::Converted,
+        wire: Option<&[u8]>,
     ) -> Result<E::Response, IngestError> {
         let signal = E::SIGNAL.name();
-        if let Some(batch) = converted.batch
-            && let Err(e) = self.store.append(E::SIGNAL, batch).await
-        {
+        let stored = match (converted.batch, wire) {
+            (None, _) => Ok(()),
+            (Some(batch), Some(wire)) => self.store.append_wire(E::SIGNAL, batch, wire).await,
+            (Some(batch), None) => self.store.append(E::SIGNAL, batch).await,
+        };
+        if let Err(e) = stored {
             let e = IngestError::from(e);
             if matches!(e, IngestError::Unavailable(_)) {
                 self.metrics
@@ -209,4 +216,25 @@ impl Ingest {
             .map(|first| format!("{} {signal} rejected; first: {first}", converted.rejected));
         Ok(E::response(converted.rejected, message))
     }
+}
+
+/// The store's [`periscope_storage::WireDecoder`]: turns a spans export logged as it
+/// arrived back into the rows [`Ingest::export_protobuf`] stored, with the same
+/// conversion (invalid spans are dropped again, exactly as they were then).
+///
+/// # Errors
+/// When the bytes are not a spans export with valid spans, or `signal` is not logged this
+/// way.
+pub fn replay_wire(
+    signal: Signal,
+    bytes: &[u8],
+) -> Result<arrow::record_batch::RecordBatch, String> {
+    if signal != Signal::Spans {
+        return Err(format!("{signal} exports are not logged as they arrived"));
+    }
+    periscope_otlp::spans_from_protobuf(bytes)
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?
+        .batch
+        .ok_or_else(|| "the logged export holds no valid span".to_string())
 }

@@ -11,6 +11,11 @@
 //!                                              └─ invalid items ─► partial success (rejected_*)
 //! ```
 //!
+//! Protobuf exports are converted from their bytes in place
+//! ([`Ingest::export_protobuf`]); spans are then logged in the WAL as they arrived
+//! ([`periscope_storage::Store::append_wire`]) and converted again by [`replay_wire`]
+//! when the WAL is replayed.
+//!
 //! Prometheus remote write ([`remote_write`], `POST /api/v1/write` on the API port)
 //! converts each `WriteRequest` to an OTLP metrics export and takes the same path.
 //!
@@ -31,5 +36,5 @@ pub mod settings;
 pub mod status;
 
 pub use error::IngestError;
-pub use ingest::{Admission, Ingest};
+pub use ingest::{Admission, Ingest, replay_wire};
 pub use metrics::CollectorMetrics;

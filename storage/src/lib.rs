@@ -63,3 +63,8 @@ pub use schema::{
     quantile_fields, timestamp_type,
 };
 pub use store::{Snapshot, Store, StoreConfig};
+
+/// Turns an export request logged as it arrived (see [`Store::append_wire`]) back into
+/// the rows it was stored as, on replay of the WAL: the receivers' own conversion.
+pub type WireDecoder =
+    fn(Signal, &[u8]) -> std::result::Result<arrow::record_batch::RecordBatch, String>;

@@ -46,6 +46,8 @@ mod recovery;
 #[cfg(test)]
 mod tests;
 mod wal_writer;
+#[cfg(test)]
+mod wire_tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -96,6 +98,9 @@ pub struct StoreConfig {
     pub work_bytes: u64,
     /// When and what to compact.
     pub compaction: CompactionConfig,
+    /// Turns requests logged as they arrived back into rows on replay; without one,
+    /// [`Store::append_wire`] logs rows as [`Store::append`] does.
+    pub wire_decoder: Option<crate::WireDecoder>,
 }
 
 impl StoreConfig {
@@ -111,6 +116,7 @@ impl StoreConfig {
             retention_grace: Duration::from_secs(60),
             work_bytes: 64 * 1024 * 1024,
             compaction: CompactionConfig::default(),
+            wire_decoder: None,
         }
     }
 
@@ -221,6 +227,29 @@ impl Store {
     /// [`Error::Overloaded`] when the memory budget for unflushed rows is used up (retry
     /// later); an I/O error when the WAL cannot be written (nothing was acknowledged).
     pub async fn append(&self, signal: Signal, batch: RecordBatch) -> Result<()> {
+        self.append_logged(signal, batch, None).await
+    }
+
+    /// As [`Store::append`], for rows converted from `wire`, an export request as it
+    /// arrived: the WAL logs `wire` instead of the rows (a fraction of the bytes, and no
+    /// encoding), and replay converts it again with the store's
+    /// [`StoreConfig::wire_decoder`], which must give exactly `batch`. Without a decoder,
+    /// and for logs (whose ids are given here), the rows are logged.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub async fn append_wire(&self, signal: Signal, batch: RecordBatch, wire: &[u8]) -> Result<()> {
+        let wire =
+            (signal != Signal::Logs && self.inner.config.wire_decoder.is_some()).then_some(wire);
+        self.append_logged(signal, batch, wire).await
+    }
+
+    async fn append_logged(
+        &self,
+        signal: Signal,
+        batch: RecordBatch,
+        wire: Option<&[u8]>,
+    ) -> Result<()> {
         let batch = if signal == Signal::Logs {
             let first = self
                 .inner
@@ -233,7 +262,10 @@ impl Store {
         // Given back on every path that does not end with the rows in the head, a
         // caller that stops waiting (cancels this future) included.
         let reservation = self.inner.budget.reserve(held_bytes(signal, &batch))?;
-        let record = wal::encode_record(signal, &batch)?;
+        let record = match wire {
+            Some(wire) => wal::encode_wire_record(signal, wire)?,
+            None => wal::encode_record(signal, &batch)?,
+        };
         let (done, wait) = oneshot::channel();
         self.inner
             .commands

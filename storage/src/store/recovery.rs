@@ -67,7 +67,7 @@ impl Store {
                 continue;
             }
             last_segment = last_segment.max(id);
-            let replayed = wal::replay_segment(&path)?;
+            let replayed = wal::replay_segment(&path, config.wire_decoder)?;
             report_damage(&path, &replayed, &metrics);
             if replayed.format < wal::FORMAT {
                 info!(path = %path.display(), format = replayed.format, "Replaying a WAL segment of an older format; its rows are converted and written in today's format.");

@@ -7,7 +7,13 @@
 //! header  = "PSCPWAL\n" | format: u32 LE (= 2) | schema: u32 LE (schema::SCHEMA_VERSION)
 //! record  = "PSCR" | len: u32 LE | crc32(len bytes ‖ payload): u32 LE | payload
 //! payload = signal tag: u8 | one Arrow IPC stream
+//!         | (signal tag | 0x80): u8 | the export request as it arrived (OTLP protobuf)
 //! ```
+//!
+//! A request logged as it arrived is turned into rows again on replay by the store's
+//! [`crate::WireDecoder`] (the same conversion that made the acknowledged rows, so the
+//! same rows come back); a segment holding such records cannot be replayed without one,
+//! which is an error, never a skip.
 //!
 //! The record marker lets replay find the next intact record after a damaged one, so
 //! that corruption in the middle of a segment costs only the damaged bytes. Format 1
@@ -61,6 +67,9 @@ pub(crate) fn is_unfinished_header(data: &[u8]) -> bool {
     data.len() <= FILE_HEADER && (file_header().starts_with(data) || data.iter().all(|b| *b == 0))
 }
 
+/// The tag bit of a payload that holds an export request as it arrived.
+const WIRE_FLAG: u8 = 0x80;
+
 /// Encodes one batch as a complete WAL record (header included).
 pub(crate) fn encode_record(signal: Signal, batch: &RecordBatch) -> Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(RECORD_HEADER + 1 + schema::batch_bytes(batch) as usize);
@@ -71,6 +80,21 @@ pub(crate) fn encode_record(signal: Signal, batch: &RecordBatch) -> Result<Vec<u
         writer.write(batch)?;
         writer.finish()?;
     }
+    seal(buf)
+}
+
+/// Encodes an export request, as it arrived, as a complete WAL record: cheaper to log
+/// than its rows, and turned into the same rows on replay (see the module docs).
+pub(crate) fn encode_wire_record(signal: Signal, wire: &[u8]) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(RECORD_HEADER + 1 + wire.len());
+    buf.extend_from_slice(&[0u8; RECORD_HEADER]);
+    buf.push(signal.tag() | WIRE_FLAG);
+    buf.extend_from_slice(wire);
+    seal(buf)
+}
+
+/// Fills in the header of a record whose payload follows it in `buf`.
+fn seal(mut buf: Vec<u8>) -> Result<Vec<u8>> {
     let payload_len = u32::try_from(buf.len() - RECORD_HEADER).map_err(|_| {
         Error::Arrow(arrow::error::ArrowError::InvalidArgumentError(
             "one export is larger than 4 GiB and cannot be logged".into(),
@@ -119,11 +143,39 @@ fn next_intact(data: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// Decodes a record payload (tag + IPC stream) into its signal and rows, converted to
-/// today's schema of the table.
-fn decode_payload(payload: &[u8]) -> std::result::Result<(Signal, Vec<RecordBatch>), String> {
-    let (&tag, ipc) = payload.split_first().ok_or("empty payload")?;
-    let signal = Signal::from_tag(tag).ok_or_else(|| format!("unknown signal tag {tag}"))?;
+/// Why a payload could not be decoded.
+enum Undecodable {
+    /// The bytes are damaged: the record is skipped.
+    Damaged(String),
+    /// The record holds a request as it arrived and no decoder was given: replay stops.
+    NoDecoder(Signal),
+}
+
+/// Decodes a record payload (tag + IPC stream, or tag + request) into its signal and
+/// rows.
+fn decode_payload(
+    payload: &[u8],
+    decoder: Option<crate::WireDecoder>,
+) -> std::result::Result<(Signal, Vec<RecordBatch>), Undecodable> {
+    let (&tag, body) = payload
+        .split_first()
+        .ok_or_else(|| Undecodable::Damaged("empty payload".into()))?;
+    let signal = Signal::from_tag(tag & !WIRE_FLAG)
+        .ok_or_else(|| Undecodable::Damaged(format!("unknown signal tag {tag}")))?;
+    if tag & WIRE_FLAG != 0 {
+        let decode = decoder.ok_or(Undecodable::NoDecoder(signal))?;
+        return decode(signal, body)
+            .map(|batch| (signal, vec![batch]))
+            .map_err(Undecodable::Damaged);
+    }
+    decode_ipc(signal, body).map_err(Undecodable::Damaged)
+}
+
+/// The rows of an Arrow IPC stream.
+fn decode_ipc(
+    signal: Signal,
+    ipc: &[u8],
+) -> std::result::Result<(Signal, Vec<RecordBatch>), String> {
     let reader = StreamReader::try_new(Cursor::new(ipc), None).map_err(|e| e.to_string())?;
     let batches = reader
         .collect::<std::result::Result<Vec<_>, _>>()
@@ -146,11 +198,13 @@ pub(crate) struct Replayed {
     pub recovered: usize,
     /// The segment's format.
     pub format: u32,
+    /// Turns records holding a request as it arrived back into rows.
+    decoder: Option<crate::WireDecoder>,
 }
 
 impl Replayed {
     fn decode(&mut self, payload: &[u8], offset: usize, path: &Path) -> Result<()> {
-        match decode_payload(payload) {
+        match decode_payload(payload, self.decoder) {
             Ok((signal, batches)) => {
                 for batch in batches {
                     let batch = schema::conform(signal, batch).map_err(|message| {
@@ -167,7 +221,15 @@ impl Replayed {
                     self.recovered += 1;
                 }
             }
-            Err(error) => {
+            Err(Undecodable::NoDecoder(signal)) => {
+                return Err(Error::WalFormat {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "holds {signal} exports logged as they arrived (OTLP protobuf), which only a store opened with a decoder (the server) can replay"
+                    ),
+                });
+            }
+            Err(Undecodable::Damaged(error)) => {
                 tracing::debug!(path = %path.display(), offset, %error, "WAL record cannot be decoded.");
                 self.corrupt += 1;
                 self.skipped += 1;
@@ -182,7 +244,11 @@ impl Replayed {
 /// # Errors
 /// When the file cannot be read, was written in a format this version does not know, or
 /// holds rows that cannot be converted to today's schema.
-pub(crate) fn replay(path: &Path, data: &[u8]) -> Result<Replayed> {
+pub(crate) fn replay(
+    path: &Path,
+    data: &[u8],
+    decoder: Option<crate::WireDecoder>,
+) -> Result<Replayed> {
     if is_unfinished_header(data) {
         return Ok(Replayed {
             format: FORMAT,
@@ -209,6 +275,7 @@ pub(crate) fn replay(path: &Path, data: &[u8]) -> Result<Replayed> {
     }
     let mut out = Replayed {
         format,
+        decoder,
         ..Replayed::default()
     };
     let mut pos = FILE_HEADER;

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 
 #[cfg(test)]
 pub(crate) use format::tests::legacy_record;
-pub(crate) use format::{FORMAT, Replayed, encode_record};
+pub(crate) use format::{FORMAT, Replayed, encode_record, encode_wire_record};
 pub(crate) use segment::Log;
 #[cfg(test)]
 pub(crate) use segment::{Segment, tests::inject_fault};
@@ -62,9 +62,9 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>> {
 /// # Errors
 /// When the file cannot be read, is in a format this version cannot read, or holds rows
 /// that cannot be converted to today's schema.
-pub(crate) fn replay_segment(path: &Path) -> Result<Replayed> {
+pub(crate) fn replay_segment(path: &Path, decoder: Option<crate::WireDecoder>) -> Result<Replayed> {
     let data = fs::read(path).map_err(Error::io("read WAL segment", path))?;
-    format::replay(path, &data)
+    format::replay(path, &data, decoder)
 }
 
 /// Keeps a copy of segment `path` in the quarantine directory beside it (a hard link,
@@ -157,7 +157,7 @@ mod tests {
         let r3 = encode_record(Signal::Metrics, &batch(100)).unwrap();
         log.append(&r3[..r3.len() / 2]).unwrap();
 
-        let out = replay_segment(&segment_path(dir.path(), 1)).unwrap();
+        let out = replay_segment(&segment_path(dir.path(), 1), None).unwrap();
         assert_eq!(out.skipped, 1);
         assert!(out.torn);
         assert_eq!(out.corrupt, 0);
@@ -177,7 +177,7 @@ mod tests {
         let middle = damaged[1].len() / 2;
         damaged[1][middle] ^= 0xff;
         let path = segment_with(dir.path(), 7, &damaged);
-        let out = replay_segment(&path).unwrap();
+        let out = replay_segment(&path, None).unwrap();
         assert_eq!(names(&out), ["op1", "op3", "op4"]);
         assert_eq!((out.corrupt, out.skipped, out.recovered), (1, 1, 2));
         assert!(!out.torn);
@@ -186,7 +186,7 @@ mod tests {
         let mut damaged = records.clone();
         damaged[0][5] ^= 0x7f;
         let path = segment_with(dir.path(), 8, &damaged);
-        let out = replay_segment(&path).unwrap();
+        let out = replay_segment(&path, None).unwrap();
         assert_eq!(names(&out), ["op2", "op3", "op4"]);
         assert_eq!((out.corrupt, out.skipped), (1, 1));
     }
@@ -196,12 +196,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r1 = encode_record(Signal::Spans, &batch(1)).unwrap();
         let path = segment_with(dir.path(), 1, &[r1, vec![0; 4096]]);
-        let out = replay_segment(&path).unwrap();
+        let out = replay_segment(&path, None).unwrap();
         assert_eq!(names(&out), ["op1"]);
         assert_eq!((out.skipped, out.corrupt, out.torn), (0, 0, false));
         // A segment of zeros only (its header never reached the disk) is empty.
         fs::write(&path, vec![0u8; 8192]).unwrap();
-        let out = replay_segment(&path).unwrap();
+        let out = replay_segment(&path, None).unwrap();
         assert_eq!((out.batches.len(), out.skipped), (0, 0));
     }
 
@@ -212,7 +212,7 @@ mod tests {
         let mut data = legacy_record(Signal::Spans, &batch(1));
         data.extend(legacy_record(Signal::Spans, &batch(2)));
         fs::write(&path, &data).unwrap();
-        let out = replay_segment(&path).unwrap();
+        let out = replay_segment(&path, None).unwrap();
         assert_eq!(out.format, 1);
         assert_eq!(names(&out), ["op1", "op2"]);
         assert_eq!(out.skipped, 0);
@@ -226,7 +226,7 @@ mod tests {
         data[8..12].copy_from_slice(&9u32.to_le_bytes());
         data.extend(encode_record(Signal::Spans, &batch(1)).unwrap());
         fs::write(&path, &data).unwrap();
-        let error = replay_segment(&path).unwrap_err().to_string();
+        let error = replay_segment(&path, None).unwrap_err().to_string();
         assert!(error.contains("WAL format 9"), "{error}");
         assert!(error.contains("000000000003.wal"), "{error}");
     }
@@ -245,7 +245,7 @@ mod tests {
             1,
             &[encode_record(Signal::Spans, &old).unwrap()],
         );
-        let out = replay_segment(&path).unwrap();
+        let out = replay_segment(&path, None).unwrap();
         let replayed = &out.batches[0].1;
         assert_eq!(replayed.schema(), Signal::Spans.schema());
         assert_eq!(replayed.num_rows(), 2);
@@ -336,7 +336,7 @@ mod tests {
             let path = segment_path(dir.path(), 1);
             let mut file = fs::File::create(&path).unwrap();
             file.write_all(&all[..cut]).unwrap();
-            let out = replay_segment(&path).unwrap();
+            let out = replay_segment(&path, None).unwrap();
             let complete = ends.iter().filter(|end| **end <= cut).count();
             let torn = cut > FILE_HEADER && !ends.contains(&cut);
             proptest::prop_assert_eq!(out.batches.len(), complete);
