@@ -99,7 +99,7 @@ fn span(r: &mut Rng) -> Span {
                 time_unix_nano: if r.below(20) == 0 {
                     u64::MAX
                 } else {
-                    start + 5
+                    start.saturating_add(5)
                 },
                 name: "ev".into(),
                 attributes: (0..r.below(3)).map(|_| kv(r, 0)).collect(),

@@ -132,7 +132,8 @@ async fn a_crash_between_files_and_catalog_leaves_no_duplicates() {
         store.append(Signal::Spans, spans(4, 1)).await.unwrap();
     }
     // Simulate a flush that wrote its file but crashed before the catalog commit.
-    let replayed = wal::replay_segment(&wal::segment_path(&dir.path().join("wal"), 1)).unwrap();
+    let replayed =
+        wal::replay_segment(&wal::segment_path(&dir.path().join("wal"), 1), None).unwrap();
     let batches: Vec<_> = replayed.batches.into_iter().map(|(_, b)| b).collect();
     flush::write_parts(
         dir.path(),
@@ -731,7 +732,7 @@ async fn a_corrupt_record_mid_segment_is_counted_quarantined_and_the_rest_recove
     store.flush().await.unwrap();
     assert!(!segment.exists());
     let kept = wal_dir.join(wal::QUARANTINE).join("000000000001.wal");
-    let replayed = wal::replay_segment(&kept).unwrap();
+    let replayed = wal::replay_segment(&kept, None).unwrap();
     assert_eq!((replayed.batches.len(), replayed.corrupt), (2, 1));
     drop(store);
     let store = Store::open(StoreConfig::new(dir.path())).unwrap();
@@ -755,7 +756,7 @@ async fn after_a_failed_wal_write_acknowledged_rows_never_land_after_garbage() {
         assert!(matches!(error, Error::Io { .. }), "{error}");
         store.append(Signal::Spans, spans(4, 3)).await.unwrap();
         assert_eq!(wal::list_segments(&wal_dir).unwrap(), [1, 2]);
-        let second = wal::replay_segment(&wal::segment_path(&wal_dir, 2)).unwrap();
+        let second = wal::replay_segment(&wal::segment_path(&wal_dir, 2), None).unwrap();
         assert_eq!((second.batches.len(), second.skipped), (1, 0));
     }
     let store = Store::open(StoreConfig::new(dir.path())).unwrap();

@@ -274,7 +274,7 @@ mod tests {
             "{error}"
         );
         assert_eq!(
-            names(&replay_segment(&segment_path(dir.path(), 7)).unwrap()),
+            names(&replay_segment(&segment_path(dir.path(), 7), None).unwrap()),
             ["op1"]
         );
     }
@@ -296,9 +296,9 @@ mod tests {
             .unwrap();
         assert_eq!(fs::metadata(&first).unwrap().len(), garbage_len);
         assert_eq!(list_segments(dir.path()).unwrap(), [1, 2]);
-        assert_eq!(names(&replay_segment(&first).unwrap()), ["op1"]);
+        assert_eq!(names(&replay_segment(&first, None).unwrap()), ["op1"]);
         assert_eq!(
-            names(&replay_segment(&segment_path(dir.path(), 2)).unwrap()),
+            names(&replay_segment(&segment_path(dir.path(), 2), None).unwrap()),
             ["op3"]
         );
         // A rotation says every segment so far is covered, and starts the next one.
@@ -317,7 +317,7 @@ mod tests {
         let kept = quarantine(&path).unwrap();
         quarantine(&path).unwrap();
         fs::remove_file(&path).unwrap();
-        assert_eq!(names(&replay_segment(&kept).unwrap()), ["op1"]);
+        assert_eq!(names(&replay_segment(&kept, None).unwrap()), ["op1"]);
         assert_eq!(list_segments(dir.path()).unwrap(), Vec::<u64>::new());
     }
 
