@@ -22,21 +22,24 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// mimalloc's `purge_delay` option (its index in mimalloc 3's `mi_option_e`).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// How long mimalloc keeps freed memory before giving it back to the OS, in ms.
-///
-/// At 0 (given back at once) every export's buffers came back from the kernel as fresh
-/// zeroed pages, transparent huge pages 2 MiB at a time: zeroing them was a quarter of
-/// the server's CPU during ingest. Held for a second, freed memory is reused by the next
-/// exports and the next flush instead, and what a flush frees is still back with the OS
-/// a second later, so resident memory stays under the memory budget.
-const PURGE_DELAY_MS: std::os::raw::c_long = 1000;
+/// mimalloc's `allow_thp` option (its index in mimalloc 3's `mi_option_e`).
+const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 37;
 
-/// Sets mimalloc's purge delay (see [`PURGE_DELAY_MS`]); `MIMALLOC_PURGE_DELAY` in the
-/// environment still wins.
+/// Makes mimalloc give freed memory back to the OS at once rather than after a second:
+/// a flush frees a whole chunk of rows at a time, and resident memory has to stay under
+/// the memory budget (keeping it for even 250 ms took the overload test to 245 MiB of
+/// its 256). Transparent huge pages are turned off for the process: memory given back
+/// and taken again came back as 2 MiB pages the kernel zeroed whole, a quarter of the
+/// server's CPU during ingest. `MIMALLOC_PURGE_DELAY` and `MIMALLOC_ALLOW_THP` in the
+/// environment still win.
 fn return_freed_memory_promptly() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets a plain integer option; called at start, before other threads.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: as above.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0) };
     }
 }
 
