@@ -15,6 +15,9 @@ use arrow::compute::interleave;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::error::ArrowError;
 
+/// Where gathered elements come from: (array, element) pairs.
+type Positions = Vec<(usize, usize)>;
+
 /// The rows `indices` (batch, row) of `batches`, in that order, as one batch of `schema`.
 ///
 /// # Errors
@@ -106,7 +109,7 @@ pub(crate) fn gather(
 fn child_indices(
     offsets: &[&OffsetBuffer<i32>],
     indices: &[(usize, usize)],
-) -> Result<(OffsetBuffer<i32>, Vec<(usize, usize)>), ArrowError> {
+) -> Result<(OffsetBuffer<i32>, Positions), ArrowError> {
     let mut lengths = Vec::with_capacity(indices.len());
     let mut children = Vec::new();
     for &(array, row) in indices {
@@ -147,7 +150,7 @@ mod tests {
         KeyValue {
             key: k.into(),
             value: Some(AnyValue {
-                value: Some(if v % 2 == 0 {
+                value: Some(if v.is_multiple_of(2) {
                     Value::IntValue(v as i64)
                 } else {
                     Value::StringValue(format!("s{v}"))
