@@ -266,23 +266,7 @@ pub fn any_value_json(value: &AnyValue) -> serde_json::Value {
 
 /// Appends one attribute value in its string form, without allocating for scalars.
 fn append_value_string(builder: &mut StringBuilder, value: Option<&AnyValue>) {
-    use std::fmt::Write;
-    match value.and_then(|v| v.value.as_ref()) {
-        None => builder.append_null(),
-        Some(Value::StringValue(s)) => builder.append_value(s),
-        Some(Value::BoolValue(b)) => builder.append_value(if *b { "true" } else { "false" }),
-        Some(Value::IntValue(i)) => {
-            // Writing into a StringBuilder only fails if the formatter does, which
-            // integer and float formatting never do.
-            let _ = write!(builder, "{i}");
-            builder.append_value("");
-        }
-        Some(Value::DoubleValue(d)) => {
-            let _ = write!(builder, "{d}");
-            builder.append_value("");
-        }
-        Some(_) => builder.append_option(value.and_then(any_value_string)),
-    }
+    AttrValue::of(value).append_string(builder);
 }
 
 /// Appends one attribute map (one row) to a map builder.
@@ -340,6 +324,18 @@ impl<'a> AttrValue<'a> {
         }
     }
 
+    /// The same value, borrowing what `self` owns.
+    fn borrowed(&self) -> AttrValue<'_> {
+        match self {
+            AttrValue::Other(v) => AttrValue::Other(Cow::Borrowed(v.as_ref())),
+            AttrValue::None => AttrValue::None,
+            AttrValue::Str(s) => AttrValue::Str(s),
+            AttrValue::Bool(b) => AttrValue::Bool(*b),
+            AttrValue::Int(i) => AttrValue::Int(*i),
+            AttrValue::Double(d) => AttrValue::Double(*d),
+        }
+    }
+
     /// Appends the string form (as [`any_value_string`]) without allocating for scalars.
     fn append_string(&self, builder: &mut StringBuilder) {
         use std::fmt::Write;
@@ -389,22 +385,24 @@ impl TypedAttributes {
 
     /// Appends one row.
     pub fn append(&mut self, attributes: &[KeyValue]) {
-        append_attributes(&mut self.values, attributes);
-        for kv in attributes {
-            if let Some(t) = value_type(kv.value.as_ref()) {
-                self.types.keys().append_value(&kv.key);
-                self.types.values().append_value(t);
-            }
-        }
-        self.types
-            .append(true)
-            .expect("map keys and values are appended in pairs");
+        self.append_pairs(
+            attributes
+                .iter()
+                .map(|kv| (kv.key.as_str(), AttrValue::of(kv.value.as_ref()))),
+        );
     }
 
     /// Appends one row of borrowed attributes (the same row [`TypedAttributes::append`]
     /// makes of their decoded form).
     pub fn append_refs(&mut self, attributes: &[(&str, AttrValue<'_>)]) {
-        for (key, value) in attributes {
+        self.append_pairs(attributes.iter().map(|(k, v)| (*k, v.borrowed())));
+    }
+
+    fn append_pairs<'a>(
+        &mut self,
+        attributes: impl Iterator<Item = (&'a str, AttrValue<'a>)> + Clone,
+    ) {
+        for (key, value) in attributes.clone() {
             self.values.keys().append_value(key);
             value.append_string(self.values.values());
         }

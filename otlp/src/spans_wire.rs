@@ -135,7 +135,7 @@ impl<'a> State<'a> {
         self.attributes.clear();
         self.events.clear();
         self.links.clear();
-        let mut row = Span::default();
+        let mut row = SpanRow::default();
         let mut status_seen = false;
         let mut fields = Fields::new(bytes);
         while let Some((n, v)) = fields.next_field()? {
@@ -183,23 +183,10 @@ impl<'a> State<'a> {
                 _ => {}
             }
         }
-        let span = SpanRow {
-            trace_id: row.trace_id,
-            span_id: row.span_id,
-            parent_span_id: row.parent_span_id,
-            trace_state: row.trace_state,
-            name: row.name,
-            kind: row.kind,
-            start: row.start,
-            end: row.end,
-            flags: row.flags,
-            status_code: row.status_code,
-            status_message: row.status_message,
-            attributes: &self.attributes,
-            events: &self.events,
-            links: &self.links,
-        };
-        match self.columns.append(&span, ctx) {
+        row.attributes = &self.attributes;
+        row.events = &self.events;
+        row.links = &self.links;
+        match self.columns.append(&row, ctx) {
             Ok(()) => self.accepted += 1,
             Err(why) => self
                 .rejected
@@ -207,22 +194,6 @@ impl<'a> State<'a> {
         }
         Ok(())
     }
-}
-
-/// The plain fields of a span as they are read.
-#[derive(Default)]
-struct Span<'a> {
-    trace_id: &'a [u8],
-    span_id: &'a [u8],
-    parent_span_id: &'a [u8],
-    trace_state: &'a str,
-    name: &'a str,
-    kind: i32,
-    start: u64,
-    end: u64,
-    flags: u32,
-    status_code: i32,
-    status_message: &'a str,
 }
 
 /// One attribute read in place; values other than strings and numbers, or an attribute

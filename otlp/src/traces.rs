@@ -82,6 +82,7 @@ struct Links {
 
 /// One span's fields, borrowed from a decoded request or read in place from its
 /// protobuf bytes; `status_code` 0 and an empty message stand for no status.
+#[derive(Default)]
 pub(crate) struct SpanRow<'a> {
     pub trace_id: &'a [u8],
     pub span_id: &'a [u8],
