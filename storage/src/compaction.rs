@@ -24,7 +24,7 @@ use crate::catalog::FileEntry;
 use crate::error::{Error, Result};
 use crate::layout::{NANOS_PER_HOUR, ROW_GROUP_ROWS, partition_of, sorted_rows};
 use crate::logindex::{self, LogFields};
-use crate::part_writer::{PartWriter, WriteLimits};
+use crate::part_writer::{LogIndex, PartWriter, WriteLimits};
 use crate::schema::Signal;
 
 /// When and what to compact.
@@ -144,15 +144,47 @@ fn write_merged(
     let mut ordered: Vec<&FileEntry> = inputs.iter().collect();
     ordered.sort_by(|a, b| (a.min_time, &a.path).cmp(&(b.min_time, &b.path)));
     let expected: u64 = inputs.iter().map(|f| f.rows).sum();
+    // Log files whose rows are in the order of their index's documents: the output
+    // concatenates their rows and merges their indexes in the same order, instead of
+    // indexing the rows again.
+    let input_indexes: Vec<_> = ordered
+        .iter()
+        .map(|f| logindex::index_path(&data_dir.join(&f.path)))
+        .collect();
+    let merge_indexes =
+        signal == Signal::Logs && input_indexes.iter().all(|d| logindex::rows_in_doc_order(d));
     let mut out = PartWriter::create(
         data_dir,
         signal,
         target.rel_dir,
         target.name,
         (expected as usize).min(ROW_GROUP_ROWS),
-        target.log_fields,
+        if merge_indexes {
+            LogIndex::Given
+        } else {
+            LogIndex::Build(target.log_fields)
+        },
         target.limits,
     )?;
+    if merge_indexes {
+        let dir = out.index_dir();
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(Error::io("remove stale index", &dir))?;
+        }
+        let indexes = input_indexes
+            .iter()
+            .map(|d| logindex::file::open(d))
+            .collect::<Result<Vec<_>>>()?;
+        let docs = logindex::export::merge(&indexes, &dir)?;
+        if docs != expected {
+            return Err(Error::Compaction {
+                partition: target.rel_dir.to_string(),
+                message: format!(
+                    "the indexes of files holding {expected} rows hold {docs} documents; check the files of the partition"
+                ),
+            });
+        }
+    }
     if signal == Signal::Spans && !inputs_store_end_time(data_dir, inputs)? {
         // No input stores `end_time`: nor does the output (it is derived on read).
         out.leave_out_end_time()?;

@@ -79,6 +79,16 @@ impl Head {
             .collect()
     }
 
+    /// The sequence numbers of the frozen batches of `signal`, in the order of
+    /// [`Self::frozen`].
+    pub fn frozen_seqs(&self, signal: Signal) -> Vec<u64> {
+        self.tables[signal.index()]
+            .frozen
+            .iter()
+            .map(|(seq, _)| *seq)
+            .collect()
+    }
+
     /// Drops the frozen rows (now in Parquet) and returns how many bytes that frees.
     pub fn release_frozen(&mut self) -> u64 {
         self.tables

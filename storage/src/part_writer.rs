@@ -38,6 +38,16 @@ pub(crate) struct WriteLimits {
     pub index_bytes: usize,
 }
 
+/// How a `logs` file gets its index.
+#[derive(Clone, Copy)]
+pub(crate) enum LogIndex<'a> {
+    /// Built from the rows written, by tokenizing them.
+    Build(&'a LogFields),
+    /// Put in place by the caller (copied from the head index or merged from the
+    /// inputs' indexes, see [`logindex::export`]) before [`PartWriter::finish`].
+    Given,
+}
+
 /// One Parquet file being written.
 pub(crate) struct PartWriter {
     signal: Signal,
@@ -50,6 +60,8 @@ pub(crate) struct PartWriter {
     schema: SchemaRef,
     expected_rows: usize,
     index: Option<FileIndexBuilder>,
+    /// Whether the file has an index (built here or given).
+    indexed: bool,
     limits: WriteLimits,
     /// Span aggregates being built (`spans` only).
     spans: Option<SummaryBuilder>,
@@ -71,7 +83,7 @@ impl PartWriter {
         rel_dir: &str,
         name: &str,
         expected_rows: usize,
-        log_fields: &LogFields,
+        log_index: LogIndex<'_>,
         limits: WriteLimits,
     ) -> Result<PartWriter> {
         let dir = data_dir.join(rel_dir);
@@ -83,14 +95,13 @@ impl PartWriter {
         let props = writer_properties(signal, expected_rows)?;
         let schema = signal.schema();
         let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
-        let index = if signal == Signal::Logs {
-            Some(FileIndexBuilder::create(
+        let index = match log_index {
+            LogIndex::Build(fields) if signal == Signal::Logs => Some(FileIndexBuilder::create(
                 &logindex::index_path(&path),
-                log_fields,
+                fields,
                 limits.index_bytes,
-            )?)
-        } else {
-            None
+            )?),
+            _ => None,
         };
         Ok(PartWriter {
             signal,
@@ -102,6 +113,7 @@ impl PartWriter {
             schema,
             expected_rows,
             index,
+            indexed: signal == Signal::Logs,
             limits,
             spans: (signal == Signal::Spans).then(SummaryBuilder::new),
             components: BTreeMap::new(),
@@ -196,6 +208,11 @@ impl PartWriter {
         Ok(self.writer.flush()?)
     }
 
+    /// The index directory of the file (for a given index, see [`LogIndex::Given`]).
+    pub fn index_dir(&self) -> PathBuf {
+        logindex::index_path(&self.path)
+    }
+
     /// Closes the file, fsyncs it and its index, renames it into place and returns its
     /// catalog entry.
     ///
@@ -207,14 +224,15 @@ impl PartWriter {
         let bytes = file.metadata().map_err(Error::io("stat", &self.tmp))?.len();
         drop(file);
         fs::rename(&self.tmp, &self.path).map_err(Error::io("rename", &self.path))?;
+        let index_dir = logindex::index_path(&self.path);
         let mut index_bytes = match self.index {
-            Some(index) => {
-                let size = index.finish()?;
-                sync_dir(&logindex::index_path(&self.path))?;
-                size
-            }
+            Some(index) => index.finish()?,
+            None if self.indexed => logindex::dir_size(&index_dir)?,
             None => 0,
         };
+        if self.indexed {
+            sync_dir(&index_dir)?;
+        }
         if let Some(spans) = self.spans {
             index_bytes += span_aggregates::write(&self.path, &spans.finish())?;
         }

@@ -78,10 +78,13 @@ impl Signal {
     /// Spans sort by trace: a trace's spans sit together (the trace view reads a page or
     /// two of each column, found by the page index) and its ids compress to almost
     /// nothing; the service graph and RED read per-minute aggregates, not rows.
+    /// Log rows keep the order of their file index's documents, about their arrival
+    /// order, so that a document number is a row number (see `logindex::export`); a sort
+    /// by service would save under 2 % of their bytes.
     pub fn sort_columns(self) -> &'static [&'static str] {
         match self {
             Signal::Spans => &["trace_id", "start_time"],
-            Signal::Logs => &["service_name", "timestamp"],
+            Signal::Logs => &[],
             Signal::Metrics => &["metric_name", "service_name", "timestamp"],
         }
     }

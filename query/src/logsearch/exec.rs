@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::ArrayRef;
@@ -12,9 +13,9 @@ use arrow::record_batch::RecordBatch;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
-use parquet::file::metadata::PageIndexPolicy;
+use parquet::file::metadata::ParquetMetaData;
 use periscope_storage::Store;
 use periscope_storage::logindex::{Collect, Found, Hit, TextTokenizer};
 use serde_json::{Map, Value, json};
@@ -167,6 +168,7 @@ pub fn search_until(
         before: req.cursor.map(|c| (c.timestamp, c.log_id)),
         histogram: Some((origin, step, buckets)),
         min_head_seq: Some(view.min_head_seq),
+        rows_are_docs: false,
     };
     let mut found = Found {
         histogram: vec![0; buckets],
@@ -201,8 +203,13 @@ pub fn search_until(
                     let mut hits: Vec<(Hit, Source)> = Vec::new();
                     for i in candidates.iter().skip(w).step_by(workers) {
                         check()?;
-                        let searcher = store.log_file_searcher(&view.files[*i])?;
-                        let part = searcher.search(query.as_ref(), file_collect)?;
+                        let (searcher, rows_are_docs) =
+                            store.log_file_searcher(&view.files[*i])?;
+                        let collect = Collect {
+                            rows_are_docs,
+                            ..file_collect.clone()
+                        };
+                        let part = searcher.search(query.as_ref(), &collect)?;
                         hits.extend(part.hits.iter().map(|h| (*h, Source::File(*i))));
                         found.merge(part, 0);
                         hits.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
@@ -254,7 +261,8 @@ pub fn search_until(
     for (i, rows) in by_file {
         check()?;
         let path = view.data_dir.join(&view.files[i].path);
-        for (batch, row, out) in read_rows(&path, rows)? {
+        let footer = store.log_file_footer(&view.files[i])?;
+        for (batch, row, out) in read_rows(&path, footer, rows)? {
             hits[out] = hit_json(&batch, row, &highlight);
         }
     }
@@ -282,16 +290,18 @@ pub fn search_until(
     })
 }
 
-/// Reads the given rows (row number, output slot) of a Parquet file; returns for each the
-/// batch holding it and its index there.
+/// Reads the given rows (row number, output slot) of a Parquet file whose parsed footer
+/// (with its offset index, so that only the pages holding the rows are read and decoded)
+/// is `footer`; returns for each the batch holding it and its index there.
 fn read_rows(
     path: &Path,
+    footer: Arc<ParquetMetaData>,
     mut rows: Vec<(usize, usize)>,
 ) -> Result<Vec<(RecordBatch, usize, usize)>, SearchError> {
     rows.sort_unstable();
     let file = File::open(path).map_err(|e| SearchError::Io(path.display().to_string(), e))?;
-    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)?;
+    let metadata = ArrowReaderMetadata::try_new(footer, ArrowReaderOptions::new())?;
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
     let total = builder.metadata().file_metadata().num_rows() as usize;
     let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
     for (row, _) in &rows {

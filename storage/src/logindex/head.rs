@@ -10,7 +10,8 @@
 //! Live tail rides on the same commits: after each one the indexer runs every
 //! subscriber's query over just the rows that commit added and sends the matching rows.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
@@ -31,6 +32,8 @@ use crate::error::Result;
 
 /// Longest time a new row waits before the indexer commits it.
 pub const COMMIT_EVERY: Duration = Duration::from_millis(200);
+/// Longest a flush waits for the indexer to catch up before it indexes its rows itself.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most matching rows one tail message carries.
 const TAIL_LIMIT: usize = 10_000;
 
@@ -38,6 +41,9 @@ enum Message {
     /// A batch, its sequence number and its bytes in the queue.
     Batch(u64, RecordBatch, u64),
     Release(u64),
+    /// Commit once every batch up to this sequence number is added, then answer whether
+    /// every batch from the first number on was indexed.
+    Sync(RangeInclusive<u64>, Sender<bool>),
 }
 
 struct Subscriber {
@@ -50,6 +56,7 @@ struct Subscriber {
 /// Handle to the head's log index; cheap to clone.
 #[derive(Clone)]
 pub struct HeadIndex {
+    index: Index,
     reader: IndexReader,
     sender: Sender<Message>,
     subscribers: Arc<Mutex<Vec<Subscriber>>>,
@@ -89,6 +96,7 @@ impl HeadIndex {
         let subscribers = Arc::new(Mutex::new(Vec::new()));
         let queue = Arc::new(QueueBudget::new(memory as u64, queue_bytes, queue_waits));
         let head = HeadIndex {
+            index: index.clone(),
             reader,
             sender,
             subscribers: Arc::clone(&subscribers),
@@ -101,6 +109,9 @@ impl HeadIndex {
             subscribers,
             pending: VecDeque::new(),
             queue,
+            added: None,
+            failed: BTreeSet::new(),
+            syncs: Vec::new(),
         };
         std::thread::Builder::new()
             .name("periscope-log-index".into())
@@ -117,6 +128,22 @@ impl HeadIndex {
         if self.sender.send(Message::Batch(seq, batch, bytes)).is_err() {
             self.queue.give(bytes);
         }
+    }
+
+    /// Waits until every batch with a sequence number in `seqs` is indexed and committed
+    /// (at most [`SYNC_TIMEOUT`]); true when all of them were indexed, so that the head
+    /// index holds every row of those batches (see [`super::export`]).
+    pub(crate) fn sync(&self, seqs: RangeInclusive<u64>) -> bool {
+        let (reply, answer) = channel();
+        if self.sender.send(Message::Sync(seqs, reply)).is_err() {
+            return false;
+        }
+        answer.recv_timeout(SYNC_TIMEOUT).unwrap_or(false)
+    }
+
+    /// The index itself, to copy a flushed part's documents from (after [`Self::sync`]).
+    pub(crate) fn index(&self) -> &Index {
+        &self.index
     }
 
     /// Says that every batch below `seq` is now in Parquet files.
@@ -159,6 +186,12 @@ struct Indexer {
     /// Batches added since the last commit, for the tail subscribers.
     pending: VecDeque<(u64, RecordBatch)>,
     queue: Arc<QueueBudget>,
+    /// The highest sequence number added.
+    added: Option<u64>,
+    /// Sequence numbers of batches that could not be indexed (until flushed).
+    failed: BTreeSet<u64>,
+    /// Syncs waiting for batches still to come.
+    syncs: Vec<(RangeInclusive<u64>, Sender<bool>)>,
 }
 
 impl Indexer {
@@ -173,11 +206,14 @@ impl Indexer {
                 Ok(Message::Batch(seq, batch, bytes)) => {
                     if let Err(error) = self.add(seq, &batch) {
                         warn!(%error, "Could not index a log batch; it stays queryable by SQL.");
+                        self.failed.insert(seq);
                     }
+                    self.added = Some(self.added.map_or(seq, |a| a.max(seq)));
                     self.queue.give(bytes);
                     self.pending.push_back((seq, batch));
                     dirty_since.get_or_insert_with(Instant::now);
                 }
+                Ok(Message::Sync(seqs, reply)) => self.syncs.push((seqs, reply)),
                 Ok(Message::Release(seq)) => {
                     let query = RangeQuery::new(
                         std::ops::Bound::Unbounded,
@@ -189,16 +225,36 @@ impl Indexer {
                     if let Err(error) = self.writer.delete_query(Box::new(query)) {
                         warn!(%error, "Could not drop flushed rows from the head log index.");
                     }
+                    self.failed = self.failed.split_off(&seq);
                     dirty_since.get_or_insert_with(Instant::now);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            if dirty_since.is_some_and(|t| t.elapsed() >= COMMIT_EVERY) {
-                self.commit();
+            let ready = self.syncs.iter().any(|(seqs, _)| {
+                self.added.is_some_and(|a| a >= *seqs.end())
+            });
+            if ready || dirty_since.is_some_and(|t| t.elapsed() >= COMMIT_EVERY) {
+                let committed = self.commit();
                 dirty_since = None;
+                self.answer_syncs(committed);
             }
         }
+    }
+
+    /// Answers the syncs whose batches are all added, after a commit (`committed` false
+    /// when it failed: those answer that the index is incomplete).
+    fn answer_syncs(&mut self, committed: bool) {
+        let added = self.added;
+        let failed = &self.failed;
+        self.syncs.retain(|(seqs, reply)| {
+            if !added.is_some_and(|a| a >= *seqs.end()) {
+                return true;
+            }
+            let complete = committed && failed.range(seqs.clone()).next().is_none();
+            let _ = reply.send(complete);
+            false
+        });
     }
 
     fn add(&mut self, seq: u64, batch: &RecordBatch) -> Result<()> {
@@ -210,19 +266,21 @@ impl Indexer {
         Ok(())
     }
 
-    fn commit(&mut self) {
+    /// Commits what was added and runs the tail subscriptions over it; false when the
+    /// commit failed.
+    fn commit(&mut self) -> bool {
         if let Err(error) = self.writer.commit().and_then(|_| self.reader.reload()) {
             warn!(%error, "Could not commit the head log index.");
-            return;
+            return false;
         }
         let pending: Vec<(u64, RecordBatch)> = self.pending.drain(..).collect();
         if pending.is_empty() {
-            return;
+            return true;
         }
         let mut subscribers = self.subscribers.lock();
         subscribers.retain(|s| !s.sender.is_closed());
         if subscribers.is_empty() {
-            return;
+            return true;
         }
         let searcher = self.reader.searcher();
         let first = pending[0].0;
@@ -240,6 +298,7 @@ impl Indexer {
                 Err(error) => warn!(%error, "Live tail query failed."),
             }
         }
+        true
     }
 }
 
@@ -258,6 +317,7 @@ fn tail_rows(
         before: None,
         histogram: None,
         min_head_seq: Some(first),
+        rows_are_docs: false,
     };
     let found = searcher.search(query, &collect)?;
     if found.hits.is_empty() {

@@ -30,6 +30,9 @@ pub struct Collect {
     /// For the head index: skip documents of batches below this sequence (already in
     /// files).
     pub min_head_seq: Option<u64>,
+    /// For a file index whose document numbers are its rows (see
+    /// [`super::export::ROW_ORDER`]): hits carry the document number as their locator.
+    pub rows_are_docs: bool,
 }
 
 /// A matching row.
@@ -76,9 +79,14 @@ impl Collector for Collect {
 
     fn for_segment(
         &self,
-        _: SegmentOrdinal,
+        ordinal: SegmentOrdinal,
         segment: &SegmentReader,
     ) -> tantivy::Result<SegmentCollect> {
+        if self.rows_are_docs && ordinal > 0 {
+            return Err(tantivy::TantivyError::InternalError(
+                "a log index in row order has more than one segment".into(),
+            ));
+        }
         let fast = segment.fast_fields();
         Ok(SegmentCollect {
             params: self.clone(),
@@ -130,7 +138,11 @@ impl SegmentCollector for SegmentCollect {
         if ts < p.start || ts >= p.end {
             return;
         }
-        let locator = self.locator.first(doc).unwrap_or(0);
+        let locator = if p.rows_are_docs {
+            u64::from(doc)
+        } else {
+            self.locator.first(doc).unwrap_or(0)
+        };
         if let Some(min) = p.min_head_seq
             && (locator >> 32) < min
         {

@@ -271,13 +271,21 @@ impl Inner {
         let data_dir = &self.config.data_dir;
         let mut written = Vec::new();
         for signal in Signal::ALL {
-            let frozen = self.state.read().head.frozen(signal);
+            let (frozen, seqs) = {
+                let state = self.state.read();
+                (state.head.frozen(signal), state.head.frozen_seqs(signal))
+            };
+            let head = flush::FromHead {
+                index: &self.head_index,
+                seqs: &seqs,
+            };
             written.extend(flush::write_parts(
                 data_dir,
                 signal,
                 &frozen,
                 upto,
                 &self.log_fields,
+                Some(head),
                 self.config.flush_limits(),
                 outputs,
             )?);

@@ -319,14 +319,30 @@ impl Store {
         view
     }
 
-    /// The searcher of the log index of one `logs` file of a [`LogView`].
+    /// The searcher of the log index of one `logs` file of a [`LogView`], and whether
+    /// its document numbers are the file's rows (set [`crate::logindex::Collect`]'s
+    /// `rows_are_docs` to it).
     ///
     /// # Errors
     /// When the index cannot be opened.
-    pub fn log_file_searcher(&self, file: &FileEntry) -> Result<tantivy::Searcher> {
+    pub fn log_file_searcher(&self, file: &FileEntry) -> Result<(tantivy::Searcher, bool)> {
         self.inner
             .file_indexes
             .searcher(&self.inner.config.data_dir, file)
+    }
+
+    /// The parsed footer, with page index, of one `logs` file of a [`LogView`]; kept
+    /// while the file is listed.
+    ///
+    /// # Errors
+    /// When the file cannot be read or its footer is damaged.
+    pub fn log_file_footer(
+        &self,
+        file: &FileEntry,
+    ) -> Result<std::sync::Arc<parquet::file::metadata::ParquetMetaData>> {
+        self.inner
+            .file_indexes
+            .footer(&self.inner.config.data_dir, file)
     }
 
     /// The schema of the log indexes, for building queries.

@@ -141,6 +141,7 @@ async fn a_crash_between_files_and_catalog_leaves_no_duplicates() {
         &batches,
         1,
         &LogFields::new(),
+        None,
         flush::TEST_LIMITS,
         &mut Vec::new(),
     )
@@ -151,16 +152,25 @@ async fn a_crash_between_files_and_catalog_leaves_no_duplicates() {
 }
 
 fn logs(bodies: &[&str]) -> RecordBatch {
+    let timed: Vec<(String, u64)> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.to_string(), 1_700_000_000_000_000_000 + i as u64))
+        .collect();
+    logs_timed(&timed)
+}
+
+/// A `logs` batch of (body, Unix ns) rows.
+fn logs_timed(rows: &[(String, u64)]) -> RecordBatch {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-    let records = bodies
+    let records = rows
         .iter()
-        .enumerate()
-        .map(|(i, b)| LogRecord {
-            time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+        .map(|(b, t)| LogRecord {
+            time_unix_nano: *t,
             body: Some(AnyValue {
-                value: Some(Value::StringValue((*b).into())),
+                value: Some(Value::StringValue(b.clone())),
             }),
             ..Default::default()
         })
@@ -183,27 +193,27 @@ fn indexed(store: &Store, word: &str) -> (u64, u64) {
     let view = store.log_view();
     let term = tantivy::Term::from_field_text(store.log_fields().body, word);
     let query = TermQuery::new(term, tantivy::schema::IndexRecordOption::Basic);
-    let collect = |min_head_seq| logindex::Collect {
+    let collect = |min_head_seq, rows_are_docs| logindex::Collect {
         start: i64::MIN,
         end: i64::MAX,
         limit: 10,
         before: None,
         histogram: None,
         min_head_seq,
+        rows_are_docs,
     };
     let head = view
         .head_searcher
-        .search(&query, &collect(Some(view.min_head_seq)))
+        .search(&query, &collect(Some(view.min_head_seq), false))
         .unwrap()
         .total;
     let files = view
         .files
         .iter()
         .map(|f| {
-            store
-                .log_file_searcher(f)
-                .unwrap()
-                .search(&query, &collect(None))
+            let (searcher, rows_are_docs) = store.log_file_searcher(f).unwrap();
+            searcher
+                .search(&query, &collect(None, rows_are_docs))
                 .unwrap()
                 .total
         })
@@ -467,9 +477,8 @@ async fn compacted_logs_keep_a_working_index() {
         arrow::array::AsArray::as_string::<i32>(batch.column_by_name("body").unwrap()).clone();
     let term = tantivy::Term::from_field_text(store.log_fields().body, "disk");
     let query = tantivy::query::TermQuery::new(term, tantivy::schema::IndexRecordOption::Basic);
-    let found = store
-        .log_file_searcher(file)
-        .unwrap()
+    let (searcher, rows_are_docs) = store.log_file_searcher(file).unwrap();
+    let found = searcher
         .search(
             &query,
             &logindex::Collect {
@@ -479,6 +488,7 @@ async fn compacted_logs_keep_a_working_index() {
                 before: None,
                 histogram: None,
                 min_head_seq: None,
+                rows_are_docs,
             },
         )
         .unwrap();
@@ -870,4 +880,85 @@ async fn the_log_index_queue_is_counted_and_drains() {
     store.append(Signal::Logs, logs(&["queued"])).await.unwrap();
     until_indexed(&store, "queued", (1, 0)).await;
     assert_eq!(store.metrics().log_index_queue_bytes.get(), 0);
+}
+
+/// Asserts that every `logs` file's index has its documents in row order: document n's
+/// `log_id` is row n's.
+fn assert_docs_are_rows(dir: &Path, store: &Store) {
+    use arrow::array::AsArray;
+    use arrow::datatypes::UInt64Type;
+    let view = store.log_view();
+    assert!(!view.files.is_empty());
+    for file in &view.files {
+        let (searcher, rows_are_docs) = store.log_file_searcher(file).unwrap();
+        assert!(rows_are_docs, "{} was indexed from its rows", file.path);
+        let batch = read_file(dir, file);
+        let ids = batch
+            .column_by_name("log_id")
+            .unwrap()
+            .as_primitive::<UInt64Type>();
+        let readers = searcher.segment_readers();
+        assert_eq!(readers.len(), 1, "{}", file.path);
+        let column = readers[0].fast_fields().u64("log_id").unwrap();
+        let docs: Vec<u64> = (0..readers[0].max_doc())
+            .map(|d| column.first(d).unwrap())
+            .collect();
+        assert_eq!(docs, ids.values().to_vec(), "{}", file.path);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_files_copy_their_index_from_the_head_in_row_order() {
+    use std::collections::HashMap;
+    let dir = tempfile::tempdir().unwrap();
+    let config = compacting(dir.path());
+    let store = Store::open(config.clone()).unwrap();
+    const WORDS: [&str; 6] = ["disk", "cpu", "fan", "net", "ok", "down"];
+    let hour = layout::NANOS_PER_HOUR as u64;
+    let base = 472_222 * hour;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut want: HashMap<&str, u64> = HashMap::new();
+    for _flush in 0..3 {
+        for _batch in 0..3 {
+            let rows: Vec<(String, u64)> = (0..40)
+                .map(|_| {
+                    let words: Vec<&str> = (0..1 + next() % 3)
+                        .map(|_| WORDS[(next() % WORDS.len() as u64) as usize])
+                        .collect();
+                    let mut unique = words.clone();
+                    unique.sort_unstable();
+                    unique.dedup();
+                    for w in unique {
+                        *want.entry(w).or_default() += 1;
+                    }
+                    // Two hours, out of order inside a batch.
+                    (words.join(" "), base + next() % (2 * hour))
+                })
+                .collect();
+            store.append(Signal::Logs, logs_timed(&rows)).await.unwrap();
+        }
+        store.flush().await.unwrap();
+    }
+    assert_eq!(store.log_view().files.len(), 6);
+    assert_docs_are_rows(dir.path(), &store);
+    for word in WORDS {
+        assert_eq!(indexed(&store, word), (0, want[word]), "{word} after flush");
+    }
+    assert_eq!(store.compact().await, 6);
+    assert_eq!(store.log_view().files.len(), 2);
+    assert_docs_are_rows(dir.path(), &store);
+    for word in WORDS {
+        assert_eq!(indexed(&store, word), (0, want[word]), "{word} after compaction");
+    }
+    drop(store);
+    let store = Store::open(config).unwrap();
+    for word in WORDS {
+        assert_eq!(indexed(&store, word), (0, want[word]), "{word} after a restart");
+    }
 }
