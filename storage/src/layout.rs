@@ -104,6 +104,38 @@ pub(crate) fn writer_properties(signal: Signal, rows: usize) -> Result<WriterPro
         props = props
             .set_column_dictionary_enabled(ColumnPath::from("log_id"), false)
             .set_column_encoding(ColumnPath::from("log_id"), Encoding::DELTA_BINARY_PACKED);
+        // Reading a hit back opens every column chunk of its row group, and each zstd
+        // column chunk costs a compression and a decompression context: the bulk of a
+        // rare-term search. zstd stays on the text (body and ids); the attribute maps,
+        // whose repetition levels compress very well, get LZ4 (no context to make); the
+        // rest is delta- or dictionary-encoded already and gains nothing from either.
+        let path = |c: &str| ColumnPath::new(c.split('.').map(str::to_string).collect());
+        for column in [
+            "attributes.entries.key",
+            "attributes.entries.value",
+            "resource_attributes.entries.key",
+            "resource_attributes.entries.value",
+        ] {
+            props = props.set_column_compression(path(column), Compression::LZ4_RAW);
+        }
+        for column in [
+            "timestamp",
+            "observed_timestamp",
+            "severity_number",
+            "severity_text",
+            "service_name",
+            "scope_name",
+            "scope_version",
+            "event_name",
+            "flags",
+            "log_id",
+            "attribute_types.entries.key",
+            "attribute_types.entries.value",
+            "resource_attribute_types.entries.key",
+            "resource_attribute_types.entries.value",
+        ] {
+            props = props.set_column_compression(path(column), Compression::UNCOMPRESSED);
+        }
     }
     let pruned: &[&str] = match signal {
         // Log searches and SQL on logs prune by time and trace id.

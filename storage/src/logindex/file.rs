@@ -105,6 +105,26 @@ pub fn open(dir: &Path) -> Result<Index> {
     Ok(index)
 }
 
+/// Whether the index in `dir` opens and its term dictionaries are of the kind this build
+/// reads (SSTable; indexes written by earlier builds hold FSTs and are built again).
+pub fn readable(dir: &Path, fields: &LogFields) -> bool {
+    let Ok(index) = open(dir) else {
+        return false;
+    };
+    let Ok(segments) = index.searchable_segments() else {
+        return false;
+    };
+    segments.iter().all(|segment| {
+        tantivy::SegmentReader::open(segment).is_ok_and(|reader| {
+            fields
+                .schema
+                .fields()
+                .filter(|(_, entry)| entry.is_indexed())
+                .all(|(field, _)| reader.inverted_index(field).is_ok())
+        })
+    })
+}
+
 /// Total size of the files in `dir`.
 pub fn dir_size(dir: &Path) -> Result<u64> {
     let mut total = 0;

@@ -155,7 +155,8 @@ fn report_damage(path: &Path, replayed: &wal::Replayed, metrics: &StorageMetrics
 }
 
 /// Builds the log index of every `logs` file that has none (files written before the
-/// index existed, or whose index was removed by hand).
+/// index existed, or whose index was removed by hand) or one this build cannot read
+/// (written by an older version with another term dictionary format).
 fn build_missing_indexes(data_dir: &Path, catalog: &Catalog, fields: &LogFields) -> Result<()> {
     for file in catalog
         .files
@@ -165,9 +166,13 @@ fn build_missing_indexes(data_dir: &Path, catalog: &Catalog, fields: &LogFields)
         let path = data_dir.join(&file.path);
         let dir = logindex::index_path(&path);
         if dir.join("meta.json").exists() {
-            continue;
+            if logindex::file::readable(&dir, fields) {
+                continue;
+            }
+            info!(path = %path.display(), "Building again the log index of a file, written in an older format.");
+        } else {
+            info!(path = %path.display(), "Building the missing log index of a file.");
         }
-        info!(path = %path.display(), "Building the missing log index of a file.");
         let reader = std::fs::File::open(&path).map_err(Error::io("open", &path))?;
         let batches: Vec<RecordBatch> =
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(reader)?
