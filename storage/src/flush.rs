@@ -112,7 +112,9 @@ pub(crate) fn write_parts(
                 limits: limits.write,
             };
             let copied = match seqs {
-                Some((index, seqs)) => part.from_head(index, seqs, chunk, hour, indices.len())?,
+                Some((index, seqs)) => {
+                    part.copy_head_index(index, seqs, chunk, hour, indices.len())?
+                }
                 None => None,
             };
             entries.push(match copied {
@@ -132,6 +134,9 @@ pub(crate) fn write_parts(
     }
     Ok(entries)
 }
+
+/// Rows of a chunk, (batch, row), in the order they are written.
+type Rows = Vec<(usize, usize)>;
 
 /// One file of a flush.
 struct Part<'a> {
@@ -167,14 +172,14 @@ impl Part<'_> {
     /// of `chunk`, batches `seqs`, in `hour`) as its index, and returns it with the rows
     /// in the order of those documents; `None` (and no index left behind) when the head
     /// index does not hold exactly those rows.
-    fn from_head(
+    fn copy_head_index(
         &self,
         head: &HeadIndex,
         seqs: &[u64],
         chunk: &[RecordBatch],
         hour: i64,
         expected: usize,
-    ) -> Result<Option<(PartWriter, Vec<(usize, usize)>)>> {
+    ) -> Result<Option<(PartWriter, Rows)>> {
         let (Some(lo), Some(hi)) = (seqs.first(), seqs.last()) else {
             return Ok(None);
         };
@@ -327,33 +332,6 @@ mod tests {
         assert_eq!(names.value(1), "op2");
     }
 
-    fn log_batch(bodies: &[&str]) -> RecordBatch {
-        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-        use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
-        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-        let records = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, b)| LogRecord {
-                time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
-                body: Some(AnyValue {
-                    value: Some(Value::StringValue((*b).into())),
-                }),
-                ..Default::default()
-            })
-            .collect();
-        let req = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                scope_logs: vec![ScopeLogs {
-                    log_records: records,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        otlp::logs(&req, 1).unwrap().batch.unwrap()
-    }
-
     /// Writes `batch` as logs batch `seq` with `head` as the head index; returns whether
     /// the file's index was copied from the head and how many rows hold "disk".
     fn flush_logs(head: &HeadIndex, seq: u64, batch: RecordBatch) -> (bool, u64) {
@@ -381,18 +359,7 @@ mod tests {
         let term = tantivy::Term::from_field_text(fields.body, "disk");
         let query = tantivy::query::TermQuery::new(term, tantivy::schema::IndexRecordOption::Basic);
         let found = searcher
-            .search(
-                &query,
-                &logindex::Collect {
-                    start: i64::MIN,
-                    end: i64::MAX,
-                    limit: 10,
-                    before: None,
-                    histogram: None,
-                    min_head_seq: None,
-                    rows_are_docs: copied,
-                },
-            )
+            .search(&query, &logindex::Collect::any_time(10, copied))
             .unwrap();
         // Every hit points at a row holding the word.
         let file = fs::File::open(dir.path().join(&entries[0].path)).unwrap();
@@ -419,11 +386,11 @@ mod tests {
             Counter::default(),
         )
         .unwrap();
-        let indexed = log_batch(&["disk full", "cpu hot", "disk ok"]);
+        let indexed = crate::store::tests::logs(&["disk full", "cpu hot", "disk ok"]);
         head.add(7, indexed.clone());
         assert_eq!(flush_logs(&head, 7, indexed), (true, 2));
         // The head index holds other rows under that number: the file indexes its own.
-        let other = log_batch(&["fan", "disk gone", "disk ok", "disk", "net"]);
+        let other = crate::store::tests::logs(&["fan", "disk gone", "disk ok", "disk", "net"]);
         assert_eq!(flush_logs(&head, 7, other), (false, 3));
     }
 }

@@ -203,8 +203,7 @@ pub fn search_until(
                     let mut hits: Vec<(Hit, Source)> = Vec::new();
                     for i in candidates.iter().skip(w).step_by(workers) {
                         check()?;
-                        let (searcher, rows_are_docs) =
-                            store.log_file_searcher(&view.files[*i])?;
+                        let (searcher, rows_are_docs) = store.log_file_searcher(&view.files[*i])?;
                         let collect = Collect {
                             rows_are_docs,
                             ..file_collect.clone()

@@ -231,9 +231,10 @@ impl Indexer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            let ready = self.syncs.iter().any(|(seqs, _)| {
-                self.added.is_some_and(|a| a >= *seqs.end())
-            });
+            let ready = self
+                .syncs
+                .iter()
+                .any(|(seqs, _)| self.added.is_some_and(|a| a >= *seqs.end()));
             if ready || dirty_since.is_some_and(|t| t.elapsed() >= COMMIT_EVERY) {
                 let committed = self.commit();
                 dirty_since = None;
@@ -248,7 +249,7 @@ impl Indexer {
         let added = self.added;
         let failed = &self.failed;
         self.syncs.retain(|(seqs, reply)| {
-            if !added.is_some_and(|a| a >= *seqs.end()) {
+            if added.is_none_or(|a| a < *seqs.end()) {
                 return true;
             }
             let complete = committed && failed.range(seqs.clone()).next().is_none();

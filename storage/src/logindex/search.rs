@@ -35,6 +35,22 @@ pub struct Collect {
     pub rows_are_docs: bool,
 }
 
+#[cfg(test)]
+impl Collect {
+    /// Every match at any time, the newest `limit` of them, from a file index.
+    pub(crate) fn any_time(limit: usize, rows_are_docs: bool) -> Collect {
+        Collect {
+            start: i64::MIN,
+            end: i64::MAX,
+            limit,
+            before: None,
+            histogram: None,
+            min_head_seq: None,
+            rows_are_docs,
+        }
+    }
+}
+
 /// A matching row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Hit {

@@ -44,7 +44,7 @@ mod log_ids;
 mod maintenance;
 mod recovery;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod wal_writer;
 #[cfg(test)]
 mod wire_tests;

@@ -151,7 +151,9 @@ async fn a_crash_between_files_and_catalog_leaves_no_duplicates() {
     assert!(store.snapshot(Signal::Spans).files.is_empty());
 }
 
-fn logs(bodies: &[&str]) -> RecordBatch {
+/// A `logs` batch of the given bodies, one nanosecond apart (also used by other
+/// modules' tests).
+pub(crate) fn logs(bodies: &[&str]) -> RecordBatch {
     let timed: Vec<(String, u64)> = bodies
         .iter()
         .enumerate()
@@ -479,18 +481,7 @@ async fn compacted_logs_keep_a_working_index() {
     let query = tantivy::query::TermQuery::new(term, tantivy::schema::IndexRecordOption::Basic);
     let (searcher, rows_are_docs) = store.log_file_searcher(file).unwrap();
     let found = searcher
-        .search(
-            &query,
-            &logindex::Collect {
-                start: i64::MIN,
-                end: i64::MAX,
-                limit: 10,
-                before: None,
-                histogram: None,
-                min_head_seq: None,
-                rows_are_docs,
-            },
-        )
+        .search(&query, &logindex::Collect::any_time(10, rows_are_docs))
         .unwrap();
     assert_eq!(found.hits.len(), 3);
     for hit in &found.hits {
@@ -954,12 +945,20 @@ async fn log_files_copy_their_index_from_the_head_in_row_order() {
     assert_eq!(store.log_view().files.len(), 2);
     assert_docs_are_rows(dir.path(), &store);
     for word in WORDS {
-        assert_eq!(indexed(&store, word), (0, want[word]), "{word} after compaction");
+        assert_eq!(
+            indexed(&store, word),
+            (0, want[word]),
+            "{word} after compaction"
+        );
     }
     drop(store);
     let store = Store::open(config).unwrap();
     for word in WORDS {
-        assert_eq!(indexed(&store, word), (0, want[word]), "{word} after a restart");
+        assert_eq!(
+            indexed(&store, word),
+            (0, want[word]),
+            "{word} after a restart"
+        );
     }
 }
 
@@ -970,9 +969,7 @@ async fn a_log_index_of_an_older_format_is_built_again_at_start() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fst-log-index");
     let dir = tempfile::tempdir().unwrap();
     copy_tree(&fixture, dir.path());
-    let index = dir
-        .path()
-        .join("logs/2023-11-14/22/000000000001.index");
+    let index = dir.path().join("logs/2023-11-14/22/000000000001.index");
     assert!(!logindex::file::readable(&index, &LogFields::new()));
     let store = Store::open(StoreConfig::new(dir.path())).unwrap();
     assert!(logindex::file::readable(&index, store.log_fields()));
