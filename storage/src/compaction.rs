@@ -168,9 +168,6 @@ fn write_merged(
     )?;
     if merge_indexes {
         let dir = out.index_dir();
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(Error::io("remove stale index", &dir))?;
-        }
         let indexes = input_indexes
             .iter()
             .map(|d| logindex::file::open(d))

@@ -119,6 +119,7 @@ pub(crate) fn write_parts(
             };
             entries.push(match copied {
                 Some((file, order)) => {
+                    drop(indices);
                     let rows = gather_batch(&schema, chunk, &order)?;
                     drop(order);
                     part.write(file, &rows)?
@@ -185,9 +186,6 @@ impl Part<'_> {
         };
         let file = self.create(LogIndex::Given, expected)?;
         let dir = file.index_dir();
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(Error::io("remove stale index", &dir))?;
-        }
         let start = hour.saturating_mul(NANOS_PER_HOUR);
         let locators = logindex::export::export(
             head.index(),

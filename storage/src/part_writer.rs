@@ -44,7 +44,8 @@ pub(crate) enum LogIndex<'a> {
     /// Built from the rows written, by tokenizing them.
     Build(&'a LogFields),
     /// Put in place by the caller (copied from the head index or merged from the
-    /// inputs' indexes, see [`logindex::export`]) before [`PartWriter::finish`].
+    /// inputs' indexes, see [`logindex::export`]) before [`PartWriter::finish`], in
+    /// [`PartWriter::index_dir`], which [`PartWriter::create`] leaves empty.
     Given,
 }
 
@@ -101,7 +102,16 @@ impl PartWriter {
                 fields,
                 limits.index_bytes,
             )?),
-            _ => None,
+            LogIndex::Given => {
+                // The caller writes the index into an empty directory: clear one left by
+                // an interrupted flush or merge, as the builder does.
+                let stale = logindex::index_path(&path);
+                if stale.exists() {
+                    fs::remove_dir_all(&stale).map_err(Error::io("remove stale index", &stale))?;
+                }
+                None
+            }
+            LogIndex::Build(_) => None,
         };
         Ok(PartWriter {
             signal,

@@ -15,7 +15,7 @@ use std::path::Path;
 use tantivy::directory::{MmapDirectory, OwnedBytes};
 use tantivy::fastfield::{AliveBitSet, write_alive_bitset};
 use tantivy::indexer::merge_filtered_segments;
-use tantivy::{BitSet, Index, SegmentReader};
+use tantivy::{BitSet, Index, Segment, SegmentReader};
 
 use super::fields::{LOCATOR, TIMESTAMP};
 use crate::error::{Error, Result};
@@ -69,14 +69,8 @@ pub(crate) fn export(
         segments.push(segment);
         filters.push(Some(AliveBitSet::open(OwnedBytes::new(bytes))));
     }
-    fs::create_dir_all(dir).map_err(Error::io("create index directory", dir))?;
-    let directory = MmapDirectory::open(dir).map_err(tantivy::TantivyError::from)?;
-    let index = if segments.is_empty() {
-        Index::create(directory, head.schema(), head.settings().clone())?
-    } else {
-        merge_filtered_segments(&segments, head.settings().clone(), filters, directory)?
-    };
-    finish(&index, dir)
+    let index = write(head, &segments, filters, dir)?;
+    locators(&index)
 }
 
 /// Merges the indexes of `inputs` (each marked, in the order their rows are concatenated)
@@ -93,19 +87,38 @@ pub(crate) fn merge(inputs: &[Index], dir: &Path) -> Result<u64> {
     for input in inputs {
         segments.extend(input.searchable_segments()?);
     }
+    let keep_all = segments.iter().map(|_| None).collect();
+    let index = write(first, &segments, keep_all, dir)?;
+    Ok(index
+        .searchable_segment_metas()?
+        .iter()
+        .map(|m| u64::from(m.num_docs()))
+        .sum())
+}
+
+/// Writes the documents of `segments` that `filters` keep (schema and settings of
+/// `like`) as a new one-segment index in `dir`, or an empty index for no segments, and
+/// marks it as having its documents in row order.
+fn write(
+    like: &Index,
+    segments: &[Segment],
+    filters: Vec<Option<AliveBitSet>>,
+    dir: &Path,
+) -> Result<Index> {
     fs::create_dir_all(dir).map_err(Error::io("create index directory", dir))?;
     let directory = MmapDirectory::open(dir).map_err(tantivy::TantivyError::from)?;
     let index = if segments.is_empty() {
-        Index::create(directory, first.schema(), first.settings().clone())?
+        Index::create(directory, like.schema(), like.settings().clone())?
     } else {
-        let keep_all = segments.iter().map(|_| None).collect();
-        merge_filtered_segments(&segments, first.settings().clone(), keep_all, directory)?
+        merge_filtered_segments(segments, like.settings().clone(), filters, directory)?
     };
-    Ok(finish(&index, dir)?.len() as u64)
+    let marker = dir.join(ROW_ORDER);
+    fs::write(&marker, b"").map_err(Error::io("write", &marker))?;
+    Ok(index)
 }
 
-/// Marks the index in `dir` and returns the `locator` of each document, in order.
-fn finish(index: &Index, dir: &Path) -> Result<Vec<u64>> {
+/// The `locator` of each document of `index`, in order.
+fn locators(index: &Index) -> Result<Vec<u64>> {
     let mut locators = Vec::new();
     for segment in index.searchable_segments()? {
         let reader = SegmentReader::open(&segment)?;
@@ -116,7 +129,5 @@ fn finish(index: &Index, dir: &Path) -> Result<Vec<u64>> {
             }
         }
     }
-    let marker = dir.join(ROW_ORDER);
-    fs::write(&marker, b"").map_err(Error::io("write", &marker))?;
     Ok(locators)
 }

@@ -166,7 +166,9 @@ fn build_missing_indexes(data_dir: &Path, catalog: &Catalog, fields: &LogFields)
         let path = data_dir.join(&file.path);
         let dir = logindex::index_path(&path);
         if dir.join("meta.json").exists() {
-            if logindex::file::readable(&dir, fields) {
+            // A row-order index was written by this build's flush or compaction; only
+            // the others may be of the older format.
+            if logindex::rows_in_doc_order(&dir) || logindex::file::readable(&dir, fields) {
                 continue;
             }
             info!(path = %path.display(), "Building again the log index of a file, written in an older format.");
