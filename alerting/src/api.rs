@@ -11,9 +11,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::dispatch::go_time;
-use crate::engine::{Alerting, Health, RuleRuntime};
+use crate::engine::Alerting;
 use crate::outbox::{Notification, Outcome};
 use crate::rules::RuleType;
+use crate::runtime::{Health, RuleRuntime};
 use crate::state::{Alert, AlertState};
 
 /// The router: mount it on the API port.

@@ -228,7 +228,10 @@ pub async fn run(
         // duplicate. (If the process dies meanwhile, the receiver gets it again, with the
         // same X-Periscope-Delivery id.)
         let at = now_ms();
-        while let Err(e) = outbox.finish(&key, n.id, attempts, outcome.clone(), at) {
+        while let Err(e) = outbox
+            .finish_blocking(&key, n.id, attempts, outcome.clone(), at)
+            .await
+        {
             tracing::error!(error = %e, "Cannot record a delivery in the alerting journal; retrying.");
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -1,116 +1,50 @@
-//! The alerting engine: one task that evaluates rule groups on their intervals, keeps
-//! alert state, writes `ALERTS`, `ALERTS_FOR_STATE` and recorded series, routes alerts
-//! to webhook groups and Alertmanager, and commits notifications and state to the
+//! The alerting engine: the one owner of alert state. It starts every rule group's
+//! evaluation on the group's own ticks, each as a task of its own (`evaluation.rs`;
+//! when, and how many at once: `schedule.rs`), so a slow group holds up no other. As
+//! evaluations finish it takes their results in, routes alerts to webhook groups and
+//! Alertmanager, and commits the notifications and the state they came from to the
 //! outbox in one fsynced append. Delivery workers send from the outbox.
 //!
+//! Commits run on a blocking thread, one at a time: the next starts once the previous
+//! has finished, so they land in the journal in the order they were made, and the
+//! engine keeps starting and taking in evaluations meanwhile. A notification reaches
+//! the outbox's queues, where delivery workers find it, only once its append is durable.
+//!
 //! Rules reload on request (SIGHUP, `POST /api/v1/rules/reload`) and when a rule file
-//! changes; a file with problems is refused and the old rules keep running.
+//! changes; a file with problems is refused and the old rules keep running. A group
+//! being evaluated during a reload keeps evaluating; its result is taken in for the
+//! rules the reload kept.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use async_trait::async_trait;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinHandle, JoinSet};
 
 use crate::config::AlertingConfig;
 use crate::deliver::{self, Target};
-use crate::dispatch::{Dispatcher, NotifyAlert, millis_time};
+use crate::dispatch::Dispatcher;
 use crate::error::AlertingError;
+use crate::evaluation::{Evaluated, Evaluator};
 use crate::metrics::AlertingMetrics;
-use crate::outbox::Outbox;
-use crate::rules::{self, Group, Problem, Problems, Rule, RuleExpr, RuleType};
-use crate::source::Sources;
-use crate::state::{Alert, AlertState, Context, LabelSet, RuleAlerts};
+use crate::outbox::{Outbox, joined};
+use crate::rules::{self, Group, Problem, Problems};
+use crate::runtime::{self, Carried, GroupId, GroupRuntime, View};
+use crate::schedule::{MAX_EVALUATING, Schedule};
+use crate::series::{self, SeriesSink, stale};
+use crate::source::{Evaluate, Sources};
+use crate::state::{Context, RuleAlerts};
 use crate::template::QueryFn;
-
-/// Prometheus's staleness marker: a NaN with this exact bit pattern.
-pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
 /// How often rule files are checked for changes.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 
-/// One sample the engine writes: labels (with `__name__`), time (Unix ms), value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SeriesSample {
-    /// Labels, `__name__` included.
-    pub labels: LabelSet,
-    /// Unix ms.
-    pub timestamp_ms: i64,
-    /// The value (a staleness marker is [`STALE_NAN`]'s bits).
-    pub value: f64,
-}
-
-/// Where `ALERTS`, `ALERTS_FOR_STATE` and recorded series go (the binary wires it to
-/// the ingest path, so they are stored like remote-written series).
-#[async_trait]
-pub trait SeriesSink: Send + Sync {
-    /// Stores the samples durably.
-    async fn write(&self, samples: Vec<SeriesSample>) -> Result<(), String>;
-}
-
-/// Health of a rule's last evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    /// Not evaluated yet.
-    Unknown,
-    /// Evaluated without error.
-    Ok,
-    /// The last evaluation failed.
-    Err,
-}
-
-/// A rule and its live state.
-#[derive(Debug, Clone)]
-pub struct RuleRuntime {
-    /// The rule as written.
-    pub rule: Rule,
-    /// Its labels merged over its group's.
-    pub labels: LabelSet,
-    /// Its alerts (alerting rules).
-    pub alerts: RuleAlerts,
-    /// Last evaluation's health.
-    pub health: Health,
-    /// Last evaluation's error.
-    pub last_error: Option<String>,
-    /// When it was last evaluated, Unix ms.
-    pub last_evaluation: Option<i64>,
-    /// How long that took.
-    pub evaluation_time: Duration,
-    /// Identifies the rule across reloads and restarts.
-    key: String,
-    /// Series it wrote last time, to mark the ones that go away stale.
-    last_series: BTreeSet<LabelSet>,
-}
-
-/// A group and its live state.
-#[derive(Debug, Clone)]
-pub struct GroupRuntime {
-    /// The group as written.
-    pub group: Group,
-    /// Its interval (its own or the default).
-    pub interval: Duration,
-    /// Its rules.
-    pub rules: Vec<RuleRuntime>,
-    /// When it was last evaluated, Unix ms.
-    pub last_evaluation: Option<i64>,
-    /// How long that took.
-    pub evaluation_time: Duration,
-    next_eval: i64,
-}
-
-/// What the API shows: the groups as of the last evaluation, and the last reload error.
-#[derive(Debug, Clone, Default)]
-pub struct View {
-    /// Groups in file, then name order.
-    pub groups: Vec<GroupRuntime>,
-}
+/// How long the engine waits before trying again after a commit failed.
+const RETRY_COMMIT_AFTER_MS: i64 = 1000;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Snapshot {
@@ -141,31 +75,6 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// The keys of a group's rules: file, group, name and labels, and which of the rules
-/// with those is meant (as Prometheus carries state over a reload), so editing an
-/// expression keeps the rule's alerts.
-fn rule_keys(g: &Group) -> Vec<String> {
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    g.rules
-        .iter()
-        .map(|r| {
-            let base = format!(
-                "{}\u{0}{}\u{0}{}\u{0}{:?}",
-                g.file.display(),
-                g.name,
-                r.name,
-                r.labels
-            );
-            let n = seen.entry(base.clone()).or_default();
-            *n += 1;
-            format!("{base}\u{0}{n}")
-        })
-        .collect()
-}
-
-/// What a rule carries over a reload.
-type Carried = BTreeMap<String, (RuleAlerts, BTreeSet<LabelSet>)>;
-
 /// Reads and checks the rule files, including what needs the server (SQL plans).
 ///
 /// # Errors
@@ -192,51 +101,6 @@ pub async fn load(files: &[PathBuf], sources: &Sources) -> Result<Vec<Group>, Pr
     }
 }
 
-fn build(
-    groups: Vec<Group>,
-    config: &AlertingConfig,
-    states: &mut Carried,
-    now: i64,
-) -> Vec<GroupRuntime> {
-    let mut out: Vec<GroupRuntime> = groups
-        .into_iter()
-        .map(|group| {
-            let interval = group.interval.unwrap_or(config.evaluation_interval);
-            let rules = group
-                .rules
-                .iter()
-                .zip(rule_keys(&group))
-                .map(|(rule, key)| {
-                    let mut labels = group.labels.clone();
-                    labels.extend(rule.labels.clone());
-                    let (alerts, last_series) = states.remove(&key).unwrap_or_default();
-                    RuleRuntime {
-                        alerts,
-                        last_series,
-                        key,
-                        rule: rule.clone(),
-                        labels,
-                        health: Health::Unknown,
-                        last_error: None,
-                        last_evaluation: None,
-                        evaluation_time: Duration::ZERO,
-                    }
-                })
-                .collect();
-            GroupRuntime {
-                interval,
-                rules,
-                last_evaluation: None,
-                evaluation_time: Duration::ZERO,
-                next_eval: now,
-                group,
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| (&a.group.file, &a.group.name).cmp(&(&b.group.file, &b.group.name)));
-    out
-}
-
 /// The rule files (patterns expanded) with their modification time and size: a
 /// change, a new file or a removed one means reload.
 fn file_stamps(files: &[PathBuf]) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
@@ -250,16 +114,6 @@ fn file_stamps(files: &[PathBuf]) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
             (f, stamp)
         })
         .collect()
-}
-
-/// `generatorURL` of a rule: Prometheus's table link for PromQL, the UI for the rest.
-fn generator_url(config: &AlertingConfig, expr: &RuleExpr) -> String {
-    let q = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    match expr {
-        RuleExpr::PromQL(e) => format!("{}/graph?g0.expr={}&g0.tab=1", config.external_url, q(e)),
-        RuleExpr::Sql { query, .. } => format!("{}/ui/sql?q={}", config.external_url, q(query)),
-        RuleExpr::Logs { query, .. } => format!("{}/ui/logs?q={}", config.external_url, q(query)),
-    }
 }
 
 /// The `query` template function: PromQL at the evaluation time. Templates expand in
@@ -289,27 +143,50 @@ fn template_query(engine: periscope_query::QueryEngine) -> QueryFn {
     })
 }
 
-fn with_external(config: &AlertingConfig, labels: &LabelSet) -> LabelSet {
-    let mut out = labels.clone();
-    for (k, v) in &config.external_labels {
-        out.entry(k.clone()).or_insert_with(|| v.clone());
-    }
-    out
-}
+/// A notification to queue: target, summary, body.
+type Queued = (String, String, String);
 
 struct Engine {
     config: Arc<AlertingConfig>,
     sources: Sources,
-    sink: Option<Arc<dyn SeriesSink>>,
     outbox: Arc<Outbox>,
     view: Arc<RwLock<Arc<View>>>,
     groups: Vec<GroupRuntime>,
     dispatcher: Dispatcher,
     stamps: Vec<(PathBuf, Option<(SystemTime, u64)>)>,
-    cx: Context,
     metrics: AlertingMetrics,
-    /// Notifications whose commit failed, retried at the next tick.
-    unsent: Vec<(String, String, String)>,
+    /// What every evaluation shares.
+    evaluator: Arc<Evaluator>,
+    /// The evaluations running, one task per group.
+    evaluating: JoinSet<Evaluated>,
+    /// Which group each of those tasks evaluates.
+    tasks: BTreeMap<tokio::task::Id, GroupId>,
+    /// The groups being evaluated (a group evaluates once at a time).
+    in_flight: BTreeSet<GroupId>,
+    /// Alerts for Alertmanager from the evaluations taken in since the last commit.
+    to_alertmanager: Vec<serde_json::Value>,
+    /// Whether an evaluation was taken in since the state was last committed.
+    changed: bool,
+    /// The commit being written, and its notifications (queued again if it fails).
+    committing: Option<(JoinHandle<std::io::Result<()>>, Vec<Queued>)>,
+    /// Notifications whose commit failed, first in the next commit.
+    unsent: Vec<Queued>,
+    /// After a failed commit, no new one before this time (Unix ms).
+    retry_commit_at: i64,
+}
+
+/// What woke the engine.
+enum Event {
+    /// A tick, a webhook group or a rule-file check may be due; or `stop` changed.
+    Wake,
+    /// Whoever could stop the engine is gone: stop.
+    Orphaned,
+    /// An evaluation finished (or its task failed).
+    Evaluated(Box<Result<(tokio::task::Id, Evaluated), JoinError>>),
+    /// The commit being written finished.
+    Committed(std::io::Result<()>),
+    /// A reload was asked for.
+    Reload(oneshot::Sender<Result<usize, String>>),
 }
 
 impl Alerting {
@@ -325,15 +202,32 @@ impl Alerting {
         metrics: AlertingMetrics,
         stop: watch::Receiver<bool>,
     ) -> Result<(Alerting, JoinSet<()>), AlertingError> {
+        let rules = Arc::new(sources.clone());
+        Alerting::start_with(config, sources, rules, sink, metrics, stop).await
+    }
+
+    /// [`Alerting::start`], with rule expressions run by `rules`.
+    pub(crate) async fn start_with(
+        config: AlertingConfig,
+        sources: Sources,
+        rules: Arc<dyn Evaluate>,
+        sink: Option<Arc<dyn SeriesSink>>,
+        metrics: AlertingMetrics,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(Alerting, JoinSet<()>), AlertingError> {
         let groups = load(&config.rule_files, &sources)
             .await
             .map_err(AlertingError::Rules)?;
-        let outbox = Arc::new(Outbox::open(&config.state_dir).map_err(|e| {
-            AlertingError::Io(format!(
-                "cannot open the alerting journal in {}: {e}",
-                config.state_dir.display()
-            ))
-        })?);
+        let outbox = Arc::new(
+            Outbox::open_blocking(config.state_dir.clone())
+                .await
+                .map_err(|e| {
+                    AlertingError::Io(format!(
+                        "cannot open the alerting journal in {}: {e}",
+                        config.state_dir.display()
+                    ))
+                })?,
+        );
         let snapshot: Snapshot = match outbox.saved_state().map(serde_json::from_value) {
             None => Snapshot::default(),
             Some(Ok(s)) => s,
@@ -366,7 +260,8 @@ impl Alerting {
             while let Some(n) = outbox.head(&t) {
                 let error = Some(format!("{t} is no longer configured"));
                 outbox
-                    .finish(&t, n.id, 0, error, now_ms())
+                    .finish_blocking(&t, n.id, 0, error, now_ms())
+                    .await
                     .map_err(|e| AlertingError::Io(e.to_string()))?;
             }
         }
@@ -391,9 +286,20 @@ impl Alerting {
         let now = now_ms();
         let view = Arc::new(RwLock::new(Arc::new(View::default())));
         let (tx, rx) = mpsc::channel(8);
+        let evaluator = Arc::new(Evaluator {
+            config: config.clone(),
+            rules,
+            sink,
+            cx: Context {
+                external_labels: config.external_labels.clone(),
+                external_url: config.external_url.clone(),
+                query: Some(template_query(sources.engine.clone())),
+            },
+            metrics: metrics.clone(),
+        });
         let engine = Engine {
             stamps: file_stamps(&config.rule_files),
-            groups: build(
+            groups: runtime::build(
                 groups,
                 &config,
                 &mut snapshot
@@ -404,18 +310,20 @@ impl Alerting {
                 now,
             ),
             dispatcher: snapshot.dispatcher,
-            cx: Context {
-                external_labels: config.external_labels.clone(),
-                external_url: config.external_url.clone(),
-                query: Some(template_query(sources.engine.clone())),
-            },
             config: config.clone(),
             sources,
-            sink,
             outbox: outbox.clone(),
             view: view.clone(),
             metrics,
+            evaluator,
+            evaluating: JoinSet::new(),
+            tasks: BTreeMap::new(),
+            in_flight: BTreeSet::new(),
+            to_alertmanager: Vec::new(),
+            changed: false,
+            committing: None,
             unsent: Vec::new(),
+            retry_commit_at: 0,
         };
         engine.publish();
         tasks.spawn(engine.run(rx, stop));
@@ -460,6 +368,16 @@ impl Alerting {
     }
 }
 
+/// Waits for the commit being written; never ready when there is none.
+async fn commit_written(
+    committing: &mut Option<(JoinHandle<std::io::Result<()>>, Vec<Queued>)>,
+) -> std::io::Result<()> {
+    match committing {
+        Some((handle, _)) => joined(handle.await),
+        None => std::future::pending().await,
+    }
+}
+
 impl Engine {
     fn publish(&self) {
         *self.view.write() = Arc::new(View {
@@ -496,27 +414,20 @@ impl Engine {
         }
         let count = groups.iter().map(|g| g.rules.len()).sum();
         let now = now_ms();
-        let mut fresh = build(groups, &self.config, &mut carried, now);
-        // Groups that still exist keep their schedule.
+        let mut fresh = runtime::build(groups, &self.config, &mut carried, now);
+        // Groups that still exist keep their schedule (and, while their evaluation runs,
+        // do not start another: `in_flight` is by file and name).
         for g in &mut fresh {
-            if let Some(old) = self
-                .groups
-                .iter()
-                .find(|o| o.group.file == g.group.file && o.group.name == g.group.name)
-            {
-                g.next_eval = old.next_eval;
+            if let Some(old) = self.groups.iter().find(|o| o.id() == g.id()) {
+                g.schedule = Schedule::continuing(&old.schedule, g.interval);
             }
         }
         self.groups = fresh;
         // The series of rules that are gone go stale now; their webhook alerts resolve
         // when their `valid_until` passes.
-        let stale: Vec<(LabelSet, f64)> = carried
-            .into_values()
-            .flat_map(|(_, series)| series)
-            .map(|l| (l, f64::from_bits(STALE_NAN)))
-            .collect();
-        if !stale.is_empty() {
-            self.write(&stale, now).await;
+        let gone = stale(carried.into_values().flat_map(|(_, series)| series));
+        if !gone.is_empty() {
+            series::write(self.evaluator.sink.as_ref(), &gone, now).await;
         }
         self.publish();
         tracing::info!(rules = count, "Alert rules loaded.");
@@ -527,9 +438,11 @@ impl Engine {
         let mut last_watch = Instant::now();
         loop {
             if *stop.borrow() {
-                return;
+                break;
             }
-            self.tick().await;
+            let now = now_ms();
+            self.start_due(now);
+            self.commit(now);
             if last_watch.elapsed() >= WATCH_EVERY {
                 last_watch = Instant::now();
                 if file_stamps(&self.config.rule_files) != self.stamps
@@ -538,62 +451,117 @@ impl Engine {
                     tracing::error!(error = %e, "A rule file changed but has problems; the old rules keep running.");
                 }
             }
-            let now = now_ms();
-            let mut due = now + WATCH_EVERY.as_millis() as i64;
-            for g in &self.groups {
-                due = due.min(g.next_eval);
-            }
-            if let Some(d) = self.dispatcher.next_due(&self.config) {
-                due = due.min(d);
-            }
-            let wait = Duration::from_millis((due - now).clamp(0, 1000) as u64);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                Some(Request::Reload(reply)) = requests.recv() => {
+            let wait = self.wait(now_ms());
+            let evaluating = &mut self.evaluating;
+            let committing = &mut self.committing;
+            let event = tokio::select! {
+                _ = tokio::time::sleep(wait) => Event::Wake,
+                Some(done) = evaluating.join_next_with_id() => Event::Evaluated(Box::new(done)),
+                written = commit_written(committing) => Event::Committed(written),
+                Some(Request::Reload(reply)) = requests.recv() => Event::Reload(reply),
+                changed = stop.changed() => match changed {
+                    Ok(()) => Event::Wake,
+                    Err(_) => Event::Orphaned,
+                },
+            };
+            match event {
+                Event::Wake => {}
+                Event::Orphaned => break,
+                Event::Evaluated(done) => self.take_in(*done).await,
+                Event::Committed(written) => self.committed(written),
+                Event::Reload(reply) => {
                     let result = self.reload().await;
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "Rule reload refused; the old rules keep running.");
                     }
                     let _ = reply.send(result);
                 }
-                _ = stop.changed() => {}
             }
+        }
+        self.shut_down().await;
+    }
+
+    /// Starts the evaluations that are due, the most overdue first, while fewer than
+    /// [`MAX_EVALUATING`] run. A group already evaluating is left alone: when it can
+    /// start again it evaluates at its latest due tick and counts the ones it missed.
+    fn start_due(&mut self, now: i64) {
+        let mut due: Vec<(i64, usize)> = self
+            .groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.schedule.is_due(now) && !self.in_flight.contains(&g.id()))
+            .map(|(i, g)| (g.schedule.next(), i))
+            .collect();
+        due.sort_unstable();
+        for (_, i) in due {
+            if self.in_flight.len() >= MAX_EVALUATING {
+                break;
+            }
+            let g = &mut self.groups[i];
+            let Some(tick) = g.schedule.start(now) else {
+                continue;
+            };
+            if tick.missed > 0 {
+                self.metrics.missed(g.metric_name(), tick.missed);
+                tracing::debug!(group = %g.group.name, missed = tick.missed, "A rule group skipped ticks: it was still evaluating, or waiting for a free slot.");
+            }
+            let id = g.id();
+            let task = self
+                .evaluating
+                .spawn(self.evaluator.clone().evaluate(g.clone(), tick.ts));
+            self.tasks.insert(task.id(), id.clone());
+            self.in_flight.insert(id);
         }
     }
 
-    /// Evaluates the groups that are due, flushes the webhook groups that are due, and
-    /// commits what changed.
-    async fn tick(&mut self) {
-        let now = now_ms();
-        let mut to_alertmanager: Vec<serde_json::Value> = Vec::new();
-        let mut updates: Vec<NotifyAlert> = Vec::new();
-        let mut evaluated = false;
-        for gi in 0..self.groups.len() {
-            if self.groups[gi].next_eval > now {
-                continue;
-            }
-            evaluated = true;
-            let ts = self.groups[gi].next_eval;
-            let interval = self.groups[gi].interval.as_millis().max(1) as i64;
-            let mut next = ts + interval;
-            if next <= now {
-                next += (now - next) / interval * interval + interval;
-            }
-            self.groups[gi].next_eval = next;
-            self.eval_group(gi, ts, &mut to_alertmanager, &mut updates)
-                .await;
+    /// Takes in a finished evaluation: its state, its alerts for the webhook groups and
+    /// Alertmanager (committed with the next commit).
+    async fn take_in(&mut self, done: Result<(tokio::task::Id, Evaluated), JoinError>) {
+        let task = match &done {
+            Ok((task, _)) => *task,
+            Err(e) => e.id(),
+        };
+        let group = self.tasks.remove(&task);
+        if let Some(id) = &group {
+            self.in_flight.remove(id);
         }
-        for alert in &updates {
+        let done = match done {
+            Ok((_, done)) => done,
+            Err(e) => {
+                // Its state stays as before the evaluation; the next tick evaluates again.
+                tracing::error!(group = ?group.map(|g| g.1), error = %e, "A rule group's evaluation stopped before it finished.");
+                return;
+            }
+        };
+        let now = now_ms();
+        for alert in &done.updates {
             self.dispatcher.update(&self.config, alert, now);
         }
-        let mut ready: Vec<(String, String, String)> = self
+        self.to_alertmanager.extend(done.to_alertmanager);
+        let gone = runtime::absorb(&mut self.groups, done.group);
+        if !gone.is_empty() {
+            series::write(self.evaluator.sink.as_ref(), &stale(gone), now).await;
+        }
+        self.changed = true;
+        self.publish();
+    }
+
+    /// Starts committing what changed, unless a commit is being written: the state, the
+    /// webhook notifications that are due, the alerts for Alertmanager, and what a failed
+    /// commit left behind (first).
+    fn commit(&mut self, now: i64) {
+        if self.committing.is_some() || now < self.retry_commit_at {
+            return;
+        }
+        let mut ready: Vec<Queued> = self
             .dispatcher
             .flush(&self.config, now)
             .into_iter()
             .map(|(receiver, summary, body)| (deliver::webhook_key(&receiver), summary, body))
             .collect();
-        if !to_alertmanager.is_empty() {
-            let body = serde_json::Value::Array(to_alertmanager).to_string();
+        if !self.to_alertmanager.is_empty() {
+            let alerts = std::mem::take(&mut self.to_alertmanager);
+            let body = serde_json::Value::Array(alerts).to_string();
             let summary = "alerts for Alertmanager".to_string();
             for url in &self.config.alertmanager_urls {
                 ready.push((
@@ -603,175 +571,72 @@ impl Engine {
                 ));
             }
         }
-        if !evaluated && ready.is_empty() && self.unsent.is_empty() {
+        if !self.changed && ready.is_empty() && self.unsent.is_empty() {
             return;
         }
-        // Notifications a failed commit left behind go first.
         let mut batch = std::mem::take(&mut self.unsent);
         batch.extend(ready);
-        let committed = self
-            .outbox
-            .commit(batch.clone(), Some(self.snapshot()), now);
+        let state = Some(self.snapshot());
+        self.changed = false;
+        let handle = self.outbox.spawn_commit(batch.clone(), state, now);
+        self.committing = Some((handle, batch));
+    }
+
+    /// The commit being written finished.
+    fn committed(&mut self, written: std::io::Result<()>) {
+        let Some((_, batch)) = self.committing.take() else {
+            return;
+        };
         self.metrics.queued.set(self.outbox.queued() as i64);
-        if let Err(e) = committed {
-            tracing::error!(error = %e, queued = batch.len(), "Cannot write the alerting journal; retrying with the next evaluation.");
+        if let Err(e) = written {
+            tracing::error!(error = %e, queued = batch.len(), "Cannot write the alerting journal; retrying in a second.");
             self.unsent = batch;
-        }
-        if evaluated {
-            self.publish();
+            // The state was not saved either.
+            self.changed = true;
+            self.retry_commit_at = now_ms() + RETRY_COMMIT_AFTER_MS;
         }
     }
 
-    async fn eval_group(
-        &mut self,
-        gi: usize,
-        ts: i64,
-        to_alertmanager: &mut Vec<serde_json::Value>,
-        updates: &mut Vec<NotifyAlert>,
-    ) {
-        let started = Instant::now();
-        // As Prometheus: the query (and the samples written) are `query_offset` in the
-        // past; alert times are the evaluation time.
-        let offset = self.groups[gi].group.query_offset.as_millis() as i64;
-        let query_ts = ts - offset;
-        let limit = self.groups[gi].group.limit;
-        let interval = self.groups[gi].interval;
-        let resend = self.config.resend_delay;
-        let valid_for = (resend.max(interval).as_millis() * 4) as i64;
-        for ri in 0..self.groups[gi].rules.len() {
-            let rule_started = Instant::now();
-            let result = {
-                let r = &self.groups[gi].rules[ri];
-                self.sources.eval(&r.rule.expr, query_ts).await
-            };
-            let generator = generator_url(&self.config, &self.groups[gi].rules[ri].rule.expr);
-            let r = &mut self.groups[gi].rules[ri];
-            let mut rule_series: Vec<(LabelSet, f64)> = Vec::new();
-            let outcome = result.and_then(|instances| match r.rule.rule_type {
-                RuleType::Recording => {
-                    for i in instances {
-                        let mut labels = i.labels;
-                        labels.extend(r.labels.clone());
-                        labels.retain(|_, v| !v.is_empty());
-                        labels.insert("__name__".into(), r.rule.name.clone());
-                        rule_series.push((labels, i.value));
-                    }
-                    let distinct: BTreeSet<&LabelSet> = rule_series.iter().map(|(l, _)| l).collect();
-                    if distinct.len() < rule_series.len() {
-                        return Err("vector contains metrics with the same labelset after applying rule labels".into());
-                    }
-                    if limit > 0 && rule_series.len() > limit {
-                        return Err(format!(
-                            "exceeded limit of {limit} with {} series",
-                            rule_series.len()
-                        ));
-                    }
-                    Ok(())
+    /// How long to sleep: until the next tick of a group that could start, a webhook
+    /// group or a commit retry is due, or the next rule-file check (a finished
+    /// evaluation or commit wakes the engine sooner).
+    fn wait(&self, now: i64) -> Duration {
+        let mut due = now + WATCH_EVERY.as_millis() as i64;
+        if self.in_flight.len() < MAX_EVALUATING {
+            for g in &self.groups {
+                if !self.in_flight.contains(&g.id()) {
+                    due = due.min(g.schedule.next());
                 }
-                RuleType::Alerting => {
-                    r.alerts
-                        .apply(&r.rule, &r.labels, &instances, ts, limit, &self.cx)?;
-                    rule_series = r.alerts.series();
-                    Ok(())
-                }
-            });
-            match outcome {
-                Ok(()) => {
-                    r.health = Health::Ok;
-                    r.last_error = None;
-                }
-                Err(e) => {
-                    tracing::warn!(rule = %r.rule.name, error = %e, "Rule evaluation failed.");
-                    r.health = Health::Err;
-                    r.last_error = Some(e);
-                }
-            }
-            r.last_evaluation = Some(ts);
-            r.evaluation_time = rule_started.elapsed();
-            self.metrics.evaluated(r.health == Health::Ok);
-            // A failed evaluation sends nothing and writes nothing: its series are neither
-            // refreshed nor marked stale.
-            if r.health != Health::Ok {
-                continue;
-            }
-            if r.rule.rule_type == RuleType::Alerting {
-                for a in r.alerts.alerts.values_mut() {
-                    notify_updates(a, ts, ts + valid_for, &generator, &self.config, updates);
-                    if a.needs_sending(ts, resend.as_millis() as i64) {
-                        a.last_sent_at = Some(ts);
-                        a.valid_until = Some(ts + valid_for);
-                        to_alertmanager.push(alertmanager_alert(a, &generator, &self.config));
-                    }
-                }
-            }
-            let current: BTreeSet<LabelSet> = rule_series.iter().map(|(l, _)| l.clone()).collect();
-            rule_series.extend(
-                r.last_series
-                    .iter()
-                    .filter(|l| !current.contains(*l))
-                    .map(|l| (l.clone(), f64::from_bits(STALE_NAN))),
-            );
-            r.last_series = current;
-            if !rule_series.is_empty() {
-                self.write(&rule_series, query_ts).await;
             }
         }
-        let g = &mut self.groups[gi];
-        g.last_evaluation = Some(ts);
-        g.evaluation_time = started.elapsed();
+        if self.committing.is_none() {
+            if self.changed || !self.unsent.is_empty() {
+                due = due.min(self.retry_commit_at);
+            }
+            if let Some(d) = self.dispatcher.next_due(&self.config) {
+                due = due.min(d.max(self.retry_commit_at));
+            }
+        }
+        Duration::from_millis((due - now).clamp(0, 1000) as u64)
     }
 
-    async fn write(&self, series: &[(LabelSet, f64)], ts: i64) {
-        let Some(sink) = &self.sink else { return };
-        let samples = series
-            .iter()
-            .map(|(labels, value)| SeriesSample {
-                labels: labels.clone(),
-                timestamp_ms: ts,
-                value: *value,
-            })
-            .collect();
-        if let Err(e) = sink.write(samples).await {
-            tracing::warn!(error = %e, "Could not store ALERTS or recorded series.");
+    /// Stops the evaluations (a restart evaluates again), lets the commit being written
+    /// finish, and commits what was taken in since.
+    async fn shut_down(mut self) {
+        self.evaluating.shutdown().await;
+        if let Some((handle, _)) = &mut self.committing {
+            let written = joined(handle.await);
+            self.committed(written);
+        }
+        self.retry_commit_at = 0;
+        self.commit(now_ms());
+        if let Some((handle, batch)) = self.committing.take()
+            && let Err(e) = joined(handle.await)
+        {
+            tracing::error!(error = %e, queued = batch.len(), "Cannot write the alerting journal at shutdown; the last evaluations run again at start.");
         }
     }
 }
 
-/// Webhook dispatch sees an alert when it fires and when it resolves.
-fn notify_updates(
-    a: &Alert,
-    ts: i64,
-    valid_until: i64,
-    generator: &str,
-    config: &AlertingConfig,
-    updates: &mut Vec<NotifyAlert>,
-) {
-    let ends_at = match a.state {
-        AlertState::Firing => None,
-        AlertState::Inactive if a.resolved_at == Some(ts) && a.fired_at.is_some() => a.resolved_at,
-        _ => return,
-    };
-    updates.push(NotifyAlert {
-        labels: with_external(config, &a.labels),
-        annotations: a.annotations.clone(),
-        starts_at: a.fired_at.unwrap_or(a.active_at),
-        ends_at,
-        valid_until,
-        generator_url: generator.to_string(),
-    });
-}
-
-/// An alert as Prometheus posts it to Alertmanager's `/api/v2/alerts`.
-fn alertmanager_alert(a: &Alert, generator: &str, config: &AlertingConfig) -> serde_json::Value {
-    let ends = a.resolved_at.or(a.valid_until).unwrap_or(a.active_at);
-    let mut v = json!({
-        "labels": with_external(config, &a.labels),
-        "startsAt": millis_time(a.fired_at.unwrap_or(a.active_at)),
-        "endsAt": millis_time(ends),
-        "generatorURL": generator,
-    });
-    if !a.annotations.is_empty() {
-        v["annotations"] = json!(a.annotations);
-    }
-    v
-}
+#[cfg(test)]
+mod tests;

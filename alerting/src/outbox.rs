@@ -6,6 +6,13 @@
 //! append, so after a crash either both are there or neither is: a restart neither
 //! re-sends what was queued nor forgets what was due. Each line is
 //! `<crc32 hex> <json>`; a torn last line fails its checksum and is cut off on replay.
+//!
+//! Appends are serialized: a writer holds the journal file for its whole append (write,
+//! fsync, then the in-memory queues), so records land in the order they were made. The
+//! in-memory side has a lock of its own that is never held across I/O, so readers (the
+//! API, the delivery workers looking for work) never wait for an fsync. The engine and
+//! the delivery workers write through [`Outbox::spawn_commit`] and
+//! [`Outbox::finish_blocking`], which run the append on a blocking thread.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -99,10 +106,17 @@ fn superseded_by_newer(target: &str) -> bool {
     target.starts_with("alertmanager/")
 }
 
-struct Inner {
+/// The journal file. Whoever appends holds it for the whole append.
+struct Journal {
     file: File,
     path: PathBuf,
     bytes: u64,
+}
+
+/// What the journal holds, kept in memory for readers. Changed only by a writer that
+/// holds the [`Journal`] (after its append is durable); its lock is never held across
+/// I/O.
+struct Memory {
     next_id: u64,
     state: Option<serde_json::Value>,
     queues: BTreeMap<String, VecDeque<Notification>>,
@@ -110,10 +124,19 @@ struct Inner {
     dead: VecDeque<Outcome>,
 }
 
+/// Runs just before a commit's append, on the thread that appends (tests only).
+#[cfg(test)]
+type AppendHook = Arc<dyn Fn() + Send + Sync>;
+
 /// The outbox. Cheap to share behind an `Arc`.
+///
+/// Lock order: `journal`, then `memory`.
 pub struct Outbox {
-    inner: Mutex<Inner>,
+    journal: Mutex<Journal>,
+    memory: Mutex<Memory>,
     wake: Mutex<BTreeMap<String, Arc<Notify>>>,
+    #[cfg(test)]
+    before_append: Mutex<Option<AppendHook>>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -142,6 +165,13 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// A blocking journal operation's result, or why its thread did not finish it.
+pub(crate) fn joined<T>(
+    r: Result<std::io::Result<T>, tokio::task::JoinError>,
+) -> std::io::Result<T> {
+    r.map_err(|e| std::io::Error::other(format!("the journal write did not finish: {e}")))?
+}
+
 impl Outbox {
     /// Opens (or creates) the journal in `dir` and replays it.
     ///
@@ -151,7 +181,7 @@ impl Outbox {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("journal");
         let created = !path.exists();
-        let mut inner = Inner {
+        let mut journal = Journal {
             file: OpenOptions::new()
                 .create(true)
                 .read(true)
@@ -159,6 +189,8 @@ impl Outbox {
                 .open(&path)?,
             path: path.clone(),
             bytes: 0,
+        };
+        let mut memory = Memory {
             next_id: 1,
             state: None,
             queues: BTreeMap::new(),
@@ -182,25 +214,25 @@ impl Outbox {
             match record {
                 Record::Commit { ns, state } => {
                     for n in ns {
-                        inner.next_id = inner.next_id.max(n.id + 1);
+                        memory.next_id = memory.next_id.max(n.id + 1);
                         pending.insert(n.id, n);
                     }
                     if state.is_some() {
-                        inner.state = state;
+                        memory.state = state;
                     }
                 }
-                Record::State { state } => inner.state = Some(state),
+                Record::State { state } => memory.state = Some(state),
                 Record::Enqueue { n } => {
-                    inner.next_id = inner.next_id.max(n.id + 1);
+                    memory.next_id = memory.next_id.max(n.id + 1);
                     pending.insert(n.id, n);
                 }
                 Record::Dropped { id } => {
                     pending.remove(&id);
                 }
-                Record::NextId { id } => inner.next_id = inner.next_id.max(id),
+                Record::NextId { id } => memory.next_id = memory.next_id.max(id),
                 Record::Done { id, at, attempts } => {
                     if let Some(n) = pending.remove(&id) {
-                        inner.remember(Outcome {
+                        memory.remember(Outcome {
                             notification: n,
                             at,
                             attempts,
@@ -215,7 +247,7 @@ impl Outbox {
                     error,
                 } => {
                     if let Some(n) = pending.remove(&id) {
-                        inner.remember(Outcome {
+                        memory.remember(Outcome {
                             notification: n,
                             at,
                             attempts,
@@ -224,12 +256,12 @@ impl Outbox {
                     }
                 }
                 Record::History { o } => {
-                    inner.next_id = inner.next_id.max(o.notification.id + 1);
-                    inner.remember(o);
+                    memory.next_id = memory.next_id.max(o.notification.id + 1);
+                    memory.remember(o);
                 }
             }
         }
-        let len = inner.file.metadata()?.len();
+        let len = journal.file.metadata()?.len();
         if good < len {
             tracing::warn!(
                 path = %path.display(),
@@ -237,30 +269,80 @@ impl Outbox {
                 dropped = len - good,
                 "The alerting journal ends in a torn write; cutting it off."
             );
-            inner.file.set_len(good)?;
-            inner.file.sync_all()?;
+            journal.file.set_len(good)?;
+            journal.file.sync_all()?;
         }
-        inner.file.seek(SeekFrom::End(0))?;
-        inner.bytes = good;
+        journal.file.seek(SeekFrom::End(0))?;
+        journal.bytes = good;
         if created {
             sync_dir(dir)?;
         }
         for n in pending.into_values() {
-            inner
+            memory
                 .queues
                 .entry(n.target.clone())
                 .or_default()
                 .push_back(n);
         }
         Ok(Outbox {
-            inner: Mutex::new(inner),
+            journal: Mutex::new(journal),
+            memory: Mutex::new(memory),
             wake: Mutex::new(BTreeMap::new()),
+            #[cfg(test)]
+            before_append: Mutex::new(None),
         })
+    }
+
+    /// [`Outbox::open`] on a blocking thread.
+    ///
+    /// # Errors
+    /// As [`Outbox::open`].
+    pub(crate) async fn open_blocking(dir: PathBuf) -> std::io::Result<Outbox> {
+        joined(tokio::task::spawn_blocking(move || Outbox::open(&dir)).await)
     }
 
     /// The state saved by the last [`Outbox::commit`], if any.
     pub fn saved_state(&self) -> Option<serde_json::Value> {
-        self.inner.lock().state.clone()
+        self.memory.lock().state.clone()
+    }
+
+    /// [`Outbox::commit`] on a blocking thread, so that its fsync holds up no async
+    /// worker. Commits are appended in the order they reach the journal: a caller that
+    /// needs an order (the engine) starts the next one after this one has finished.
+    pub(crate) fn spawn_commit(
+        self: &Arc<Self>,
+        notifications: Vec<(String, String, String)>,
+        state: Option<serde_json::Value>,
+        now: i64,
+    ) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        let outbox = self.clone();
+        tokio::task::spawn_blocking(move || outbox.commit(notifications, state, now))
+    }
+
+    /// [`Outbox::finish`] on a blocking thread.
+    ///
+    /// # Errors
+    /// As [`Outbox::finish`].
+    pub(crate) async fn finish_blocking(
+        self: &Arc<Self>,
+        target: &str,
+        id: u64,
+        attempts: u32,
+        error: Option<String>,
+        now: i64,
+    ) -> std::io::Result<()> {
+        let outbox = self.clone();
+        let target = target.to_string();
+        joined(
+            tokio::task::spawn_blocking(move || outbox.finish(&target, id, attempts, error, now))
+                .await,
+        )
+    }
+
+    /// Runs `hook` just before each commit's append, on the thread that appends.
+    #[cfg(test)]
+    pub(crate) fn before_append(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self.before_append.lock() = Some(Arc::new(hook));
     }
 
     /// Durably queues `notifications` (target, summary, body) together with `state`,
@@ -274,13 +356,16 @@ impl Outbox {
         state: Option<serde_json::Value>,
         now: i64,
     ) -> std::io::Result<()> {
+        if notifications.is_empty() && state.is_none() {
+            return Ok(());
+        }
         let mut targets = Vec::new();
         {
-            let mut inner = self.inner.lock();
-            if notifications.is_empty() && state.is_none() {
-                return Ok(());
-            }
-            let mut id = inner.next_id;
+            let mut journal = self.journal.lock();
+            // Only a writer holding the journal changes the memory, so what is read here
+            // still holds when the append is done.
+            let memory = self.memory.lock();
+            let mut id = memory.next_id;
             let ns: Vec<Notification> = notifications
                 .into_iter()
                 .map(|(target, summary, body)| {
@@ -299,11 +384,12 @@ impl Outbox {
             let mut dropped = Vec::new();
             for n in &ns {
                 if superseded_by_newer(&n.target)
-                    && let Some(q) = inner.queues.get(&n.target)
+                    && let Some(q) = memory.queues.get(&n.target)
                 {
                     dropped.extend(q.iter().skip(1).map(|old| old.id));
                 }
             }
+            drop(memory);
             let mut buf = Vec::new();
             for id in &dropped {
                 buf.extend(encode(&Record::Dropped { id: *id })?);
@@ -312,26 +398,33 @@ impl Outbox {
                 ns: ns.clone(),
                 state: state.clone(),
             })?);
-            inner.append(&buf)?;
-            inner.next_id = id;
-            if state.is_some() {
-                inner.state = state;
+            #[cfg(test)]
+            if let Some(hook) = self.before_append.lock().clone() {
+                hook();
             }
-            for q in inner.queues.values_mut() {
+            journal.append(&buf)?;
+            let mut memory = self.memory.lock();
+            memory.next_id = id;
+            if state.is_some() {
+                memory.state = state;
+            }
+            for q in memory.queues.values_mut() {
                 q.retain(|n| !dropped.contains(&n.id));
             }
             for n in ns {
                 targets.push(n.target.clone());
-                inner
+                memory
                     .queues
                     .entry(n.target.clone())
                     .or_default()
                     .push_back(n);
             }
-            if inner.bytes > COMPACT_BYTES
-                && let Err(e) = inner.compact()
-            {
-                tracing::warn!(error = %e, "Could not compact the alerting journal; it keeps growing.");
+            if journal.bytes > COMPACT_BYTES {
+                let compacted = memory.records();
+                drop(memory);
+                if let Err(e) = compacted.and_then(|buf| journal.replace(&buf)) {
+                    tracing::warn!(error = %e, "Could not compact the alerting journal; it keeps growing.");
+                }
             }
         }
         for t in targets {
@@ -342,7 +435,7 @@ impl Outbox {
 
     /// The notification `target` must deliver next.
     pub fn head(&self, target: &str) -> Option<Notification> {
-        self.inner
+        self.memory
             .lock()
             .queues
             .get(target)
@@ -351,7 +444,7 @@ impl Outbox {
 
     /// The targets that have queued notifications.
     pub fn targets(&self) -> Vec<String> {
-        self.inner
+        self.memory
             .lock()
             .queues
             .iter()
@@ -373,7 +466,7 @@ impl Outbox {
         error: Option<String>,
         now: i64,
     ) -> std::io::Result<()> {
-        let mut inner = self.inner.lock();
+        let mut journal = self.journal.lock();
         let record = match &error {
             None => Record::Done {
                 id,
@@ -387,12 +480,13 @@ impl Outbox {
                 error: e.clone(),
             },
         };
-        inner.append(&encode(&record)?)?;
-        let queue = inner.queues.entry(target.to_string()).or_default();
+        journal.append(&encode(&record)?)?;
+        let mut memory = self.memory.lock();
+        let queue = memory.queues.entry(target.to_string()).or_default();
         if let Some(pos) = queue.iter().position(|n| n.id == id)
             && let Some(n) = queue.remove(pos)
         {
-            inner.remember(Outcome {
+            memory.remember(Outcome {
                 notification: n,
                 at: now,
                 attempts,
@@ -404,17 +498,17 @@ impl Outbox {
 
     /// What waits, what was delivered (newest last) and the dead letters.
     pub fn report(&self) -> (Vec<Notification>, Vec<Outcome>, Vec<Outcome>) {
-        let inner = self.inner.lock();
+        let memory = self.memory.lock();
         (
-            inner.queues.values().flatten().cloned().collect(),
-            inner.history.iter().cloned().collect(),
-            inner.dead.iter().cloned().collect(),
+            memory.queues.values().flatten().cloned().collect(),
+            memory.history.iter().cloned().collect(),
+            memory.dead.iter().cloned().collect(),
         )
     }
 
     /// How many notifications wait.
     pub fn queued(&self) -> usize {
-        self.inner.lock().queues.values().map(VecDeque::len).sum()
+        self.memory.lock().queues.values().map(VecDeque::len).sum()
     }
 
     /// The wake-up signal of `target`'s worker.
@@ -427,7 +521,8 @@ impl Outbox {
     }
 }
 
-impl Inner {
+impl Journal {
+    /// Appends `buf` and syncs it: durable when this returns `Ok`.
     fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
         let written = self
             .file
@@ -444,37 +539,12 @@ impl Inner {
         Ok(())
     }
 
-    fn remember(&mut self, outcome: Outcome) {
-        let (list, cap) = if outcome.error.is_some() {
-            (&mut self.dead, DEAD_LETTERS)
-        } else {
-            (&mut self.history, HISTORY)
-        };
-        list.push_back(outcome);
-        while list.len() > cap {
-            list.pop_front();
-        }
-    }
-
-    /// Rewrites the journal as the last state, the queued notifications and the
-    /// remembered outcomes: a new file, fsynced, renamed over the old one.
-    fn compact(&mut self) -> std::io::Result<()> {
+    /// Replaces the journal with `buf` (a compacted one): a new file, fsynced, renamed
+    /// over the old one.
+    fn replace(&mut self, buf: &[u8]) -> std::io::Result<()> {
         let tmp = self.path.with_extension("tmp");
-        let mut buf = Vec::new();
-        for o in self.history.iter().chain(self.dead.iter()) {
-            buf.extend(encode(&Record::History { o: o.clone() })?);
-        }
-        for n in self.queues.values().flatten() {
-            buf.extend(encode(&Record::Enqueue { n: n.clone() })?);
-        }
-        if let Some(state) = &self.state {
-            buf.extend(encode(&Record::State {
-                state: state.clone(),
-            })?);
-        }
-        buf.extend(encode(&Record::NextId { id: self.next_id })?);
         let mut file = File::create(&tmp)?;
-        file.write_all(&buf)?;
+        file.write_all(buf)?;
         file.sync_all()?;
         drop(file);
         // Open the new file before it replaces the old one, so appends never go to an
@@ -488,6 +558,39 @@ impl Inner {
             sync_dir(dir)?;
         }
         Ok(())
+    }
+}
+
+impl Memory {
+    fn remember(&mut self, outcome: Outcome) {
+        let (list, cap) = if outcome.error.is_some() {
+            (&mut self.dead, DEAD_LETTERS)
+        } else {
+            (&mut self.history, HISTORY)
+        };
+        list.push_back(outcome);
+        while list.len() > cap {
+            list.pop_front();
+        }
+    }
+
+    /// The journal compacted: the last state, the queued notifications and the
+    /// remembered outcomes.
+    fn records(&self) -> std::io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        for o in self.history.iter().chain(self.dead.iter()) {
+            buf.extend(encode(&Record::History { o: o.clone() })?);
+        }
+        for n in self.queues.values().flatten() {
+            buf.extend(encode(&Record::Enqueue { n: n.clone() })?);
+        }
+        if let Some(state) = &self.state {
+            buf.extend(encode(&Record::State {
+                state: state.clone(),
+            })?);
+        }
+        buf.extend(encode(&Record::NextId { id: self.next_id })?);
+        Ok(buf)
     }
 }
 

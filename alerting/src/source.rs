@@ -2,6 +2,7 @@
 //! evaluator, SQL through DataFusion (rows are instances), log searches through the
 //! tantivy index (the match count in the window).
 
+use async_trait::async_trait;
 use periscope_query::QueryEngine;
 use periscope_query::logsearch::{SearchRequest, search};
 use periscope_storage::Store;
@@ -9,6 +10,21 @@ use serde_json::Value;
 
 use crate::rules::RuleExpr;
 use crate::state::{Instance, LabelSet};
+
+/// What runs rule expressions for the engine: [`Sources`] in the server; tests wrap it
+/// to hold one rule's evaluation back.
+#[async_trait]
+pub(crate) trait Evaluate: Send + Sync {
+    /// Evaluates `expr` at `ts` (Unix ms).
+    async fn eval(&self, expr: &RuleExpr, ts: i64) -> Result<Vec<Instance>, String>;
+}
+
+#[async_trait]
+impl Evaluate for Sources {
+    async fn eval(&self, expr: &RuleExpr, ts: i64) -> Result<Vec<Instance>, String> {
+        Sources::eval(self, expr, ts).await
+    }
+}
 
 /// What a rule reads.
 #[derive(Clone, Debug)]
