@@ -179,6 +179,24 @@ impl Ingest {
         self.store::<E>(converted, wire).await
     }
 
+    /// Stores `metrics` rows converted elsewhere (remote write), counted and answered
+    /// like an OTLP metrics export.
+    ///
+    /// # Errors
+    /// As [`Ingest::export`].
+    pub async fn store_metric_rows(
+        &self,
+        converted: periscope_otlp::Converted,
+    ) -> Result<
+        opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse,
+        IngestError,
+    > {
+        self.store::<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest>(
+            converted, None,
+        )
+        .await
+    }
+
     async fn store<E: Export>(
         &self,
         converted: periscope_otlp::Converted,

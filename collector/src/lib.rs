@@ -32,6 +32,7 @@ pub mod http;
 mod ingest;
 mod metrics;
 pub mod remote_write;
+mod remote_write_rows;
 pub mod settings;
 pub mod status;
 

@@ -210,12 +210,13 @@ async fn write(State(state): State<WriteState>, headers: HeaderMap, body: Body) 
         Err(refusal) => return refusal.into(),
     };
     drop(raw);
-    let export = match to_otlp(&request) {
-        Ok(e) => e,
+    // Straight to rows: each series' labels are laid out once for all its samples.
+    let converted = match crate::remote_write_rows::to_rows(&request) {
+        Ok(c) => c,
         Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
     };
     drop(request);
-    match state.ingest.export(&export).await {
+    match state.ingest.store_metric_rows(converted).await {
         Ok(response) => match response.partial_success {
             Some(partial) if partial.rejected_data_points > 0 => json_error(
                 StatusCode::BAD_REQUEST,
@@ -286,7 +287,7 @@ fn string_kv(key: &str, value: &str) -> KeyValue {
 
 /// Checks a series' labels the way Prometheus's receiver does and returns its name and
 /// its other labels (empty values dropped: Prometheus treats them as absent).
-fn series_labels(series: &TimeSeries) -> Result<(&str, Vec<&Label>), String> {
+pub(crate) fn series_labels(series: &TimeSeries) -> Result<(&str, Vec<&Label>), String> {
     let mut name = None;
     let mut labels = Vec::with_capacity(series.labels.len());
     let mut seen = std::collections::HashSet::new();

@@ -83,6 +83,8 @@ pub struct QueryEngine {
     store: Store,
     config: QueryConfig,
     metrics: QueryMetrics,
+    /// PromQL's view of each metrics file's series index, kept while the file is listed.
+    series_views: Arc<crate::promql::SeriesViews>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -136,6 +138,7 @@ impl QueryEngine {
             store,
             config,
             metrics: QueryMetrics::default(),
+            series_views: Arc::default(),
         })
     }
 
@@ -154,6 +157,11 @@ impl QueryEngine {
     /// The engine's metrics, for registration on `/metrics`.
     pub fn metrics(&self) -> &QueryMetrics {
         &self.metrics
+    }
+
+    /// PromQL's cache of the metrics files' series (see `promql::indexed`).
+    pub(crate) fn series_views(&self) -> Arc<crate::promql::SeriesViews> {
+        self.series_views.clone()
     }
 
     /// The store the tables read, for APIs that read its files' aggregates directly.

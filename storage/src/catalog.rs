@@ -31,8 +31,8 @@ pub struct FileEntry {
     pub min_time: i64,
     /// Largest value of the table's time column, Unix nanoseconds.
     pub max_time: i64,
-    /// Size of what sits beside the file: the log index directory (`logs`) or the span
-    /// aggregates (`spans`), in bytes.
+    /// Size of what sits beside the file: the log index directory (`logs`), the span
+    /// aggregates (`spans`) or the series index (`metrics`), in bytes.
     #[serde(default)]
     pub index_bytes: u64,
     /// Service → `periscope.component.kind` of the file's rows (the service graph's node
@@ -115,6 +115,8 @@ impl Catalog {
                     let ext = p.extension().and_then(|e| e.to_str());
                     let data = if ext == Some("agg") {
                         crate::span_aggregates::parquet_of_agg(p)
+                    } else if ext == Some("series") {
+                        crate::series_index::parquet_of_series(p)
                     } else if ext == Some("index") {
                         p.with_extension("parquet")
                     } else {
@@ -127,7 +129,11 @@ impl Catalog {
                         .to_string();
                     let orphan = matches!(
                         ext,
-                        Some("parquet") | Some("tmp") | Some("index") | Some("agg")
+                        Some("parquet")
+                            | Some("tmp")
+                            | Some("index")
+                            | Some("agg")
+                            | Some("series")
                     ) && !known.contains(rel.as_str());
                     let gone = orphan
                         && if is_dir {
@@ -177,6 +183,8 @@ mod tests {
         fs::write(part.join("c.parquet.tmp"), b"z").unwrap();
         fs::write(part.join("_a.agg"), b"kept").unwrap();
         fs::write(part.join("_b.agg"), b"orphan").unwrap();
+        fs::write(part.join("_a.series"), b"kept").unwrap();
+        fs::write(part.join("_b.series"), b"orphan").unwrap();
         fs::create_dir_all(part.join("a.index")).unwrap();
         fs::create_dir_all(part.join("b.index")).unwrap();
         fs::write(part.join("b.index/meta.json"), b"{}").unwrap();
@@ -200,7 +208,9 @@ mod tests {
         assert_eq!(loaded.files, cat.files);
         assert_eq!(loaded.flushed_upto, 3);
         let removed = loaded.remove_orphans(dir.path()).unwrap();
-        assert_eq!(removed.len(), 4);
+        assert_eq!(removed.len(), 5);
+        assert!(part.join("_a.series").exists());
+        assert!(!part.join("_b.series").exists());
         assert!(part.join("a.parquet").exists());
         assert!(part.join("_a.agg").exists());
         assert!(!part.join("_b.agg").exists());

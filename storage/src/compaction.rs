@@ -285,7 +285,8 @@ fn remove_output(data_dir: &Path, target: &MergeTarget<'_>) -> Result<()> {
         .join(target.rel_dir)
         .join(format!("{}.tmp", target.name));
     let agg = crate::span_aggregates::agg_path(&path);
-    for file in [&path, &tmp, &agg] {
+    let series = crate::series_index::series_path(&path);
+    for file in [&path, &tmp, &agg, &series] {
         match fs::remove_file(file) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

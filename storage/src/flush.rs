@@ -234,7 +234,8 @@ pub(crate) fn remove_outputs(data_dir: &Path, outputs: &[String]) {
         ));
         let index = crate::logindex::index_path(&path);
         let agg = crate::span_aggregates::agg_path(&path);
-        let removed = [&path, &tmp, &agg]
+        let series = crate::series_index::series_path(&path);
+        let removed = [&path, &tmp, &agg, &series]
             .into_iter()
             .map(std::fs::remove_file)
             .chain([std::fs::remove_dir_all(&index)])

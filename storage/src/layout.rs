@@ -31,6 +31,8 @@ pub(crate) const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 pub(crate) const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Most rows in one data page of a spans file.
 const SPAN_PAGE_ROWS: usize = 4096;
+/// Most bytes in one data page of a metrics file: 4,096 sample values.
+const METRIC_PAGE_BYTES: usize = 32 * 1024;
 /// Most rows in one data page of a logs file: a search reads its newest hits back row
 /// by row, and each hit decodes one page of every column.
 const LOG_PAGE_ROWS: usize = 1024;
@@ -152,6 +154,13 @@ pub(crate) fn writer_properties(signal: Signal, rows: usize) -> Result<WriterPro
         // Pages of a few thousand rows: the trace view decodes the pages that hold its
         // trace, not a row group's worth of every column.
         props = props.set_data_page_row_count_limit(SPAN_PAGE_ROWS);
+    }
+    if signal == Signal::Metrics {
+        // PromQL reads the runs of the series it selects (see `series_index`): small
+        // pages of values let it decode little more than those rows. A limit in bytes,
+        // not rows, so that the many columns that are empty or repeat (nulls, label
+        // maps) keep one page per row group and cost no page headers.
+        props = props.set_data_page_size_limit(METRIC_PAGE_BYTES);
     }
     if signal == Signal::Logs {
         // The limit is checked after each write batch: keep batches no larger.

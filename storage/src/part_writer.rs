@@ -3,7 +3,8 @@
 //! limit, and the log index is built as rows arrive. The file is written under a
 //! temporary name, fsynced and renamed into place by [`PartWriter::finish`]; until the
 //! catalog lists it, it is an orphan that the next start removes. A spans file gets its
-//! span aggregates (`_{file}.agg`) the same way, built from the same rows.
+//! span aggregates (`_{file}.agg`) the same way, built from the same rows, and a metrics
+//! file its series index (`_{file}.series`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::layout::writer_properties;
 use crate::logindex::{self, FileIndexBuilder, LogFields};
 use crate::schema::Signal;
+use crate::series_index::{self, SeriesIndexBuilder};
 use crate::span_aggregates;
 use periscope_spanagg::{Summary, SummaryBuilder};
 
@@ -66,6 +68,8 @@ pub(crate) struct PartWriter {
     limits: WriteLimits,
     /// Span aggregates being built (`spans` only).
     spans: Option<SummaryBuilder>,
+    /// Series index being built (`metrics` only).
+    series: Option<SeriesIndexBuilder>,
     /// Service → component kind of the rows written.
     components: BTreeMap<String, String>,
     rows: u64,
@@ -126,6 +130,7 @@ impl PartWriter {
             indexed: signal == Signal::Logs,
             limits,
             spans: (signal == Signal::Spans).then(SummaryBuilder::new),
+            series: (signal == Signal::Metrics).then(SeriesIndexBuilder::new),
             components: BTreeMap::new(),
             rows: 0,
             min_time: None,
@@ -179,6 +184,9 @@ impl PartWriter {
         }
         if let Some(spans) = &mut self.spans {
             spans.add_batch(batch);
+        }
+        if let Some(series) = &mut self.series {
+            series.add(batch)?;
         }
         periscope_spanagg::facts::components(batch, &mut self.components);
         let times = batch
@@ -245,6 +253,9 @@ impl PartWriter {
         }
         if let Some(spans) = self.spans {
             index_bytes += span_aggregates::write(&self.path, &spans.finish())?;
+        }
+        if let Some(series) = self.series {
+            index_bytes += series_index::write(&self.path, &series.finish())?;
         }
         sync_dir(&self.dir)?;
         Ok(FileEntry {

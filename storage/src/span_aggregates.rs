@@ -3,12 +3,10 @@
 //! before the catalog lists the file, deleted with it, and read back (or, for a file
 //! written before aggregates existed, built from its rows) for the service graph and RED.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use periscope_spanagg::{Summary, SummaryBuilder};
@@ -109,41 +107,14 @@ pub(crate) fn from_rows(parquet: &Path) -> Result<Summary> {
     Ok(out.finish())
 }
 
-/// Aggregates read so far, by file path: files never change once written, so an entry
-/// stays valid until its file leaves the catalog.
+/// Aggregates read so far, by file path (see [`crate::sidecar_cache`]).
 #[derive(Default)]
-pub(crate) struct Cache {
-    summaries: Mutex<HashMap<String, Arc<Summary>>>,
-}
+pub(crate) struct Cache(crate::sidecar_cache::Cache<Summary>);
 
 impl Cache {
     /// The aggregates of `files` (spans files), reading those not cached yet; entries of
     /// files no longer given are dropped.
     pub(crate) fn get(&self, data_dir: &Path, files: &[FileEntry]) -> Result<Vec<Arc<Summary>>> {
-        let mut out = Vec::with_capacity(files.len());
-        let mut missing = Vec::new();
-        {
-            let cache = self.summaries.lock();
-            for f in files {
-                match cache.get(&f.path) {
-                    Some(s) => out.push(Some(s.clone())),
-                    None => {
-                        missing.push(out.len());
-                        out.push(None);
-                    }
-                }
-            }
-        }
-        for i in missing {
-            out[i] = Some(Arc::new(load(data_dir, &files[i])?));
-        }
-        let out: Vec<Arc<Summary>> = out.into_iter().flatten().collect();
-        let live: std::collections::HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
-        let mut cache = self.summaries.lock();
-        cache.retain(|path, _| live.contains(path.as_str()));
-        for (f, s) in files.iter().zip(&out) {
-            cache.entry(f.path.clone()).or_insert_with(|| s.clone());
-        }
-        Ok(out)
+        self.0.get(files, |f| load(data_dir, f))
     }
 }

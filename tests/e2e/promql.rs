@@ -382,6 +382,18 @@ const QUERIES: &[&str] = &[
     r#"sum by (job) (rate(http_requests_total{status=~"5.."}[5m])) / sum by (job) (rate(http_requests_total[5m]))"#,
     "count(count by (instance) (up))",
     "avg_over_time(temperature_celsius[1h])",
+    // The benchmark's queries, and the other aggregations of a range function that range
+    // queries evaluate series by series for every step at once.
+    "sum by (job) (rate(http_requests_total[5m]))",
+    r#"sum(rate(http_requests_total{job="api"}[5m]))"#,
+    "topk(2, sum by (job) (rate(http_requests_total[5m])))",
+    "count(http_requests_total)",
+    "avg by (instance) (increase(http_requests_total[10m]))",
+    "max without (status) (irate(http_requests_total[5m]))",
+    "min by (job) (avg_over_time(memory_bytes[5m]))",
+    "stddev(rate(http_requests_total[5m]))",
+    "group by (method) (count_over_time(http_requests_total[7m]))",
+    r#"count by (job) (deriv(memory_bytes{job!="db"}[10m]))"#,
 ];
 
 fn close(a: &str, b: &str) -> bool {
@@ -509,6 +521,52 @@ fn secs(ms: i64) -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
 }
 
+/// Every query of [`QUERIES`], as an instant and as a range query, on Periscope at `api`
+/// and Prometheus at `prom`: the differences, and how many answers of Prometheus had data.
+async fn compare_queries(
+    api: &str,
+    prom: &str,
+    instant_at: i64,
+    (start, end): (i64, i64),
+) -> (Vec<String>, usize) {
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for query in QUERIES {
+        for (path, params) in [
+            (
+                "query",
+                vec![("query", query.to_string()), ("time", secs(instant_at))],
+            ),
+            (
+                "query_range",
+                vec![
+                    ("query", query.to_string()),
+                    ("start", secs(start)),
+                    ("end", secs(end)),
+                    ("step", "60".to_string()),
+                ],
+            ),
+        ] {
+            let ours = get_json(&format!("{}/api/v1/{path}", api), &params).await;
+            let theirs = get_json(&format!("{}/api/v1/{path}", prom), &params).await;
+            if has_data(&theirs) {
+                compared += 1;
+            }
+            if std::env::var("PROMQL_DEBUG").is_ok() {
+                eprintln!(
+                    "{path} {query}\n  ours   {}\n  theirs {}",
+                    ours.to_string().chars().take(300).collect::<String>(),
+                    theirs.to_string().chars().take(300).collect::<String>()
+                );
+            }
+            if let Some(d) = differences(&format!("{path} {query}"), &ours, &theirs) {
+                failures.push(d);
+            }
+        }
+    }
+    (failures, compared)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promql_answers_match_a_real_prometheus() {
     let prometheus = Prometheus::start().await;
@@ -560,44 +618,28 @@ async fn promql_answers_match_a_real_prometheus() {
 
     let instant_at = t0 + 45 * 60_000 + 7_000;
     let (start, end) = (t0 + 10 * 60_000, t0 + POINTS * STEP_MS);
-    let mut failures = Vec::new();
-    let mut compared = 0;
-    for query in QUERIES {
-        for (path, params) in [
-            (
-                "query",
-                vec![("query", query.to_string()), ("time", secs(instant_at))],
-            ),
-            (
-                "query_range",
-                vec![
-                    ("query", query.to_string()),
-                    ("start", secs(start)),
-                    ("end", secs(end)),
-                    ("step", "60".to_string()),
-                ],
-            ),
-        ] {
-            let ours = get_json(&format!("{}/api/v1/{path}", server.api()), &params).await;
-            let theirs = get_json(&format!("{}/api/v1/{path}", prometheus.url), &params).await;
-            if has_data(&theirs) {
-                compared += 1;
-            }
-            if std::env::var("PROMQL_DEBUG").is_ok() {
-                eprintln!(
-                    "{path} {query}\n  ours   {}\n  theirs {}",
-                    ours.to_string().chars().take(300).collect::<String>(),
-                    theirs.to_string().chars().take(300).collect::<String>()
-                );
-            }
-            if let Some(d) = differences(&format!("{path} {query}"), &ours, &theirs) {
-                failures.push(d);
-            }
-        }
-    }
+    // Once from the rows in memory, then from the files after a restart (a graceful
+    // stop flushes), read through their series indexes.
+    let (failures, compared) =
+        compare_queries(&server.api(), &prometheus.url, instant_at, (start, end)).await;
     assert!(
         failures.is_empty(),
-        "{} of {compared} answers differ from Prometheus:\n{}",
+        "{} of {compared} answers from the head differ from Prometheus:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let mut server = server;
+    assert!(server.terminate().success());
+    let server = Server::start(dir.path(), &[]);
+    assert!(
+        !crate::support::parquet_files(&dir.path().join("metrics")).is_empty(),
+        "the restart flushed the samples to files"
+    );
+    let (failures, compared) =
+        compare_queries(&server.api(), &prometheus.url, instant_at, (start, end)).await;
+    assert!(
+        failures.is_empty(),
+        "{} of {compared} answers from the files differ from Prometheus:\n{}",
         failures.len(),
         failures.join("\n")
     );

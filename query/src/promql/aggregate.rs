@@ -27,6 +27,88 @@ pub fn quantile(q: f64, values: &mut [f64]) -> f64 {
     values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
 }
 
+/// Whether `op` is one of the aggregations [`Accumulator`] computes.
+pub fn is_simple(op: &str) -> bool {
+    matches!(
+        op,
+        "sum" | "avg" | "min" | "max" | "count" | "group" | "stddev" | "stdvar"
+    )
+}
+
+/// The running state of one group of a simple aggregation (`sum`, `avg`, `min`, `max`,
+/// `count`, `group`, `stddev`, `stdvar`), fed values in input order as Prometheus does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Accumulator {
+    value: f64,
+    mean: f64,
+    count: f64,
+}
+
+impl Accumulator {
+    /// Whether no value was added.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0.0
+    }
+
+    /// Adds `v`.
+    pub fn add(&mut self, op: &str, v: f64) {
+        if self.count == 0.0 {
+            *self = Accumulator {
+                value: match op {
+                    "stddev" | "stdvar" => 0.0,
+                    _ => v,
+                },
+                mean: v,
+                count: 1.0,
+            };
+            return;
+        }
+        self.count += 1.0;
+        match op {
+            "sum" => self.value += v,
+            "avg" => {
+                if self.mean.is_infinite() {
+                    if v.is_infinite() && (self.mean > 0.0) == (v > 0.0) {
+                        return;
+                    }
+                    if !v.is_infinite() && !v.is_nan() {
+                        return;
+                    }
+                }
+                self.mean += v / self.count - self.mean / self.count;
+            }
+            "max" => {
+                if self.value < v || self.value.is_nan() {
+                    self.value = v;
+                }
+            }
+            "min" => {
+                if self.value > v || self.value.is_nan() {
+                    self.value = v;
+                }
+            }
+            "stddev" | "stdvar" => {
+                let delta = v - self.mean;
+                self.mean += delta / self.count;
+                self.value += delta * (v - self.mean);
+            }
+            _ => {}
+        }
+    }
+
+    /// The aggregate of the values added.
+    pub fn value(&self, op: &str) -> f64 {
+        match op {
+            "avg" => self.mean,
+            "count" => self.count,
+            "group" => 1.0,
+            "stdvar" => self.value / self.count,
+            "stddev" => (self.value / self.count).sqrt(),
+            _ => self.value,
+        }
+    }
+}
+
 /// `sum`, `avg`, `min`, `max`, `count`, `group`, `stddev`, `stdvar` per group.
 pub fn simple_aggregate(
     op: &str,
@@ -34,93 +116,33 @@ pub fn simple_aggregate(
     group_of: &dyn Fn(&Labels) -> Labels,
     t: i64,
 ) -> Result<Vec<Element>, PromError> {
-    struct Group {
-        labels: Labels,
-        value: f64,
-        mean: f64,
-        count: f64,
+    if !is_simple(op) {
+        return Err(PromError::bad_data(format!(
+            "aggregation {op:?} is not supported"
+        )));
     }
-    let mut groups: Vec<Group> = Vec::new();
+    let mut groups: Vec<(Labels, Accumulator)> = Vec::new();
     // Groups are held while indexed, so their identities stay unique.
     let mut index = GroupIndex::default();
     for e in input {
         let g = group_of(&e.labels);
-        let v = e.value;
         match index.find_or_insert(&g, groups.len()) {
             None => {
-                groups.push(Group {
-                    labels: g,
-                    value: match op {
-                        "stddev" | "stdvar" => 0.0,
-                        _ => v,
-                    },
-                    mean: v,
-                    count: 1.0,
-                });
+                let mut acc = Accumulator::default();
+                acc.add(op, e.value);
+                groups.push((g, acc));
             }
-            Some(i) => {
-                let g = &mut groups[i];
-                g.count += 1.0;
-                match op {
-                    "sum" => g.value += v,
-                    "avg" => {
-                        if g.mean.is_infinite() {
-                            if v.is_infinite() && (g.mean > 0.0) == (v > 0.0) {
-                                continue;
-                            }
-                            if !v.is_infinite() && !v.is_nan() {
-                                continue;
-                            }
-                        }
-                        g.mean += v / g.count - g.mean / g.count;
-                    }
-                    "max" => {
-                        if g.value < v || g.value.is_nan() {
-                            g.value = v;
-                        }
-                    }
-                    "min" => {
-                        if g.value > v || g.value.is_nan() {
-                            g.value = v;
-                        }
-                    }
-                    "stddev" | "stdvar" => {
-                        let delta = v - g.mean;
-                        g.mean += delta / g.count;
-                        g.value += delta * (v - g.mean);
-                    }
-                    "count" | "group" => {}
-                    other => {
-                        return Err(PromError::bad_data(format!(
-                            "aggregation {other:?} is not supported"
-                        )));
-                    }
-                }
-            }
+            Some(i) => groups[i].1.add(op, e.value),
         }
     }
-    let mut out = Vec::with_capacity(groups.len());
-    for g in groups {
-        let value = match op {
-            "sum" | "max" | "min" => g.value,
-            "avg" => g.mean,
-            "count" => g.count,
-            "group" => 1.0,
-            "stdvar" => g.value / g.count,
-            "stddev" => (g.value / g.count).sqrt(),
-            other => {
-                return Err(PromError::bad_data(format!(
-                    "aggregation {other:?} is not supported"
-                )));
-            }
-        };
-        out.push(Element {
-            labels: g.labels,
-            value,
+    Ok(groups
+        .into_iter()
+        .map(|(labels, acc)| Element {
+            labels,
+            value: acc.value(op),
             ts: t,
-        });
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 /// `topk` / `bottomk`: the `k` largest (smallest) elements of each group, labels kept.

@@ -246,49 +246,158 @@ impl Evaluator {
             let range = ms(&m.range);
             let mut out: Vec<Vec<Element>> = vec![Vec::new(); count];
             for (s, bare) in loaded.series.iter().zip(&loaded.bare) {
-                let samples: Cow<'_, [(i64, f64)]> = if s.samples.iter().any(|x| is_stale(x.1)) {
-                    Cow::Owned(
-                        s.samples
-                            .iter()
-                            .filter(|x| !is_stale(x.1))
-                            .copied()
-                            .collect(),
-                    )
-                } else {
-                    Cow::Borrowed(&s.samples)
-                };
                 let labels = if name == "last_over_time" {
                     &s.labels
                 } else {
                     bare
                 };
-                let (mut a, mut b) = (0, 0);
-                for (i, out) in out.iter_mut().enumerate() {
-                    let t = start + i as i64 * step;
-                    let eff = self.effective(t, &m.vs.at, &m.vs.offset);
-                    while b < samples.len() && samples[b].0 <= eff {
-                        b += 1;
-                    }
-                    while a < b && samples[a].0 < eff - range {
-                        a += 1;
-                    }
-                    if a == b {
-                        continue;
-                    }
-                    if let Some(value) = functions::range_value(name, &samples[a..b], eff, range) {
-                        out.push(Element {
-                            labels: labels.clone(),
-                            value,
-                            ts: t,
-                        });
-                    }
-                }
+                self.each_step(s, &m.vs, name, range, (start, step, count), |i, value| {
+                    out[i].push(Element {
+                        labels: labels.clone(),
+                        value,
+                        ts: start + i as i64 * step,
+                    });
+                });
             }
             self.precomputed.borrow_mut().insert(
                 c as *const Call as usize,
                 out.into_iter().map(Some).collect(),
             );
         }
+    }
+
+    /// Range function `name` over series `s` read through selector `vs` with window
+    /// `range` (ms), at each of `count` steps from `start` every `step` ms: calls `f`
+    /// with the step number and value wherever there is one. One pass over the samples.
+    fn each_step(
+        &self,
+        s: &Series,
+        vs: &VectorSelector,
+        name: &str,
+        range: i64,
+        (start, step, count): (i64, i64, usize),
+        mut f: impl FnMut(usize, f64),
+    ) {
+        let samples: Cow<'_, [(i64, f64)]> = if s.samples.iter().any(|x| is_stale(x.1)) {
+            Cow::Owned(
+                s.samples
+                    .iter()
+                    .filter(|x| !is_stale(x.1))
+                    .copied()
+                    .collect(),
+            )
+        } else {
+            Cow::Borrowed(&s.samples)
+        };
+        let (mut a, mut b) = (0, 0);
+        for i in 0..count {
+            let t = start + i as i64 * step;
+            let eff = self.effective(t, &vs.at, &vs.offset);
+            while b < samples.len() && samples[b].0 <= eff {
+                b += 1;
+            }
+            while a < b && samples[a].0 < eff - range {
+                a += 1;
+            }
+            if a == b {
+                continue;
+            }
+            if let Some(value) = functions::range_value(name, &samples[a..b], eff, range) {
+                f(i, value);
+            }
+        }
+    }
+
+    /// For a range query (`start..=end` every `step` ms) whose expression is a simple
+    /// aggregation (`sum`, `avg`, `count`, …, by or without labels) of a range function
+    /// applied directly to a selector: the answer, computed series by series for every
+    /// step at once into one accumulator per group and step, without building a vector
+    /// at each step. `None` when `expr` is not of that shape.
+    pub fn aggregate_range(
+        &self,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Option<Result<Vec<Series>, PromError>> {
+        let Expr::Aggregate(a) = strip(expr) else {
+            return None;
+        };
+        let op = a.op.to_string();
+        if !aggregate::is_simple(&op) || a.param.is_some() || step <= 0 || end < start {
+            return None;
+        }
+        let Expr::Call(c) = strip(&a.expr) else {
+            return None;
+        };
+        let name = c.func.name;
+        if !functions::is_range_function(name) || name == "last_over_time" || c.args.args.len() != 1
+        {
+            return None;
+        }
+        let Expr::MatrixSelector(m) = c.args.args[0].as_ref() else {
+            return None;
+        };
+        let loaded = self.data.get(&key(&m.vs))?;
+        if !loaded.bare_unique {
+            return None;
+        }
+        Some(self.aggregate_steps(a, &op, name, m, loaded, (start, end, step)))
+    }
+
+    fn aggregate_steps(
+        &self,
+        a: &AggregateExpr,
+        op: &str,
+        name: &str,
+        m: &promql_parser::parser::MatrixSelector,
+        loaded: &Loaded,
+        (start, end, step): (i64, i64, i64),
+    ) -> Result<Vec<Series>, PromError> {
+        let count = ((end - start) / step + 1) as usize;
+        let mut groups: Vec<Labels> = Vec::new();
+        let mut ids: HashMap<Labels, usize> = HashMap::new();
+        let series_group: Vec<usize> = loaded
+            .bare
+            .iter()
+            .map(|l| {
+                let g = match &a.modifier {
+                    Some(LabelModifier::Include(ls)) => l.keep(&ls.labels),
+                    Some(LabelModifier::Exclude(ls)) => l.drop(&ls.labels),
+                    None => Labels::default(),
+                };
+                *ids.entry(g).or_insert_with_key(|g| {
+                    groups.push(g.clone());
+                    groups.len() - 1
+                })
+            })
+            .collect();
+        let mut acc = vec![aggregate::Accumulator::default(); groups.len() * count];
+        let range = ms(&m.range);
+        for (n, (s, g)) in loaded.series.iter().zip(&series_group).enumerate() {
+            if n % 1024 == 0 {
+                self.check_deadline()?;
+            }
+            let row = &mut acc[g * count..(g + 1) * count];
+            self.each_step(s, &m.vs, name, range, (start, step, count), |i, v| {
+                row[i].add(op, v)
+            });
+        }
+        let mut out = Vec::with_capacity(groups.len());
+        for (g, labels) in groups.into_iter().enumerate() {
+            let samples: Vec<(i64, f64)> = acc[g * count..(g + 1) * count]
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| !a.is_empty())
+                .map(|(i, a)| (start + i as i64 * step, a.value(op)))
+                .collect();
+            self.produce(samples.len())?;
+            if !samples.is_empty() {
+                out.push(Series { labels, samples });
+            }
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
     }
 
     /// The precomputed result of range function `c` at step `t`, if any.
@@ -318,11 +427,8 @@ impl Evaluator {
         base - offset_ms(offset)
     }
 
-    /// Evaluates `expr` at `t` (unix ms).
-    ///
-    /// # Errors
-    /// Execution errors (matching conflicts, duplicate label sets) and the timeout.
-    pub fn eval(&self, expr: &Expr, t: i64) -> Result<Value, PromError> {
+    /// A timeout error once the query's deadline has passed.
+    fn check_deadline(&self) -> Result<(), PromError> {
         if Instant::now() > self.deadline {
             return Err(PromError {
                 kind: ErrorKind::Timeout,
@@ -332,6 +438,15 @@ impl Evaluator {
                 ),
             });
         }
+        Ok(())
+    }
+
+    /// Evaluates `expr` at `t` (unix ms).
+    ///
+    /// # Errors
+    /// Execution errors (matching conflicts, duplicate label sets) and the timeout.
+    pub fn eval(&self, expr: &Expr, t: i64) -> Result<Value, PromError> {
+        self.check_deadline()?;
         match expr {
             Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
             Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
@@ -793,5 +908,13 @@ fn direct_range_calls<'a>(expr: &'a Expr, out: &mut Vec<&'a Call>) {
             direct_range_calls(&b.rhs, out);
         }
         _ => {}
+    }
+}
+
+/// `expr` without enclosing parentheses.
+fn strip(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Paren(p) => strip(&p.expr),
+        other => other,
     }
 }

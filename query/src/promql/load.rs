@@ -94,37 +94,64 @@ pub struct Listed {
     pub help: String,
 }
 
-/// The families with rows in `[lo, hi]` (unix ms, inclusive).
+/// The families with rows in `[lo, hi]` (unix ms, inclusive), read from the files'
+/// series indexes and the head (see [`super::indexed`]).
 pub async fn families(engine: &QueryEngine, lo: i64, hi: i64) -> Result<Vec<Listed>, PromError> {
-    let sql = format!(
-        "SELECT metric_name, metric_type, unit, is_monotonic, scope_name, max(description) AS help \
-         FROM metrics WHERE {} GROUP BY metric_name, metric_type, unit, is_monotonic, scope_name",
-        window_sql(lo, hi)
-    );
-    let batches = engine.execute(&sql).await?.batches;
-    let mut out = Vec::new();
-    for batch in &batches {
-        let col = |i: usize| strings(batch.column(i));
-        let (name, kind, unit, scope, help) = (col(0)?, col(1)?, col(2)?, col(4)?, col(5)?);
-        let mono = batch.column(3).as_boolean_opt();
-        for row in 0..batch.num_rows() {
-            if name.is_null(row) {
-                continue;
-            }
+    super::indexed::families(engine, lo, hi).await
+}
+
+/// The distinct families of a head batch's rows with a time in `[lo_ns, hi_ns]`.
+pub(super) fn head_families(
+    batch: &RecordBatch,
+    lo_ns: i64,
+    hi_ns: i64,
+) -> Result<Vec<Listed>, PromError> {
+    let c = Columns::of(batch)?;
+    let help = batch
+        .column_by_name("description")
+        .map(strings)
+        .transpose()?;
+    let mut out: Vec<Listed> = Vec::new();
+    let mut previous: Option<usize> = None;
+    for row in 0..batch.num_rows() {
+        if !c.time.is_valid(row) {
+            continue;
+        }
+        let t = c.time.value(row);
+        if t < lo_ns || t > hi_ns {
+            continue;
+        }
+        let same = previous.is_some_and(|p| c.same_family(p, row));
+        if !same {
+            let mono = c.mono.is_some_and(|m| m.is_valid(row) && m.value(row));
             let family = Family::new(
-                name.value(row),
-                text(&kind, row),
-                text(&unit, row),
-                mono.is_some_and(|m| m.is_valid(row) && m.value(row)),
-                text(&scope, row) == PROMETHEUS_SCOPE,
+                text(&c.name, row),
+                text(&c.kind, row),
+                text(&c.unit, row),
+                mono,
+                text(&c.scope, row) == PROMETHEUS_SCOPE,
             );
-            out.push(Listed {
-                family,
-                help: text(&help, row).to_string(),
-            });
+            if !out.iter().any(|l| l.family == family) {
+                out.push(Listed {
+                    family,
+                    help: String::new(),
+                });
+            }
+        }
+        previous = Some(row);
+        let h = help.as_ref().map_or("", |h| text(h, row));
+        let mono = c.mono.is_some_and(|m| m.is_valid(row) && m.value(row));
+        if let Some(l) = out.iter_mut().find(|l| {
+            l.family.stored_name == text(&c.name, row)
+                && l.family.metric_type == text(&c.kind, row)
+                && l.family.unit == text(&c.unit, row)
+                && l.family.monotonic == mono
+                && l.family.prometheus == (text(&c.scope, row) == PROMETHEUS_SCOPE)
+        }) && h > l.help.as_str()
+        {
+            l.help = h.to_string();
         }
     }
-    out.sort_by(|a, b| a.family.name.cmp(&b.family.name));
     Ok(out)
 }
 
@@ -166,7 +193,7 @@ fn map_pairs(map: Option<&MapArray>, row: usize) -> Vec<(&str, &str)> {
 }
 
 /// `job` and `instance` from resource attributes, and the other resource attributes.
-fn resource_labels<'a>(
+pub(super) fn resource_labels<'a>(
     resource: &[(&'a str, &'a str)],
 ) -> (Option<String>, Option<String>, Vec<(&'a str, &'a str)>) {
     let get = |k: &str| resource.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
@@ -194,7 +221,7 @@ type Accumulating = (Labels, Vec<(i64, f64)>, bool);
 
 /// Accumulates samples per label set.
 #[derive(Default)]
-struct Collector {
+pub(super) struct Collector {
     index: HashMap<Labels, usize>,
     /// Labels, samples, and whether any sample was a delta.
     series: Vec<Accumulating>,
@@ -224,8 +251,30 @@ impl Collector {
         Ok(())
     }
 
+    /// Adds samples read elsewhere to slot `slot`, within the samples limit.
+    pub(super) fn extend(
+        &mut self,
+        slot: usize,
+        samples: Vec<(i64, f64)>,
+        delta: bool,
+    ) -> Result<(), PromError> {
+        self.samples += samples.len();
+        if self.samples > MAX_SAMPLES {
+            self.samples -= 1;
+            return self.over_budget();
+        }
+        let entry = &mut self.series[slot];
+        if entry.1.is_empty() {
+            entry.1 = samples;
+        } else {
+            entry.1.extend(samples);
+        }
+        entry.2 |= delta;
+        Ok(())
+    }
+
     /// The slot of a label set, created on first sight.
-    fn slot(&mut self, labels: Labels) -> usize {
+    pub(super) fn slot(&mut self, labels: Labels) -> usize {
         if let Some(&i) = self.index.get(&labels) {
             return i;
         }
@@ -288,6 +337,13 @@ pub async fn load(
         .map(|l| &l.family)
         .filter(|f| f.names().iter().any(|n| selector.name_may_match(n)))
         .collect();
+    // Number series are read through the files' series indexes; the other shapes (a
+    // few families of histograms and summaries) through SQL.
+    let (numbers, matching): (Vec<&Family>, Vec<&Family>) =
+        matching.into_iter().partition(|f| f.shape == Shape::Number);
+    if !numbers.is_empty() {
+        super::indexed::read_numbers(engine, &numbers, selector, lo, hi, &mut collector).await?;
+    }
     if !matching.is_empty() {
         let shared_name = listed.iter().any(|l| {
             matching
@@ -390,7 +446,7 @@ async fn read_families(
     engine
         .for_each_batch(&sql, |batch| {
             if failure.is_none()
-                && let Err(e) = rows(&batch, matching, selector, collector)
+                && let Err(e) = rows(&batch, matching, selector, collector, None)
             {
                 failure = Some(e);
             }
@@ -424,6 +480,16 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
+    /// Whether rows `a` and `b` belong to the same family.
+    fn same_family(&self, a: usize, b: usize) -> bool {
+        text(&self.name, a) == text(&self.name, b)
+            && text(&self.kind, a) == text(&self.kind, b)
+            && text(&self.unit, a) == text(&self.unit, b)
+            && text(&self.scope, a) == text(&self.scope, b)
+            && self.mono.map(|m| m.is_valid(a) && m.value(a))
+                == self.mono.map(|m| m.is_valid(b) && m.value(b))
+    }
+
     fn of(batch: &'a RecordBatch) -> Result<Columns<'a>, PromError> {
         let col = |n: &str| batch.column_by_name(n);
         let s = |n: &str| match col(n) {
@@ -661,11 +727,16 @@ type LastRow<'a> = (
     Vec<Option<usize>>,
 );
 
-fn rows(
+/// Resolves the rows of `batch` to series of `families` and collects their samples.
+/// Without `window` the rows are those a scan selected for exactly these families in the
+/// query's window; with `window` (unix ms, inclusive: rows of the head, unfiltered) rows
+/// of other families or outside it are skipped.
+pub(super) fn rows(
     batch: &RecordBatch,
     families: &[&Family],
     selector: &Selector,
     collector: &mut Collector,
+    window: Option<(i64, i64)>,
 ) -> Result<(), PromError> {
     let c = Columns::of(batch)?;
     let mut previous: Option<(usize, usize)> = None; // (row, family index)
@@ -680,9 +751,18 @@ fn rows(
                 && c.mono.map(|m| m.is_valid(row) && m.value(row))
                     == c.mono.map(|m| m.is_valid(other) && m.value(other))
         };
+        if let Some((lo, hi)) = window {
+            let inside = c.time.is_valid(row) && {
+                let t = c.time.value(row).div_euclid(1_000_000);
+                t >= lo && t <= hi
+            };
+            if !inside {
+                continue;
+            }
+        }
         let index = match previous {
             // The scan selected exactly this family's rows.
-            _ if families.len() == 1 => Some(0),
+            _ if families.len() == 1 && window.is_none() => Some(0),
             Some((other, f)) if same_as(other) => Some(f),
             _ => {
                 let mono = c.mono.is_some_and(|m| m.is_valid(row) && m.value(row));

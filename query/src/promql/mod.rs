@@ -6,9 +6,13 @@
 //!
 //! ```text
 //! query text ─► promql_parser::parser::parse ─► eval::needs (each selector's window)
-//!   ─► load::families (stored metrics in the window, named by naming.rs)
-//!   ─► load::load per selector (SQL over metrics: head + Parquet) ─► series in memory
-//!   ─► eval::Evaluator at each step (functions.rs) ─► Prometheus JSON (api.rs)
+//!   ─► load::families (stored metrics in the window, from the files' series indexes
+//!      and the head, named by naming.rs)
+//!   ─► load::load per selector: number series through each file's series index
+//!      (indexed.rs: postings → runs → time and value columns only) and the head;
+//!      histograms and summaries through SQL ─► series in memory
+//!   ─► eval::Evaluator at each step (functions.rs), or series by series for every step
+//!      at once for an aggregation of a range function ─► Prometheus JSON (api.rs)
 //! ```
 //!
 //! The evaluator evaluates a call's arguments and hands their values to
@@ -24,6 +28,7 @@ mod binary;
 mod error;
 mod eval;
 mod functions;
+mod indexed;
 mod load;
 pub mod naming;
 mod value;
@@ -36,6 +41,7 @@ use serde_json::{Value as Json, json};
 
 pub use api::router;
 pub use error::{ErrorKind, PromError};
+pub(crate) use indexed::Views as SeriesViews;
 pub use value::{Element, Labels, Series, Value, float_text};
 
 use crate::engine::QueryEngine;
@@ -210,8 +216,13 @@ pub async fn range_query(
     }
     let mut evaluator = prepare(engine, &expr, start, end).await?;
     blocking(move || {
-        evaluator.precompute(&expr, start, end, step);
-        let m = evaluator.over_steps(&expr, start, end, step)?;
+        let m = match evaluator.aggregate_range(&expr, start, end, step) {
+            Some(m) => m?,
+            None => {
+                evaluator.precompute(&expr, start, end, step);
+                evaluator.over_steps(&expr, start, end, step)?
+            }
+        };
         Ok(json!({"resultType": "matrix", "result": matrix_json(&m)}))
     })
     .await

@@ -72,7 +72,7 @@ impl Store {
     }
 }
 
-/// Deletes a file, its span aggregates and its log index directory (if any). Missing ones are not an error.
+/// Deletes a file, its span aggregates or series index and its log index directory (if any). Missing ones are not an error.
 pub(super) fn delete(data_dir: &Path, file: &FileEntry) -> std::io::Result<()> {
     let path = data_dir.join(&file.path);
     match std::fs::remove_file(&path) {
@@ -80,10 +80,15 @@ pub(super) fn delete(data_dir: &Path, file: &FileEntry) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    match std::fs::remove_file(crate::span_aggregates::agg_path(&path)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+    for sidecar in [
+        crate::span_aggregates::agg_path(&path),
+        crate::series_index::series_path(&path),
+    ] {
+        match std::fs::remove_file(sidecar) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
     let index = index_path(&path);
     match std::fs::remove_dir_all(&index) {

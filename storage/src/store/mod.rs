@@ -167,6 +167,7 @@ struct Inner {
     file_indexes: FileIndexes,
     /// Span aggregates of the `spans` files, read once each.
     span_aggregates: crate::span_aggregates::Cache,
+    metric_files: crate::sidecar_cache::Cache<crate::series_index::IndexedFile>,
     /// Files dropped from the catalog by retention or compaction, deleted once their
     /// time comes.
     doomed: gc::DroppedFiles,
@@ -377,6 +378,21 @@ impl Store {
         self.inner
             .span_aggregates
             .get(&self.inner.config.data_dir, files)
+    }
+
+    /// The given `metrics` files (of a [`Snapshot`]) opened with their series indexes
+    /// (see [`crate::series_index`]), read once and cached, in the same order.
+    ///
+    /// # Errors
+    /// When a file or its index cannot be read.
+    pub fn metric_files(
+        &self,
+        files: &[FileEntry],
+    ) -> Result<Vec<Arc<crate::series_index::IndexedFile>>> {
+        let data_dir = &self.inner.config.data_dir;
+        self.inner.metric_files.get(files, |f| {
+            crate::series_index::IndexedFile::open(&data_dir.join(&f.path))
+        })
     }
 
     /// Every file in the catalog.

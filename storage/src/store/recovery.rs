@@ -107,6 +107,7 @@ impl Store {
             head_index,
             file_indexes: FileIndexes::default(),
             span_aggregates: Default::default(),
+            metric_files: Default::default(),
             doomed,
             stopping: std::sync::atomic::AtomicBool::new(false),
             compaction_lock: tokio::sync::Mutex::new(()),

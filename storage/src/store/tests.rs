@@ -990,3 +990,144 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Gauge points of `series` series (label `s`) at `times` (Unix ns), time-major as a
+/// scraper sends them: series `k` has value `k * 1000 + i` at its `i`th time.
+fn gauges(series: usize, times: &[u64]) -> RecordBatch {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric::Data,
+        number_data_point,
+    };
+    let mut points = Vec::new();
+    for (i, t) in times.iter().enumerate() {
+        for k in 0..series {
+            points.push(NumberDataPoint {
+                attributes: vec![KeyValue {
+                    key: "s".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(format!("series-{k}"))),
+                    }),
+                    ..Default::default()
+                }],
+                time_unix_nano: *t,
+                value: Some(number_data_point::Value::AsDouble((k * 1000 + i) as f64)),
+                ..Default::default()
+            });
+        }
+    }
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "temperature".into(),
+                    data: Some(Data::Gauge(Gauge {
+                        data_points: points,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    otlp::metrics(&req).unwrap().batch.unwrap()
+}
+
+/// The values of `runs` of a metrics file, read through its series index.
+fn run_values(file: &crate::series_index::IndexedFile, runs: &[usize]) -> Vec<f64> {
+    use arrow::array::AsArray;
+    let mut out = Vec::new();
+    file.read_runs(runs, &["value"], |b| {
+        let v = b
+            .column_by_name("value")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Float64Type>();
+        out.extend(v.values().iter().copied());
+    })
+    .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn a_metrics_file_has_a_series_index_that_selects_its_runs_and_is_rebuilt_when_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let base = 1_700_000_000_000_000_000u64;
+    let times: Vec<u64> = (0..5).map(|i| base + i * 15_000_000_000).collect();
+    store
+        .append(Signal::Metrics, gauges(3, &times))
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    let files = store.snapshot(Signal::Metrics).files;
+    assert_eq!(files.len(), 1);
+    let path = dir.path().join(&files[0].path);
+    let sidecar = crate::series_index::series_path(&path);
+    assert!(sidecar.exists(), "the flush wrote {}", sidecar.display());
+    assert!(files[0].index_bytes > 0, "the catalog counts the index");
+    let opened = store.metric_files(&files).unwrap();
+    let index = &opened[0].index;
+    assert_eq!(
+        index.len(),
+        3,
+        "one run per series: rows are grouped by series"
+    );
+    assert_eq!(index.total_rows(), 15);
+    let mut by_label = Vec::new();
+    for run in 0..index.len() {
+        let pairs: Vec<(String, String)> = index
+            .attribute_pairs(run)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(index.rows[run], 5);
+        assert_eq!(index.min_time[run], times[0] as i64);
+        assert_eq!(index.max_time[run], times[4] as i64);
+        by_label.push((pairs[0].1.clone(), run));
+    }
+    by_label.sort();
+    let second = by_label[1].1;
+    assert_eq!(by_label[1].0, "series-1");
+    assert_eq!(
+        run_values(&opened[0], &[second]),
+        vec![1000.0, 1001.0, 1002.0, 1003.0, 1004.0]
+    );
+    let both = {
+        let mut r = vec![by_label[0].1, by_label[2].1];
+        r.sort();
+        r
+    };
+    let mut values = run_values(&opened[0], &both);
+    values.sort_by(f64::total_cmp);
+    assert_eq!(
+        values,
+        vec![
+            0.0, 1.0, 2.0, 3.0, 4.0, 2000.0, 2001.0, 2002.0, 2003.0, 2004.0
+        ]
+    );
+    let family = &index.families[index.family[0] as usize];
+    assert_eq!(index.string(family.name), "temperature");
+    assert_eq!(index.string(family.kind), "gauge");
+    drop(opened);
+    drop(store);
+
+    // Lost (or damaged) indexes are rebuilt from the rows, with the same runs.
+    std::fs::remove_file(&sidecar).unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let rebuilt = store.metric_files(&files).unwrap();
+    assert_eq!(rebuilt[0].index.len(), 3);
+    assert_eq!(
+        run_values(&rebuilt[0], &[second]),
+        vec![1000.0, 1001.0, 1002.0, 1003.0, 1004.0]
+    );
+    drop(rebuilt);
+    drop(store);
+    std::fs::write(&sidecar, b"not an index").unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(store.metric_files(&files).unwrap()[0].index.len(), 3);
+
+    // The index goes with its file.
+    crate::store::gc::delete(dir.path(), &files[0]).unwrap();
+    assert!(!sidecar.exists());
+}

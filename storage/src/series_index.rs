@@ -1,0 +1,729 @@
+//! The series index beside each metrics file (`_{file}.series`): the file's rows are
+//! grouped by series (see `layout`), so the index lists each run of rows of one series —
+//! its family (name, type, unit, monotonicity, scope), temporality, attribute and
+//! resource attribute pairs, row count and time range — with every string stored once.
+//! PromQL resolves selectors against it and then decodes only the time and value columns
+//! of the matching rows, instead of reading every row's attribute maps.
+//!
+//! It is written with the file by flush and compaction (fsynced before the catalog lists
+//! the file), deleted with it, and, for a file written before it existed or whose index
+//! is unreadable, rebuilt from the file's rows on first use.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray, BooleanArray, MapArray, StringArray};
+use arrow::datatypes::TimestampNanosecondType;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+};
+use parquet::file::metadata::PageIndexPolicy;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Version of the stored form; another version is rebuilt from the rows.
+const VERSION: u32 = 1;
+
+/// The columns the index is built from.
+pub const COLUMNS: [&str; 10] = [
+    "metric_name",
+    "metric_type",
+    "unit",
+    "description",
+    "is_monotonic",
+    "scope_name",
+    "temporality",
+    "timestamp",
+    "attributes",
+    "resource_attributes",
+];
+
+/// One stored metric family: what tells its rows apart from another family's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FamilyEntry {
+    /// `metric_name` (string id).
+    pub name: u32,
+    /// `metric_type` (string id).
+    pub kind: u32,
+    /// `unit` (string id; null is "").
+    pub unit: u32,
+    /// `scope_name` (string id; null is "").
+    pub scope: u32,
+    /// `is_monotonic` (null is false).
+    pub monotonic: bool,
+    /// The largest `description` of its rows (string id).
+    pub description: u32,
+}
+
+/// The series index of one metrics file. Runs partition the file's rows in order: run
+/// `i` holds rows `start(i) .. start(i) + rows[i]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SeriesIndex {
+    version: u32,
+    /// Every distinct string, referred to by position.
+    pub strings: Vec<String>,
+    /// The distinct families.
+    pub families: Vec<FamilyEntry>,
+    /// Per run: its family.
+    pub family: Vec<u32>,
+    /// Per run: `temporality` (string id).
+    pub temporality: Vec<u32>,
+    /// Attribute pairs of all runs, flattened (key id, value id, …).
+    pub attributes: Vec<u32>,
+    /// Per run: the end of its pairs in `attributes` (in ids, not pairs).
+    pub attribute_ends: Vec<u32>,
+    /// Resource attribute pairs of all runs, flattened like `attributes`.
+    pub resource: Vec<u32>,
+    /// Per run: the end of its pairs in `resource`.
+    pub resource_ends: Vec<u32>,
+    /// Per run: its number of rows.
+    pub rows: Vec<u32>,
+    /// Per run: its oldest row, Unix nanoseconds.
+    pub min_time: Vec<i64>,
+    /// Per run: its newest row, Unix nanoseconds.
+    pub max_time: Vec<i64>,
+    /// Per run: its first row (derived from `rows`, not stored).
+    #[serde(skip)]
+    starts: Vec<u64>,
+}
+
+impl SeriesIndex {
+    /// Number of runs.
+    pub fn len(&self) -> usize {
+        self.family.len()
+    }
+
+    /// Whether the file has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.family.is_empty()
+    }
+
+    /// The string with id `id`.
+    pub fn string(&self, id: u32) -> &str {
+        self.strings.get(id as usize).map_or("", String::as_str)
+    }
+
+    /// The first row of run `i`.
+    pub fn start(&self, i: usize) -> u64 {
+        self.starts[i]
+    }
+
+    /// The attribute pairs of run `i`.
+    pub fn attribute_pairs(&self, i: usize) -> impl Iterator<Item = (&str, &str)> {
+        pairs(self, &self.attributes, &self.attribute_ends, i)
+    }
+
+    /// The resource attribute pairs of run `i`.
+    pub fn resource_pairs(&self, i: usize) -> impl Iterator<Item = (&str, &str)> {
+        pairs(self, &self.resource, &self.resource_ends, i)
+    }
+
+    /// The stored form: JSON, zstd-compressed.
+    ///
+    /// # Errors
+    /// When encoding fails.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let json = serde_json::to_vec(self).map_err(|e| Error::Schema(e.to_string()))?;
+        zstd::bulk::compress(&json, 3).map_err(|e| Error::Schema(e.to_string()))
+    }
+
+    /// Reads the stored form, checking that it is consistent.
+    ///
+    /// # Errors
+    /// When the bytes are not an index of this version or do not hold together.
+    pub fn decode(bytes: &[u8]) -> Result<SeriesIndex> {
+        let bad = |m: String| Error::Schema(format!("series index: {m}"));
+        let json = zstd::stream::decode_all(bytes).map_err(|e| bad(e.to_string()))?;
+        let mut index: SeriesIndex =
+            serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?;
+        if index.version != VERSION {
+            return Err(bad(format!(
+                "version {}, this build reads {VERSION}",
+                index.version
+            )));
+        }
+        index.check().map_err(bad)?;
+        index.derive();
+        Ok(index)
+    }
+
+    /// Checks every id and length, so that reading never indexes out of bounds.
+    fn check(&self) -> std::result::Result<(), String> {
+        let n = self.family.len();
+        let lengths = [
+            self.temporality.len(),
+            self.attribute_ends.len(),
+            self.resource_ends.len(),
+            self.rows.len(),
+            self.min_time.len(),
+            self.max_time.len(),
+        ];
+        if lengths.iter().any(|l| *l != n) {
+            return Err("columns of different lengths".into());
+        }
+        let strings = self.strings.len() as u32;
+        let string_ok = |id: &u32| *id < strings;
+        if !self.families.iter().all(|f| {
+            [f.name, f.kind, f.unit, f.scope, f.description]
+                .iter()
+                .all(string_ok)
+        }) || !self.temporality.iter().all(string_ok)
+            || !self.attributes.iter().all(string_ok)
+            || !self.resource.iter().all(string_ok)
+            || !self
+                .family
+                .iter()
+                .all(|f| (*f as usize) < self.families.len())
+        {
+            return Err("an id out of range".into());
+        }
+        for (ends, flat) in [
+            (&self.attribute_ends, &self.attributes),
+            (&self.resource_ends, &self.resource),
+        ] {
+            let mut last = 0;
+            for end in ends {
+                if *end < last || *end as usize > flat.len() || end % 2 != 0 {
+                    return Err("pair offsets out of order".into());
+                }
+                last = *end;
+            }
+        }
+        Ok(())
+    }
+
+    fn derive(&mut self) {
+        let mut start = 0u64;
+        self.starts = self
+            .rows
+            .iter()
+            .map(|r| {
+                let s = start;
+                start += u64::from(*r);
+                s
+            })
+            .collect();
+    }
+
+    /// Total rows of the runs.
+    pub fn total_rows(&self) -> u64 {
+        self.rows.iter().map(|r| u64::from(*r)).sum()
+    }
+}
+
+fn pairs<'a>(
+    index: &'a SeriesIndex,
+    flat: &'a [u32],
+    ends: &'a [u32],
+    i: usize,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+    let end = ends[i] as usize;
+    flat[start..end]
+        .chunks_exact(2)
+        .map(|p| (index.string(p[0]), index.string(p[1])))
+}
+
+/// The typed columns of a batch the builder reads.
+struct Columns<'a> {
+    name: &'a StringArray,
+    kind: &'a StringArray,
+    unit: &'a StringArray,
+    description: &'a StringArray,
+    monotonic: &'a BooleanArray,
+    scope: &'a StringArray,
+    temporality: &'a StringArray,
+    time: &'a arrow::array::PrimitiveArray<TimestampNanosecondType>,
+    attributes: &'a MapArray,
+    resource: &'a MapArray,
+}
+
+impl<'a> Columns<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<Columns<'a>> {
+        let missing = |n: &str| Error::Schema(format!("metrics rows lack `{n}` of its type"));
+        let s = |n: &str| {
+            batch
+                .column_by_name(n)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or_else(|| missing(n))
+        };
+        let map = |n: &str| {
+            batch
+                .column_by_name(n)
+                .and_then(|c| c.as_any().downcast_ref::<MapArray>())
+                .ok_or_else(|| missing(n))
+        };
+        Ok(Columns {
+            name: s("metric_name")?,
+            kind: s("metric_type")?,
+            unit: s("unit")?,
+            description: s("description")?,
+            monotonic: batch
+                .column_by_name("is_monotonic")
+                .and_then(|c| c.as_boolean_opt())
+                .ok_or_else(|| missing("is_monotonic"))?,
+            scope: s("scope_name")?,
+            temporality: s("temporality")?,
+            time: batch
+                .column_by_name("timestamp")
+                .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+                .ok_or_else(|| missing("timestamp"))?,
+            attributes: map("attributes")?,
+            resource: map("resource_attributes")?,
+        })
+    }
+}
+
+fn text(a: &StringArray, row: usize) -> &str {
+    if a.is_valid(row) { a.value(row) } else { "" }
+}
+
+/// The non-null pairs of one map cell.
+fn map_pairs(m: &MapArray, row: usize) -> impl Iterator<Item = (&str, &str)> {
+    let offsets = m.value_offsets();
+    let (start, end) = if m.is_valid(row) {
+        (offsets[row] as usize, offsets[row + 1] as usize)
+    } else {
+        (0, 0)
+    };
+    let keys = m.keys().as_string_opt::<i32>();
+    let values = m.values().as_string_opt::<i32>();
+    (start..end).filter_map(move |i| match (keys, values) {
+        (Some(k), Some(v)) if v.is_valid(i) => Some((k.value(i), v.value(i))),
+        _ => None,
+    })
+}
+
+/// What makes a run: the row's family fields, temporality and label pairs.
+#[derive(Default)]
+struct RunKey {
+    name: String,
+    kind: String,
+    unit: String,
+    scope: String,
+    monotonic: bool,
+    temporality: String,
+    attributes: Vec<(String, String)>,
+    resource: Vec<(String, String)>,
+}
+
+impl RunKey {
+    fn same(&self, c: &Columns<'_>, row: usize) -> bool {
+        text(c.name, row) == self.name
+            && text(c.kind, row) == self.kind
+            && text(c.unit, row) == self.unit
+            && text(c.scope, row) == self.scope
+            && (c.monotonic.is_valid(row) && c.monotonic.value(row)) == self.monotonic
+            && text(c.temporality, row) == self.temporality
+            && same_pairs(&self.attributes, map_pairs(c.attributes, row))
+            && same_pairs(&self.resource, map_pairs(c.resource, row))
+    }
+
+    fn of(c: &Columns<'_>, row: usize) -> RunKey {
+        let owned = |m| {
+            map_pairs(m, row)
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        RunKey {
+            name: text(c.name, row).to_string(),
+            kind: text(c.kind, row).to_string(),
+            unit: text(c.unit, row).to_string(),
+            scope: text(c.scope, row).to_string(),
+            monotonic: c.monotonic.is_valid(row) && c.monotonic.value(row),
+            temporality: text(c.temporality, row).to_string(),
+            attributes: owned(c.attributes),
+            resource: owned(c.resource),
+        }
+    }
+}
+
+fn same_pairs<'a>(
+    stored: &[(String, String)],
+    mut row: impl Iterator<Item = (&'a str, &'a str)>,
+) -> bool {
+    for (k, v) in stored {
+        match row.next() {
+            Some((rk, rv)) if rk == k && rv == v => {}
+            _ => return false,
+        }
+    }
+    row.next().is_none()
+}
+
+/// Builds the index of a file from its rows, in the order they are written.
+#[derive(Default)]
+pub struct SeriesIndexBuilder {
+    index: SeriesIndex,
+    ids: HashMap<String, u32>,
+    families: HashMap<(u32, u32, u32, u32, bool), u32>,
+    current: Option<RunKey>,
+}
+
+impl SeriesIndexBuilder {
+    /// An empty builder.
+    pub fn new() -> SeriesIndexBuilder {
+        SeriesIndexBuilder::default()
+    }
+
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(id) = self.ids.get(s) {
+            return *id;
+        }
+        let id = self.index.strings.len() as u32;
+        self.index.strings.push(s.to_string());
+        self.ids.insert(s.to_string(), id);
+        id
+    }
+
+    /// Adds the rows of `batch`, which follow the rows added before in the file.
+    ///
+    /// # Errors
+    /// When the batch lacks a column the index reads, or has it with another type.
+    pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        let c = Columns::of(batch)?;
+        for row in 0..batch.num_rows() {
+            let time = if c.time.is_valid(row) {
+                c.time.value(row)
+            } else {
+                0
+            };
+            let continues = self.current.as_ref().is_some_and(|k| k.same(&c, row));
+            if !continues {
+                self.start_run(&c, row, time);
+            }
+            let i = self.index.rows.len() - 1;
+            self.index.rows[i] += 1;
+            self.index.min_time[i] = self.index.min_time[i].min(time);
+            self.index.max_time[i] = self.index.max_time[i].max(time);
+            let description = text(c.description, row);
+            let family = self.index.family[i] as usize;
+            if description > self.index.string(self.index.families[family].description) {
+                let id = self.id(description);
+                self.index.families[family].description = id;
+            }
+        }
+        Ok(())
+    }
+
+    fn start_run(&mut self, c: &Columns<'_>, row: usize, time: i64) {
+        let key = RunKey::of(c, row);
+        let family = (
+            self.id(&key.name),
+            self.id(&key.kind),
+            self.id(&key.unit),
+            self.id(&key.scope),
+            key.monotonic,
+        );
+        let family = match self.families.get(&family) {
+            Some(f) => *f,
+            None => {
+                let description = self.id("");
+                let f = self.index.families.len() as u32;
+                self.index.families.push(FamilyEntry {
+                    name: family.0,
+                    kind: family.1,
+                    unit: family.2,
+                    scope: family.3,
+                    monotonic: family.4,
+                    description,
+                });
+                self.families.insert(family, f);
+                f
+            }
+        };
+        let temporality = self.id(&key.temporality);
+        self.index.family.push(family);
+        self.index.temporality.push(temporality);
+        for (k, v) in &key.attributes {
+            let (k, v) = (self.id(k), self.id(v));
+            self.index.attributes.extend([k, v]);
+        }
+        self.index
+            .attribute_ends
+            .push(self.index.attributes.len() as u32);
+        for (k, v) in &key.resource {
+            let (k, v) = (self.id(k), self.id(v));
+            self.index.resource.extend([k, v]);
+        }
+        self.index
+            .resource_ends
+            .push(self.index.resource.len() as u32);
+        self.index.rows.push(0);
+        self.index.min_time.push(time);
+        self.index.max_time.push(time);
+        self.current = Some(key);
+    }
+
+    /// The finished index.
+    pub fn finish(mut self) -> SeriesIndex {
+        self.index.version = VERSION;
+        self.index.derive();
+        self.index
+    }
+}
+
+/// Where the series index of the metrics file at `parquet` is. The name starts with `_`,
+/// which directory readers (pyarrow datasets, Spark, Hive) skip as metadata.
+pub fn series_path(parquet: &Path) -> PathBuf {
+    let stem = parquet
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parquet.with_file_name(format!("_{stem}.series"))
+}
+
+/// The metrics file whose index is at `series` (the inverse of [`series_path`]).
+pub fn parquet_of_series(series: &Path) -> PathBuf {
+    let name = series
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.trim_start_matches('_').trim_end_matches(".series");
+    series.with_file_name(format!("{stem}.parquet"))
+}
+
+/// Writes `index` beside `parquet` (through a temporary file, fsynced, renamed) and
+/// returns its size; the caller fsyncs the directory.
+pub(crate) fn write(parquet: &Path, index: &SeriesIndex) -> Result<u64> {
+    let bytes = index.encode()?;
+    let path = series_path(parquet);
+    let tmp = path.with_extension("series.tmp");
+    fs::write(&tmp, &bytes).map_err(Error::io("write", &tmp))?;
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(Error::io("fsync", &tmp))?;
+    fs::rename(&tmp, &path).map_err(Error::io("rename", &path))?;
+    Ok(bytes.len() as u64)
+}
+
+/// The index of the metrics file at `parquet`: read from beside it or, when there is
+/// none (a file written before indexes existed, or it was lost or damaged), built from
+/// the file's rows.
+///
+/// # Errors
+/// When neither the index nor the file can be read.
+pub fn load(parquet: &Path) -> Result<SeriesIndex> {
+    let path = series_path(parquet);
+    match fs::read(&path) {
+        Ok(bytes) => match SeriesIndex::decode(&bytes) {
+            Ok(index) => return Ok(index),
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "Series index unreadable; rebuilding it from the file's rows.");
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("read", &path)(e)),
+    }
+    from_rows(parquet)
+}
+
+/// Builds the index of a metrics file from its rows.
+pub(crate) fn from_rows(parquet: &Path) -> Result<SeriesIndex> {
+    let f = fs::File::open(parquet).map_err(Error::io("open", parquet))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f)?;
+    let roots: Vec<usize> = builder
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, field)| COLUMNS.contains(&field.name().as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let mut out = SeriesIndexBuilder::new();
+    for batch in builder.with_projection(mask).build()? {
+        out.add(&batch?)?;
+    }
+    Ok(out.finish())
+}
+
+/// A metrics file opened for PromQL: its series index and its Parquet footer with the
+/// page index, both read once (see [`crate::Store::metric_files`]).
+pub struct IndexedFile {
+    /// The series index.
+    pub index: SeriesIndex,
+    path: PathBuf,
+    metadata: ArrowReaderMetadata,
+}
+
+impl std::fmt::Debug for IndexedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexedFile")
+            .field("path", &self.path)
+            .field("runs", &self.index.len())
+            .finish()
+    }
+}
+
+impl IndexedFile {
+    /// Opens the metrics file at `parquet`: reads its footer and its series index (built
+    /// from its rows when missing).
+    ///
+    /// # Errors
+    /// When the file or its index cannot be read, or they disagree on its rows.
+    pub fn open(parquet: &Path) -> Result<IndexedFile> {
+        let file = fs::File::open(parquet).map_err(Error::io("open", parquet))?;
+        let metadata = ArrowReaderMetadata::load(
+            &file,
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
+        )?;
+        let mut index = load(parquet)?;
+        let rows = metadata.metadata().file_metadata().num_rows() as u64;
+        if index.total_rows() != rows {
+            tracing::warn!(path = %parquet.display(), "Series index does not cover the file's rows; rebuilding it.");
+            index = from_rows(parquet)?;
+        }
+        Ok(IndexedFile {
+            index,
+            path: parquet.to_path_buf(),
+            metadata,
+        })
+    }
+
+    /// Reads `columns` of the rows of `runs` (ascending run numbers), in row order, and
+    /// hands each batch to `each`; columns the file lacks are left out.
+    ///
+    /// # Errors
+    /// When the file cannot be read or decoded.
+    pub fn read_runs(
+        &self,
+        runs: &[usize],
+        columns: &[&str],
+        mut each: impl FnMut(RecordBatch),
+    ) -> Result<()> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let file = fs::File::open(&self.path).map_err(Error::io("open", &self.path))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone());
+        let roots: Vec<usize> = builder
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| columns.contains(&f.name().as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let total = self.index.total_rows() as usize;
+        let mut ranges: Vec<std::ops::Range<usize>> = Vec::with_capacity(runs.len());
+        for &r in runs {
+            let start = self.index.start(r) as usize;
+            let end = start + self.index.rows[r] as usize;
+            match ranges.last_mut() {
+                Some(last) if last.end == start => last.end = end,
+                _ => ranges.push(start..end),
+            }
+        }
+        let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), total);
+        let reader = builder
+            .with_projection(mask)
+            .with_row_selection(selection)
+            .with_batch_size(16 * 1024)
+            .build()?;
+        for batch in reader {
+            each(batch?);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{Signal, attributes_builder, conform};
+    use arrow::array::{ArrayRef, Float64Array, StringArray, TimestampNanosecondArray};
+    use std::sync::Arc;
+
+    /// Rows of gauges: (name, attribute pairs, time ns).
+    fn batch(rows: &[(&str, &[(&str, &str)], i64)]) -> RecordBatch {
+        let mut attributes = attributes_builder();
+        for (_, pairs, _) in rows {
+            for (k, v) in *pairs {
+                attributes.keys().append_value(k);
+                attributes.values().append_value(v);
+            }
+            attributes.append(true).unwrap();
+        }
+        let n = rows.len();
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "metric_name",
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            ),
+            (
+                "metric_type",
+                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                    "gauge", n,
+                ))),
+            ),
+            (
+                "timestamp",
+                Arc::new(
+                    TimestampNanosecondArray::from_iter_values(rows.iter().map(|r| r.2))
+                        .with_timezone("UTC"),
+                ),
+            ),
+            ("attributes", Arc::new(attributes.finish())),
+            (
+                "value",
+                Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64))),
+            ),
+        ];
+        conform(
+            Signal::Metrics,
+            RecordBatch::try_from_iter(columns).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn runs_follow_the_rows_and_the_stored_form_round_trips() {
+        let x1: &[(&str, &str)] = &[("x", "1")];
+        let x2: &[(&str, &str)] = &[("x", "2")];
+        let mut b = SeriesIndexBuilder::new();
+        b.add(&batch(&[("a", x1, 10), ("a", x1, 20), ("a", x2, 10)]))
+            .unwrap();
+        // A run continues across batches; the same series later is a run of its own.
+        b.add(&batch(&[("a", x2, 5), ("b", x1, 30), ("a", x1, 40)]))
+            .unwrap();
+        let index = b.finish();
+        assert_eq!(index.rows, vec![2, 2, 1, 1]);
+        assert_eq!(index.min_time, vec![10, 5, 30, 40]);
+        assert_eq!(index.max_time, vec![20, 10, 30, 40]);
+        assert_eq!(index.families.len(), 2);
+        assert_eq!(index.family, vec![0, 0, 1, 0]);
+        assert_eq!((index.start(2), index.start(3)), (4, 5));
+        let pairs: Vec<(&str, &str)> = index.attribute_pairs(1).collect();
+        assert_eq!(pairs, vec![("x", "2")]);
+        assert_eq!(index.resource_pairs(1).count(), 0);
+        let decoded = SeriesIndex::decode(&index.encode().unwrap()).unwrap();
+        assert_eq!(decoded.rows, index.rows);
+        assert_eq!(decoded.strings, index.strings);
+        assert_eq!(decoded.start(3), 5);
+        assert_eq!(decoded.attribute_pairs(1).collect::<Vec<_>>(), pairs);
+    }
+
+    #[test]
+    fn damaged_or_inconsistent_indexes_are_refused() {
+        assert!(SeriesIndex::decode(b"garbage").is_err());
+        let mut b = SeriesIndexBuilder::new();
+        b.add(&batch(&[("a", &[("x", "1")], 10)])).unwrap();
+        let good = b.finish();
+        let mut bad = good.clone();
+        bad.attributes[0] = 999;
+        assert!(SeriesIndex::decode(&bad.encode().unwrap()).is_err());
+        let mut bad = good.clone();
+        bad.rows.push(3);
+        assert!(SeriesIndex::decode(&bad.encode().unwrap()).is_err());
+        let mut bad = good;
+        bad.attribute_ends[0] = 7;
+        assert!(SeriesIndex::decode(&bad.encode().unwrap()).is_err());
+    }
+}
