@@ -50,6 +50,7 @@ mod retention;
 mod schema;
 pub mod series_index;
 pub mod settings;
+mod sidecar;
 mod sidecar_cache;
 pub mod span_aggregates;
 mod store;

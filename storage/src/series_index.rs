@@ -467,38 +467,24 @@ impl SeriesIndexBuilder {
     }
 }
 
-/// Where the series index of the metrics file at `parquet` is. The name starts with `_`,
-/// which directory readers (pyarrow datasets, Spark, Hive) skip as metadata.
+/// The extension of the series index beside a metrics file.
+const EXT: &str = "series";
+
+/// Where the series index of the metrics file at `parquet` is (`_{stem}.series`, see
+/// [`crate::sidecar`]).
 pub fn series_path(parquet: &Path) -> PathBuf {
-    let stem = parquet
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    parquet.with_file_name(format!("_{stem}.series"))
+    crate::sidecar::path(parquet, EXT)
 }
 
 /// The metrics file whose index is at `series` (the inverse of [`series_path`]).
 pub fn parquet_of_series(series: &Path) -> PathBuf {
-    let name = series
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.trim_start_matches('_').trim_end_matches(".series");
-    series.with_file_name(format!("{stem}.parquet"))
+    crate::sidecar::parquet_of(series, EXT)
 }
 
-/// Writes `index` beside `parquet` (through a temporary file, fsynced, renamed) and
-/// returns its size; the caller fsyncs the directory.
+/// Writes `index` beside `parquet` (durably, see [`crate::sidecar::write`]) and returns
+/// its size; the caller fsyncs the directory.
 pub(crate) fn write(parquet: &Path, index: &SeriesIndex) -> Result<u64> {
-    let bytes = index.encode()?;
-    let path = series_path(parquet);
-    let tmp = path.with_extension("series.tmp");
-    fs::write(&tmp, &bytes).map_err(Error::io("write", &tmp))?;
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(Error::io("fsync", &tmp))?;
-    fs::rename(&tmp, &path).map_err(Error::io("rename", &path))?;
-    Ok(bytes.len() as u64)
+    crate::sidecar::write(parquet, EXT, &index.encode()?)
 }
 
 /// The index of the metrics file at `parquet`: read from beside it or, when there is
@@ -641,8 +627,10 @@ mod tests {
     use arrow::array::{ArrayRef, Float64Array, StringArray, TimestampNanosecondArray};
     use std::sync::Arc;
 
-    /// Rows of gauges: (name, attribute pairs, time ns).
-    fn batch(rows: &[(&str, &[(&str, &str)], i64)]) -> RecordBatch {
+    /// A row of a gauge: name, attribute pairs, time (ns).
+    type Row<'a> = (&'a str, &'a [(&'a str, &'a str)], i64);
+
+    fn batch(rows: &[Row<'_>]) -> RecordBatch {
         let mut attributes = attributes_builder();
         for (_, pairs, _) in rows {
             for (k, v) in *pairs {

@@ -29,40 +29,24 @@ pub const COLUMNS: [&str; 11] = [
     "resource_attributes",
 ];
 
-/// Where the aggregates of the spans file at `parquet` are.
-/// The name starts with `_`, which directory readers (pyarrow datasets, Spark, Hive)
-/// skip as metadata, so that pointing one at a table's directory still reads only the
-/// Parquet files.
+/// The extension of the span aggregates beside a spans file.
+const EXT: &str = "agg";
+
+/// Where the aggregates of the spans file at `parquet` are (`_{stem}.agg`, see
+/// [`crate::sidecar`]).
 pub fn agg_path(parquet: &Path) -> PathBuf {
-    let stem = parquet
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    parquet.with_file_name(format!("_{stem}.agg"))
+    crate::sidecar::path(parquet, EXT)
 }
 
 /// The spans file whose aggregates are at `agg` (the inverse of [`agg_path`]).
 pub fn parquet_of_agg(agg: &Path) -> PathBuf {
-    let name = agg
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.trim_start_matches('_').trim_end_matches(".agg");
-    agg.with_file_name(format!("{stem}.parquet"))
+    crate::sidecar::parquet_of(agg, EXT)
 }
 
-/// Writes `summary` beside `parquet` (through a temporary file, fsynced, renamed) and
+/// Writes `summary` beside `parquet` (durably, see [`crate::sidecar::write`]) and
 /// returns its size; the caller fsyncs the directory.
 pub(crate) fn write(parquet: &Path, summary: &Summary) -> Result<u64> {
-    let bytes = summary.encode()?;
-    let path = agg_path(parquet);
-    let tmp = path.with_extension("agg.tmp");
-    fs::write(&tmp, &bytes).map_err(Error::io("write", &tmp))?;
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(Error::io("fsync", &tmp))?;
-    fs::rename(&tmp, &path).map_err(Error::io("rename", &path))?;
-    Ok(bytes.len() as u64)
+    crate::sidecar::write(parquet, EXT, &summary.encode()?)
 }
 
 /// The aggregates of `file`: read from beside it or, when there are none (a file written

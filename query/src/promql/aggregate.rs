@@ -77,16 +77,8 @@ impl Accumulator {
                 }
                 self.mean += v / self.count - self.mean / self.count;
             }
-            "max" => {
-                if self.value < v || self.value.is_nan() {
-                    self.value = v;
-                }
-            }
-            "min" => {
-                if self.value > v || self.value.is_nan() {
-                    self.value = v;
-                }
-            }
+            "max" if self.value < v || self.value.is_nan() => self.value = v,
+            "min" if self.value > v || self.value.is_nan() => self.value = v,
             "stddev" | "stdvar" => {
                 let delta = v - self.mean;
                 self.mean += delta / self.count;
