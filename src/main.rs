@@ -40,6 +40,14 @@ fn return_freed_memory_promptly() {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
         // SAFETY: as above.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0) };
+        // mimalloc reads `allow_thp` when it starts, before `main`: turn huge pages off
+        // for the process here too, or its regions still fault in 2 MiB pages (a
+        // profile of remote-write ingest spent 40 % of the server's CPU zeroing them).
+        // SAFETY: prctl with integer arguments only; it changes this process's flags.
+        #[cfg(target_os = "linux")]
+        unsafe {
+            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        }
     }
 }
 

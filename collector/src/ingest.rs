@@ -179,20 +179,23 @@ impl Ingest {
         self.store::<E>(converted, wire).await
     }
 
-    /// Stores `metrics` rows converted elsewhere (remote write), counted and answered
-    /// like an OTLP metrics export.
+    /// Stores `metrics` rows converted from `wire`, a remote-write body as it arrived
+    /// (snappy-compressed), counted and answered like an OTLP metrics export. The WAL
+    /// logs `wire`, a fraction of the rows' bytes, and replay converts it again (see
+    /// [`replay_wire`]).
     ///
     /// # Errors
     /// As [`Ingest::export`].
     pub async fn store_metric_rows(
         &self,
         converted: periscope_otlp::Converted,
+        wire: &[u8],
     ) -> Result<
         opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse,
         IngestError,
     > {
         self.store::<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest>(
-            converted, None,
+            converted, Some(wire),
         )
         .await
     }
@@ -237,16 +240,25 @@ impl Ingest {
 }
 
 /// The store's [`periscope_storage::WireDecoder`]: turns a spans export logged as it
-/// arrived back into the rows [`Ingest::export_protobuf`] stored, with the same
-/// conversion (invalid spans are dropped again, exactly as they were then).
+/// arrived back into the rows [`Ingest::export_protobuf`] stored, and a remote-write
+/// body into the rows [`Ingest::store_metric_rows`] stored, with the same conversion
+/// (invalid items are dropped again, exactly as they were then).
 ///
 /// # Errors
-/// When the bytes are not a spans export with valid spans, or `signal` is not logged this
-/// way.
+/// When the bytes are not a spans export with valid spans or a remote-write body with
+/// valid samples, or `signal` is not logged this way.
 pub fn replay_wire(
     signal: Signal,
     bytes: &[u8],
 ) -> Result<arrow::record_batch::RecordBatch, String> {
+    if signal == Signal::Metrics {
+        // Bodies were bounded when they arrived; this bound only refuses nonsense.
+        let request =
+            crate::remote_write::decode(bytes, u32::MAX as usize).map_err(|r| r.message)?;
+        return crate::remote_write_rows::to_rows(&request)?
+            .batch
+            .ok_or_else(|| "the logged remote write holds no valid sample".to_string());
+    }
     if signal != Signal::Spans {
         return Err(format!("{signal} exports are not logged as they arrived"));
     }

@@ -17,7 +17,9 @@
 //! when the WAL is replayed.
 //!
 //! Prometheus remote write ([`remote_write`], `POST /api/v1/write` on the API port)
-//! converts each `WriteRequest` to an OTLP metrics export and takes the same path.
+//! converts each `WriteRequest` straight to `metrics` rows (each series' labels laid out
+//! once), stores them like an OTLP export, and logs the body as it arrived, which
+//! [`replay_wire`] converts again.
 //!
 //! Errors map to statuses in one place ([`status`]): pressure (memory budget, disk full)
 //! becomes HTTP 503 with `Retry-After` and gRPC `UNAVAILABLE` with a `RetryInfo`, so

@@ -186,7 +186,6 @@ async fn write(State(state): State<WriteState>, headers: HeaderMap, body: Body) 
         Ok(r) => r,
         Err(refusal) => return refusal.into(),
     };
-    drop(compressed);
     // Reserve what decoding and converting build: every sample copies its series'
     // labels, so a small body can become gigabytes.
     let estimate = match crate::decoded::remote_write(&raw) {
@@ -216,7 +215,8 @@ async fn write(State(state): State<WriteState>, headers: HeaderMap, body: Body) 
         Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
     };
     drop(request);
-    match state.ingest.store_metric_rows(converted).await {
+    // The WAL logs the body as it arrived (see `replay_wire`).
+    match state.ingest.store_metric_rows(converted, &compressed).await {
         Ok(response) => match response.partial_success {
             Some(partial) if partial.rejected_data_points > 0 => json_error(
                 StatusCode::BAD_REQUEST,

@@ -329,6 +329,28 @@ mod tests {
     }
 
     #[test]
+    fn a_logged_body_replays_into_the_same_rows() {
+        use prost::Message;
+        let request = WriteRequest {
+            timeseries: vec![
+                series(
+                    vec![label("__name__", "up"), label("job", "api")],
+                    &[1_700_000_000_000, 1_700_000_015_000],
+                ),
+                series(vec![label("__name__", "up")], &[0]),
+            ],
+            metadata: Vec::new(),
+        };
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&request.encode_to_vec())
+            .expect("compress");
+        let stored = to_rows(&request).expect("valid").batch.expect("rows");
+        let replayed = crate::ingest::replay_wire(Signal::Metrics, &body).expect("replays");
+        assert_eq!(replayed, stored);
+        assert!(crate::ingest::replay_wire(Signal::Metrics, b"not snappy").is_err());
+    }
+
+    #[test]
     fn invalid_series_refuse_and_timeless_samples_are_rejected_alone() {
         let bad = WriteRequest {
             timeseries: vec![series(vec![label("job", "x")], &[1])],
