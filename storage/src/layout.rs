@@ -1,19 +1,16 @@
 //! The Parquet layout of part files, which flush and compaction both write: the writer
 //! properties, the sort key, the row-group size and the partition paths.
 //!
-//! Rows are sorted by the table's sort key (trace id for spans, metric name for metric
-//! points, then service, then series — a hash of their attribute maps — then time, so
-//! each series' samples sit together and delta-encode; log rows keep the order of their
-//! index's documents, see `logindex::export`), split by
+//! Rows are sorted by the table's sort key (trace id for spans; metric points grouped by
+//! series, see `series_order`; log rows keep the order of their index's documents, see
+//! `logindex::export`), split by
 //! the hour of their time column into `{table}/{YYYY-MM-DD}/{HH}/` directories, and
 //! written with zstd, page statistics, the sort order in the footer and a bloom filter
 //! on `trace_id`, so that DataFusion prunes by time, by service and by trace id.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, MapArray, UInt64Array};
+use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::compute::{SortColumn, lexsort_to_indices};
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
@@ -31,8 +28,6 @@ pub(crate) const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 pub(crate) const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Most rows in one data page of a spans file.
 const SPAN_PAGE_ROWS: usize = 4096;
-/// Most bytes in one data page of a metrics file: 4,096 sample values.
-const METRIC_PAGE_BYTES: usize = 32 * 1024;
 /// Most rows in one data page of a logs file: a search reads its newest hits back row
 /// by row, and each hit decodes one page of every column.
 const LOG_PAGE_ROWS: usize = 1024;
@@ -155,13 +150,6 @@ pub(crate) fn writer_properties(signal: Signal, rows: usize) -> Result<WriterPro
         // trace, not a row group's worth of every column.
         props = props.set_data_page_row_count_limit(SPAN_PAGE_ROWS);
     }
-    if signal == Signal::Metrics {
-        // PromQL reads the runs of the series it selects (see `series_index`): small
-        // pages of values let it decode little more than those rows. A limit in bytes,
-        // not rows, so that the many columns that are empty or repeat (nulls, label
-        // maps) keep one page per row group and cost no page headers.
-        props = props.set_data_page_size_limit(METRIC_PAGE_BYTES);
-    }
     if signal == Signal::Logs {
         // The limit is checked after each write batch: keep batches no larger.
         props = props
@@ -180,43 +168,12 @@ pub(crate) fn writer_properties(signal: Signal, rows: usize) -> Result<WriterPro
     Ok(props.build())
 }
 
-/// A hash of each row's attribute and resource attribute maps: rows of one series share it.
-fn series_hashes(batch: &RecordBatch) -> UInt64Array {
-    let maps: Vec<&MapArray> = ["attributes", "resource_attributes"]
-        .iter()
-        .filter_map(|n| batch.column_by_name(n))
-        .filter_map(|c| c.as_any().downcast_ref::<MapArray>())
-        .collect();
-    (0..batch.num_rows())
-        .map(|row| {
-            let mut h = std::hash::DefaultHasher::new();
-            for map in &maps {
-                if map.is_valid(row) {
-                    let entries = map.value(row);
-                    if let (Some(k), Some(v)) = (
-                        entries.column(0).as_string_opt::<i32>(),
-                        entries.column(1).as_string_opt::<i32>(),
-                    ) {
-                        for i in 0..entries.len() {
-                            k.value(i).hash(&mut h);
-                            v.is_valid(i).then(|| v.value(i)).hash(&mut h);
-                        }
-                    }
-                }
-                0xffu8.hash(&mut h);
-            }
-            h.finish()
-        })
-        .collect()
-}
-
-/// The columns `batch` is sorted by, in order: the table's sort columns, with metric
-/// points' series hash before the time.
+/// The columns `batch` is sorted by, in order: the table's sort columns.
 ///
 /// # Errors
 /// When `batch` lacks a sort column.
 fn sort_key(signal: Signal, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
-    let mut columns = signal
+    let columns = signal
         .sort_columns()
         .iter()
         .map(|name| {
@@ -227,10 +184,6 @@ fn sort_key(signal: Signal, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    if signal == Signal::Metrics {
-        let time = columns.len() - 1;
-        columns.insert(time, Arc::new(series_hashes(batch)));
-    }
     Ok(columns)
 }
 
@@ -241,6 +194,9 @@ fn sort_key(signal: Signal, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
 /// # Errors
 /// When a batch lacks a sort column.
 pub(crate) fn sorted_rows(signal: Signal, batches: &[RecordBatch]) -> Result<Vec<(usize, usize)>> {
+    if signal == Signal::Metrics {
+        return crate::series_order::metric_rows(batches);
+    }
     let keys = batches
         .iter()
         .map(|b| sort_key(signal, b))

@@ -49,6 +49,7 @@ mod reserve;
 mod retention;
 mod schema;
 pub mod series_index;
+mod series_order;
 pub mod settings;
 mod sidecar;
 mod sidecar_cache;

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Version of the stored form; another version is rebuilt from the rows.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// The columns the index is built from.
 pub const COLUMNS: [&str; 10] = [
@@ -61,9 +61,8 @@ pub struct FamilyEntry {
 
 /// The series index of one metrics file. Runs partition the file's rows in order: run
 /// `i` holds rows `start(i) .. start(i) + rows[i]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct SeriesIndex {
-    version: u32,
     /// Every distinct string, referred to by position.
     pub strings: Vec<String>,
     /// The distinct families.
@@ -87,8 +86,54 @@ pub struct SeriesIndex {
     /// Per run: its newest row, Unix nanoseconds.
     pub max_time: Vec<i64>,
     /// Per run: its first row (derived from `rows`, not stored).
-    #[serde(skip)]
     starts: Vec<u64>,
+}
+
+/// The stored form: ends stored as counts and times as milliseconds from the file's
+/// first, which compress to almost nothing (a run's counts repeat, its times are the
+/// file's).
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    version: u32,
+    strings: Vec<String>,
+    families: Vec<FamilyEntry>,
+    family: Vec<u32>,
+    temporality: Vec<u32>,
+    attributes: Vec<u32>,
+    attribute_counts: Vec<u32>,
+    resource: Vec<u32>,
+    resource_counts: Vec<u32>,
+    rows: Vec<u32>,
+    /// The oldest row's time, Unix nanoseconds.
+    base_time: i64,
+    /// Per run: its oldest row, milliseconds after `base_time` (rounded down).
+    min_ms: Vec<u64>,
+    /// Per run: its newest row, milliseconds after `base_time` (rounded up).
+    max_ms: Vec<u64>,
+}
+
+/// Counts of consecutive ends.
+fn counts(ends: &[u32]) -> Vec<u32> {
+    let mut last = 0;
+    ends.iter()
+        .map(|e| {
+            let c = e.saturating_sub(last) / 2;
+            last = *e;
+            c
+        })
+        .collect()
+}
+
+/// Ends of consecutive counts, `None` when they overflow.
+fn ends(counts: &[u32]) -> Option<Vec<u32>> {
+    let mut end = 0u32;
+    counts
+        .iter()
+        .map(|c| {
+            end = end.checked_add(c.checked_mul(2)?)?;
+            Some(end)
+        })
+        .collect()
 }
 
 impl SeriesIndex {
@@ -127,7 +172,31 @@ impl SeriesIndex {
     /// # Errors
     /// When encoding fails.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let json = serde_json::to_vec(self).map_err(|e| Error::Schema(e.to_string()))?;
+        let base_time = self.min_time.iter().copied().min().unwrap_or(0);
+        let ms = |t: i64, up: bool| {
+            let d = t.saturating_sub(base_time).max(0) as u64;
+            if up {
+                d.div_ceil(1_000_000)
+            } else {
+                d / 1_000_000
+            }
+        };
+        let stored = Stored {
+            version: VERSION,
+            strings: self.strings.clone(),
+            families: self.families.clone(),
+            family: self.family.clone(),
+            temporality: self.temporality.clone(),
+            attributes: self.attributes.clone(),
+            attribute_counts: counts(&self.attribute_ends),
+            resource: self.resource.clone(),
+            resource_counts: counts(&self.resource_ends),
+            rows: self.rows.clone(),
+            base_time,
+            min_ms: self.min_time.iter().map(|t| ms(*t, false)).collect(),
+            max_ms: self.max_time.iter().map(|t| ms(*t, true)).collect(),
+        };
+        let json = serde_json::to_vec(&stored).map_err(|e| Error::Schema(e.to_string()))?;
         zstd::bulk::compress(&json, 3).map_err(|e| Error::Schema(e.to_string()))
     }
 
@@ -138,14 +207,42 @@ impl SeriesIndex {
     pub fn decode(bytes: &[u8]) -> Result<SeriesIndex> {
         let bad = |m: String| Error::Schema(format!("series index: {m}"));
         let json = zstd::stream::decode_all(bytes).map_err(|e| bad(e.to_string()))?;
-        let mut index: SeriesIndex =
-            serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?;
-        if index.version != VERSION {
+        let stored: Stored = serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?;
+        if stored.version != VERSION {
             return Err(bad(format!(
                 "version {}, this build reads {VERSION}",
-                index.version
+                stored.version
             )));
         }
+        let time = |ms: &[u64], up: bool| -> Vec<i64> {
+            ms.iter()
+                .map(|m| {
+                    let ns = (*m as i64).saturating_mul(1_000_000);
+                    let t = stored.base_time.saturating_add(ns);
+                    if up { t.saturating_add(999_999) } else { t }
+                })
+                .collect()
+        };
+        let (Some(attribute_ends), Some(resource_ends)) = (
+            ends(&stored.attribute_counts),
+            ends(&stored.resource_counts),
+        ) else {
+            return Err(bad("pair counts overflow".into()));
+        };
+        let mut index = SeriesIndex {
+            min_time: time(&stored.min_ms, false),
+            max_time: time(&stored.max_ms, true),
+            strings: stored.strings,
+            families: stored.families,
+            family: stored.family,
+            temporality: stored.temporality,
+            attributes: stored.attributes,
+            attribute_ends,
+            resource: stored.resource,
+            resource_ends,
+            rows: stored.rows,
+            starts: Vec::new(),
+        };
         index.check().map_err(bad)?;
         index.derive();
         Ok(index)
@@ -461,7 +558,6 @@ impl SeriesIndexBuilder {
 
     /// The finished index.
     pub fn finish(mut self) -> SeriesIndex {
-        self.index.version = VERSION;
         self.index.derive();
         self.index
     }
@@ -676,15 +772,24 @@ mod tests {
         let x1: &[(&str, &str)] = &[("x", "1")];
         let x2: &[(&str, &str)] = &[("x", "2")];
         let mut b = SeriesIndexBuilder::new();
-        b.add(&batch(&[("a", x1, 10), ("a", x1, 20), ("a", x2, 10)]))
-            .unwrap();
+        let ms = |n: i64| 1_700_000_000_000_000_000 + n * 1_000_000;
+        b.add(&batch(&[
+            ("a", x1, ms(10)),
+            ("a", x1, ms(20)),
+            ("a", x2, ms(10)),
+        ]))
+        .unwrap();
         // A run continues across batches; the same series later is a run of its own.
-        b.add(&batch(&[("a", x2, 5), ("b", x1, 30), ("a", x1, 40)]))
-            .unwrap();
+        b.add(&batch(&[
+            ("a", x2, ms(5)),
+            ("b", x1, ms(30)),
+            ("a", x1, ms(40)),
+        ]))
+        .unwrap();
         let index = b.finish();
         assert_eq!(index.rows, vec![2, 2, 1, 1]);
-        assert_eq!(index.min_time, vec![10, 5, 30, 40]);
-        assert_eq!(index.max_time, vec![20, 10, 30, 40]);
+        assert_eq!(index.min_time, vec![ms(10), ms(5), ms(30), ms(40)]);
+        assert_eq!(index.max_time, vec![ms(20), ms(10), ms(30), ms(40)]);
         assert_eq!(index.families.len(), 2);
         assert_eq!(index.family, vec![0, 0, 1, 0]);
         assert_eq!((index.start(2), index.start(3)), (4, 5));
@@ -696,6 +801,9 @@ mod tests {
         assert_eq!(decoded.strings, index.strings);
         assert_eq!(decoded.start(3), 5);
         assert_eq!(decoded.attribute_pairs(1).collect::<Vec<_>>(), pairs);
+        // Stored times are whole milliseconds, rounded outwards.
+        assert_eq!(decoded.min_time, index.min_time);
+        assert_eq!(decoded.max_time[2], ms(30) + 999_999);
     }
 
     #[test]
@@ -711,7 +819,8 @@ mod tests {
         bad.rows.push(3);
         assert!(SeriesIndex::decode(&bad.encode().unwrap()).is_err());
         let mut bad = good;
-        bad.attribute_ends[0] = 7;
+        bad.attributes.push(3);
+        bad.attribute_ends[0] = 4;
         assert!(SeriesIndex::decode(&bad.encode().unwrap()).is_err());
     }
 }
