@@ -51,6 +51,12 @@ pub struct MetricsArgs {
     /// Keep Periscope's data directory here (it must not exist).
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
+    /// Send Periscope the same samples as OTLP/HTTP metrics exports (a monotonic sum
+    /// `bench_requests`, which PromQL names `bench_requests_total`; `job` from the
+    /// resource's `service.name`) instead of remote write. Prometheus 2.42 has no OTLP
+    /// receiver: it still gets remote write.
+    #[arg(long)]
+    pub otlp: bool,
 }
 
 const METRIC: &str = "bench_requests_total";
@@ -101,11 +107,76 @@ impl Plan {
         self.series * self.steps
     }
 
-    /// Request `i`, snappy-compressed.
-    fn body(&self, i: usize) -> anyhow::Result<Vec<u8>> {
+    /// The instants and series of request `i`.
+    fn request(&self, i: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
         let (window, chunk) = (i / self.chunks(), i % self.chunks());
         let steps = window * self.batch_steps..((window + 1) * self.batch_steps).min(self.steps);
         let series = chunk * self.batch_series..((chunk + 1) * self.batch_series).min(self.series);
+        (steps, series)
+    }
+
+    /// Request `i` as the body of `protocol`.
+    fn body(&self, i: usize, protocol: Protocol) -> anyhow::Result<Vec<u8>> {
+        match protocol {
+            Protocol::RemoteWrite => self.remote_write_body(i),
+            Protocol::Otlp => Ok(self.otlp_body(i)),
+        }
+    }
+
+    /// Request `i` as an OTLP metrics export: one monotonic cumulative sum whose points
+    /// carry the series' labels (but `job`, the resource's `service.name`).
+    fn otlp_body(&self, i: usize) -> Vec<u8> {
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+        use opentelemetry_proto::tonic::metrics::v1::{
+            AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+            metric::Data, number_data_point,
+        };
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        let (steps, series) = self.request(i);
+        let mut points = Vec::with_capacity(steps.len() * series.len());
+        for s in series {
+            let attributes: Vec<_> = labels(s)
+                .into_iter()
+                .filter(|l| l.name != "__name__" && l.name != "job")
+                .map(|l| crate::harness::kv(&l.name, &l.value))
+                .collect();
+            for k in steps.clone() {
+                points.push(NumberDataPoint {
+                    attributes: attributes.clone(),
+                    time_unix_nano: ((self.first_ms + k as i64 * self.interval_ms) as u64)
+                        * 1_000_000,
+                    value: Some(number_data_point::Value::AsDouble(value(s, k))),
+                    ..Default::default()
+                });
+            }
+        }
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![crate::harness::kv("service.name", "bench")],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: METRIC.trim_end_matches("_total").to_string(),
+                        data: Some(Data::Sum(Sum {
+                            data_points: points,
+                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                            is_monotonic: true,
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    /// Request `i`, snappy-compressed.
+    fn remote_write_body(&self, i: usize) -> anyhow::Result<Vec<u8>> {
+        let (steps, series) = self.request(i);
         let request = WriteRequest {
             timeseries: series
                 .map(|s| TimeSeries {
@@ -126,13 +197,27 @@ impl Plan {
     }
 }
 
+/// How samples are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// Prometheus remote write 1.0.
+    RemoteWrite,
+    /// OTLP/HTTP protobuf metrics exports.
+    Otlp,
+}
+
 /// Sends every request of `plan` to `url` in order with `concurrency` in flight; returns
 /// the seconds it took and how many retries back-pressure caused.
-async fn send_all(plan: Plan, url: &str, concurrency: usize) -> anyhow::Result<(f64, u64)> {
+async fn send_all(
+    plan: Plan,
+    url: &str,
+    concurrency: usize,
+    protocol: Protocol,
+) -> anyhow::Result<(f64, u64)> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(concurrency * 4);
     let producer = tokio::task::spawn_blocking(move || {
         for i in 0..plan.requests() {
-            let body = plan.body(i)?;
+            let body = plan.body(i, protocol)?;
             if tx.blocking_send(body).is_err() {
                 break;
             }
@@ -152,14 +237,15 @@ async fn send_all(plan: Plan, url: &str, concurrency: usize) -> anyhow::Result<(
                     break;
                 };
                 loop {
-                    let r = client
+                    let mut request = client
                         .post(&url)
-                        .header("Content-Encoding", "snappy")
-                        .header("Content-Type", "application/x-protobuf")
-                        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                        .body(body.clone())
-                        .send()
-                        .await?;
+                        .header("Content-Type", "application/x-protobuf");
+                    if protocol == Protocol::RemoteWrite {
+                        request = request
+                            .header("Content-Encoding", "snappy")
+                            .header("X-Prometheus-Remote-Write-Version", "0.1.0");
+                    }
+                    let r = request.body(body.clone()).send().await?;
                     match r.status().as_u16() {
                         200 | 204 => break,
                         429 | 503 => {
@@ -405,12 +491,18 @@ pub async fn run(args: MetricsArgs) -> anyhow::Result<()> {
     let mut server = spawn_server_at(&path)?;
     let pid = server.child.id();
     let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
-    let (ingest_s, retries) = send_all(
-        plan,
-        &format!("http://{}/api/v1/write", server.http),
-        args.concurrency,
-    )
-    .await?;
+    let (url, protocol) = if args.otlp {
+        (
+            format!("http://{}/v1/metrics", server.otlp_http),
+            Protocol::Otlp,
+        )
+    } else {
+        (
+            format!("http://{}/api/v1/write", server.http),
+            Protocol::RemoteWrite,
+        )
+    };
+    let (ingest_s, retries) = send_all(plan, &url, args.concurrency, protocol).await?;
     let cpu = cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
     eprintln!("periscope: ingested in {ingest_s:.1}s ({retries} retries); flushing...");
     stop(&mut server).await?;
@@ -434,6 +526,7 @@ pub async fn run(args: MetricsArgs) -> anyhow::Result<()> {
             plan,
             &format!("{}/api/v1/write", prometheus.url),
             args.concurrency,
+            Protocol::RemoteWrite,
         )
         .await?;
         let cpu = cpu_seconds(ppid).unwrap_or(0.0) - before;
@@ -447,11 +540,16 @@ pub async fn run(args: MetricsArgs) -> anyhow::Result<()> {
     }
 
     println!(
-        "\n{} series, {}s interval, {:.1} h: {} samples",
+        "\n{} series, {}s interval, {:.1} h: {} samples (periscope over {})",
         args.series,
         args.interval,
         args.hours,
-        plan.samples()
+        plan.samples(),
+        if args.otlp {
+            "OTLP/HTTP"
+        } else {
+            "remote write"
+        }
     );
     println!(
         "{:<58} {:>12} {:>12} {:>8}",

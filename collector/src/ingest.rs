@@ -173,9 +173,17 @@ impl Ingest {
                 E::SIGNAL.name()
             ))
         })??;
-        // Spans are logged as they arrived: replay converts the same bytes into the same
-        // rows (see `replay_wire`).
-        let wire = (E::SIGNAL == Signal::Spans).then_some(bytes);
+        // Spans and metrics are logged as they arrived: replay converts the same bytes
+        // into the same rows (see `replay_wire`).
+        let framed;
+        let wire = match E::SIGNAL {
+            Signal::Spans => Some(bytes),
+            Signal::Metrics => {
+                framed = metrics_wire(MetricsWire::Otlp, bytes);
+                Some(framed.as_slice())
+            }
+            Signal::Logs => None,
+        };
         self.store::<E>(converted, wire).await
     }
 
@@ -194,8 +202,9 @@ impl Ingest {
         opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse,
         IngestError,
     > {
+        let framed = metrics_wire(MetricsWire::RemoteWrite, wire);
         self.store::<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest>(
-            converted, Some(wire),
+            converted, Some(&framed),
         )
         .await
     }
@@ -239,9 +248,50 @@ impl Ingest {
     }
 }
 
+/// What a `metrics` WAL record logged as it arrived holds, in its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MetricsWire {
+    /// An OTLP metrics export (protobuf).
+    Otlp = 1,
+    /// A remote-write body (snappy-compressed `WriteRequest`).
+    RemoteWrite = 2,
+}
+
+/// `body` framed as a `metrics` wire record of `kind`.
+pub(crate) fn metrics_wire(kind: MetricsWire, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(kind as u8);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The rows of a `metrics` wire record (see [`metrics_wire`]).
+fn replay_metrics(bytes: &[u8]) -> Result<arrow::record_batch::RecordBatch, String> {
+    use prost::Message;
+    let converted = match bytes.split_first() {
+        Some((kind, body)) if *kind == MetricsWire::Otlp as u8 => {
+            let request =
+                opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest::decode(body)
+                    .map_err(|e| e.to_string())?;
+            periscope_otlp::metrics(&request).map_err(|e| e.to_string())?
+        }
+        Some((kind, body)) if *kind == MetricsWire::RemoteWrite as u8 => {
+            // Bodies were bounded when they arrived; this bound only refuses nonsense.
+            let request =
+                crate::remote_write::decode(body, u32::MAX as usize).map_err(|r| r.message)?;
+            crate::remote_write_rows::to_rows(&request)?
+        }
+        _ => return Err("a metrics record of an unknown format".to_string()),
+    };
+    converted
+        .batch
+        .ok_or_else(|| "the logged export holds no valid point".to_string())
+}
+
 /// The store's [`periscope_storage::WireDecoder`]: turns a spans export logged as it
-/// arrived back into the rows [`Ingest::export_protobuf`] stored, and a remote-write
-/// body into the rows [`Ingest::store_metric_rows`] stored, with the same conversion
+/// arrived back into the rows [`Ingest::export_protobuf`] stored, a metrics export or a
+/// remote-write body (framed, see [`metrics_wire`]) into the rows it or
+/// [`Ingest::store_metric_rows`] stored, with the same conversion
 /// (invalid items are dropped again, exactly as they were then).
 ///
 /// # Errors
@@ -252,12 +302,7 @@ pub fn replay_wire(
     bytes: &[u8],
 ) -> Result<arrow::record_batch::RecordBatch, String> {
     if signal == Signal::Metrics {
-        // Bodies were bounded when they arrived; this bound only refuses nonsense.
-        let request =
-            crate::remote_write::decode(bytes, u32::MAX as usize).map_err(|r| r.message)?;
-        return crate::remote_write_rows::to_rows(&request)?
-            .batch
-            .ok_or_else(|| "the logged remote write holds no valid sample".to_string());
+        return replay_metrics(bytes);
     }
     if signal != Signal::Spans {
         return Err(format!("{signal} exports are not logged as they arrived"));

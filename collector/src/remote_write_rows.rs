@@ -329,7 +329,7 @@ mod tests {
     }
 
     #[test]
-    fn a_logged_body_replays_into_the_same_rows() {
+    fn logged_bodies_replay_into_the_same_rows() {
         use prost::Message;
         let request = WriteRequest {
             timeseries: vec![
@@ -345,9 +345,24 @@ mod tests {
             .compress_vec(&request.encode_to_vec())
             .expect("compress");
         let stored = to_rows(&request).expect("valid").batch.expect("rows");
-        let replayed = crate::ingest::replay_wire(Signal::Metrics, &body).expect("replays");
+        let framed = crate::ingest::metrics_wire(crate::ingest::MetricsWire::RemoteWrite, &body);
+        let replayed = crate::ingest::replay_wire(Signal::Metrics, &framed).expect("replays");
         assert_eq!(replayed, stored);
-        assert!(crate::ingest::replay_wire(Signal::Metrics, b"not snappy").is_err());
+        let garbage =
+            crate::ingest::metrics_wire(crate::ingest::MetricsWire::RemoteWrite, b"not snappy");
+        assert!(crate::ingest::replay_wire(Signal::Metrics, &garbage).is_err());
+        assert!(crate::ingest::replay_wire(Signal::Metrics, &[9, 1, 2]).is_err());
+
+        // An OTLP export is logged and replayed the same way.
+        let export = to_otlp(&request).expect("valid");
+        let framed =
+            crate::ingest::metrics_wire(crate::ingest::MetricsWire::Otlp, &export.encode_to_vec());
+        let replayed = crate::ingest::replay_wire(Signal::Metrics, &framed).expect("replays");
+        let converted = periscope_otlp::metrics(&export)
+            .expect("rows")
+            .batch
+            .expect("rows");
+        assert_eq!(replayed, converted);
     }
 
     #[test]
