@@ -25,17 +25,23 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// mimalloc's `allow_thp` option (its index in mimalloc 3's `mi_option_e`).
 const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 37;
 
-/// Makes mimalloc give freed memory back to the OS at once rather than after a second:
-/// a flush frees a whole chunk of rows at a time, and resident memory has to stay under
-/// the memory budget (keeping it for even 250 ms took the overload test to 245 MiB of
-/// its 256). Transparent huge pages are turned off for the process: memory given back
+/// How long mimalloc keeps freed memory before giving it back to the OS, in ms.
+/// At 0 every page freed was given back at once with an `madvise` whose TLB shootdown
+/// interrupted every core: a third of the server's CPU at 100,000 remote-written series
+/// (a hash set freed per series was enough). 100 ms keeps memory for the next request.
+const PURGE_DELAY_MS: std::os::raw::c_long = 100;
+
+/// Makes mimalloc give freed memory back to the OS soon rather than after a second: a
+/// flush frees a whole chunk of rows at a time, and resident memory has to stay under
+/// the memory budget (keeping it for 250 ms with transparent huge pages on took the
+/// overload test to 245 MiB of its 256). Transparent huge pages are turned off for the process: memory given back
 /// and taken again came back as 2 MiB pages the kernel zeroed whole, a quarter of the
 /// server's CPU during ingest. `MIMALLOC_PURGE_DELAY` and `MIMALLOC_ALLOW_THP` in the
 /// environment still win.
 fn return_freed_memory_promptly() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets a plain integer option; called at start, before other threads.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     }
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
         // SAFETY: as above.

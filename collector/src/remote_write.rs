@@ -290,9 +290,15 @@ fn string_kv(key: &str, value: &str) -> KeyValue {
 pub(crate) fn series_labels(series: &TimeSeries) -> Result<(&str, Vec<&Label>), String> {
     let mut name = None;
     let mut labels = Vec::with_capacity(series.labels.len());
-    let mut seen = std::collections::HashSet::new();
-    for label in &series.labels {
-        if !seen.insert(label.name.as_str()) {
+    // A series has a handful of labels: comparing pairs costs less than a hash set
+    // allocated (and freed) per series.
+    let mut seen = (series.labels.len() > 32).then(std::collections::HashSet::new);
+    for (i, label) in series.labels.iter().enumerate() {
+        let twice = match &mut seen {
+            Some(seen) => !seen.insert(label.name.as_str()),
+            None => series.labels[..i].iter().any(|l| l.name == label.name),
+        };
+        if twice {
             return Err(format!("series has the label {:?} twice", label.name));
         }
         if label.name == "__name__" {
