@@ -7,7 +7,9 @@
 //! header  = "PSCPWAL\n" | format: u32 LE (= 2) | schema: u32 LE (schema::SCHEMA_VERSION)
 //! record  = "PSCR" | len: u32 LE | crc32(len bytes ‖ payload): u32 LE | payload
 //! payload = signal tag: u8 | one Arrow IPC stream
-//!         | (signal tag | 0x80): u8 | the export request as it arrived (OTLP protobuf)
+//!         | (signal tag | 0x80): u8 | the export request as it arrived (the decoder's
+//!           format: an OTLP spans export; for metrics a format byte, then an OTLP export
+//!           or a snappy remote-write body)
 //! ```
 //!
 //! A request logged as it arrived is turned into rows again on replay by the store's
