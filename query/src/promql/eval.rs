@@ -289,6 +289,21 @@ impl Evaluator {
         } else {
             Cow::Borrowed(&s.samples)
         };
+        // For `rate` and `increase`: drops[j] counts the samples up to `j` that are below
+        // the one before them, so a window without a counter reset is known at once.
+        let drops: Vec<u32> = if matches!(name, "rate" | "increase") {
+            let mut n = 0u32;
+            let mut out = Vec::with_capacity(samples.len());
+            for (j, x) in samples.iter().enumerate() {
+                if j > 0 && x.1 < samples[j - 1].1 {
+                    n += 1;
+                }
+                out.push(n);
+            }
+            out
+        } else {
+            Vec::new()
+        };
         let (mut a, mut b) = (0, 0);
         for i in 0..count {
             let t = start + i as i64 * step;
@@ -302,7 +317,16 @@ impl Evaluator {
             if a == b {
                 continue;
             }
-            if let Some(value) = functions::range_value(name, &samples[a..b], eff, range) {
+            let window = &samples[a..b];
+            let no_reset = !drops.is_empty()
+                && drops[b - 1] == drops[a]
+                && window[0].1.partial_cmp(&0.0) != Some(std::cmp::Ordering::Less);
+            let value = if no_reset {
+                functions::range_value_without_resets(name, window, eff, range)
+            } else {
+                functions::range_value(name, window, eff, range)
+            };
+            if let Some(value) = value {
                 f(i, value);
             }
         }

@@ -55,12 +55,30 @@ fn extrapolated_rate(
     counter: bool,
     rate: bool,
 ) -> Option<f64> {
+    extrapolated(
+        samples,
+        (range_start, range_end, range_ms),
+        counter,
+        rate,
+        counter,
+    )
+}
+
+/// [`extrapolated_rate`], told whether the window may hold a counter reset: without
+/// one, the pass that adds resets back would add nothing and is skipped.
+fn extrapolated(
+    samples: &[(i64, f64)],
+    (range_start, range_end, range_ms): (i64, i64, i64),
+    counter: bool,
+    rate: bool,
+    may_reset: bool,
+) -> Option<f64> {
     if samples.len() < 2 {
         return None;
     }
     let (first, last) = (samples[0], samples[samples.len() - 1]);
     let mut result = last.1 - first.1;
-    if counter {
+    if counter && may_reset {
         let mut previous = 0.0;
         for s in samples {
             if s.1 < previous {
@@ -260,6 +278,27 @@ pub fn range_value(name: &str, samples: &[(i64, f64)], end: i64, range: i64) -> 
         "deriv" if samples.len() >= 2 => Some(linear_regression(samples, samples[0].0).0),
         "deriv" => None,
         _ => over_time(name, samples, 0.0),
+    }
+}
+
+/// As [`range_value`], for a window in which the caller knows no counter reset happens
+/// (no sample below the one before it, the first not below zero): `rate` and
+/// `increase` then skip looking for resets. The same value as [`range_value`].
+pub fn range_value_without_resets(
+    name: &str,
+    samples: &[(i64, f64)],
+    end: i64,
+    range: i64,
+) -> Option<f64> {
+    match name {
+        "rate" | "increase" => extrapolated(
+            samples,
+            (end - range, end, range),
+            true,
+            name == "rate",
+            false,
+        ),
+        _ => range_value(name, samples, end, range),
     }
 }
 
@@ -824,6 +863,26 @@ fn parse_le(text: &str) -> Result<f64, ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_without_resets_give_the_same_rates_without_looking_for_them() {
+        let samples: Vec<(i64, f64)> = (0..20)
+            .map(|i| (i * 15_000 + 700, 3.5 * i as f64 + (i % 3) as f64))
+            .collect();
+        for name in ["rate", "increase", "delta", "irate", "avg_over_time"] {
+            assert_eq!(
+                range_value_without_resets(name, &samples, 300_000, 300_000),
+                range_value(name, &samples, 300_000, 300_000),
+                "{name}"
+            );
+        }
+        // With a reset, only the full pass adds it back: the caller must not skip it.
+        let reset = [(0, 10.0), (15_000, 2.0), (30_000, 6.0)];
+        assert_ne!(
+            range_value_without_resets("increase", &reset, 30_000, 30_000),
+            range_value("increase", &reset, 30_000, 30_000)
+        );
+    }
 
     #[test]
     fn rate_extrapolates_like_prometheus() {

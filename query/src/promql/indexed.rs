@@ -6,7 +6,7 @@
 //! What the index gives per file is turned once into what PromQL needs (each series'
 //! label set and postings by label) and kept while the file is listed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -41,7 +41,9 @@ pub(crate) struct View {
 }
 
 impl View {
-    fn of(file: &IndexedFile) -> View {
+    /// The view of `file`; label sets already in `interned` (those of other files) are
+    /// shared, so that a series is one set whatever file it is read from.
+    fn of(file: &IndexedFile, interned: &mut HashSet<Labels>) -> View {
         let index = &file.index;
         let families: Vec<Listed> = index
             .families
@@ -88,6 +90,13 @@ impl View {
             };
             pairs.push((NAME.to_string(), family.name.clone()));
             let set = Labels::from_pairs(pairs);
+            let set = match interned.get(&set) {
+                Some(shared) => shared.clone(),
+                None => {
+                    interned.insert(set.clone());
+                    set
+                }
+            };
             for (k, v) in set.pairs() {
                 postings
                     .entry(k.clone())
@@ -147,25 +156,34 @@ impl View {
     }
 }
 
-/// The views of the files read so far, by file path; entries of files no longer listed
-/// are dropped.
+/// The views of the files read so far, by file path, and their label sets (one per
+/// series, shared by the views); entries of files no longer listed are dropped.
 #[derive(Default)]
 pub(crate) struct Views {
-    views: Mutex<HashMap<String, Arc<View>>>,
+    views: Mutex<Cached>,
 }
+
+/// The views by file path, and the label sets they share.
+type Cached = (HashMap<String, Arc<View>>, HashSet<Labels>);
 
 impl Views {
     fn get(&self, files: &[FileEntry], opened: &[Arc<IndexedFile>]) -> Vec<Arc<View>> {
-        let mut cache = self.views.lock();
-        let live: std::collections::HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        let mut guard = self.views.lock();
+        let (cache, interned) = &mut *guard;
+        let live: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        let before = cache.len();
         cache.retain(|p, _| live.contains(p.as_str()));
+        if cache.len() < before {
+            // Sets only the interning table still holds belong to no view.
+            interned.retain(Labels::is_shared);
+        }
         files
             .iter()
             .zip(opened)
             .map(|(f, o)| {
                 cache
                     .entry(f.path.clone())
-                    .or_insert_with(|| Arc::new(View::of(o)))
+                    .or_insert_with(|| Arc::new(View::of(o, interned)))
                     .clone()
             })
             .collect()
@@ -284,7 +302,7 @@ pub(crate) async fn read_numbers(
                     continue;
                 }
                 if let Some(labels) = &view.labels[r] {
-                    runs.push((run, collector.slot(labels.clone()), view.delta[r]));
+                    runs.push((run, collector.shared_slot(labels), view.delta[r]));
                 }
             }
         }

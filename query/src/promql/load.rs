@@ -228,6 +228,8 @@ pub(super) struct Collector {
     samples: usize,
     /// Rows already resolved to series: hash of (family, attributes, resource) → entries.
     rows: HashMap<u64, Vec<RowEntry>>,
+    /// Slots of label sets by identity (sets shared across files, see `indexed`).
+    by_id: crate::hash::IdMap<usize, usize>,
 }
 
 /// What one distinct row shape (family, attributes, resource attributes) resolved to.
@@ -271,6 +273,17 @@ impl Collector {
         }
         entry.2 |= delta;
         Ok(())
+    }
+
+    /// The slot of a shared label set: found by identity after its first lookup, so a
+    /// series met in many files is hashed once.
+    pub(super) fn shared_slot(&mut self, labels: &Labels) -> usize {
+        if let Some(&slot) = self.by_id.get(&labels.id()) {
+            return slot;
+        }
+        let slot = self.slot(labels.clone());
+        self.by_id.insert(labels.id(), slot);
+        slot
     }
 
     /// The slot of a label set, created on first sight.

@@ -40,6 +40,11 @@ impl Labels {
         Labels(Arc::new(out))
     }
 
+    /// Whether another clone of this set exists.
+    pub fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
+    }
+
     /// Identity of the shared set (equal for clones), for memoizing work on it.
     pub fn id(&self) -> usize {
         Arc::as_ptr(&self.0) as usize
