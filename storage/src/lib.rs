@@ -42,6 +42,7 @@ mod gather;
 mod head;
 mod layout;
 pub mod logindex;
+mod metric_columns;
 mod metrics;
 pub mod names;
 mod part_writer;

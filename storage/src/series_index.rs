@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray, BooleanArray, MapArray, StringArray};
+use arrow::array::{Array, BooleanArray, MapArray, StringArray};
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ProjectionMask;
@@ -24,6 +24,7 @@ use parquet::file::metadata::PageIndexPolicy;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::metric_columns::{entries as map_pairs, text};
 
 /// Version of the stored form; another version is rebuilt from the rows.
 const VERSION: u32 = 2;
@@ -341,58 +342,20 @@ struct Columns<'a> {
 
 impl<'a> Columns<'a> {
     fn of(batch: &'a RecordBatch) -> Result<Columns<'a>> {
-        let missing = |n: &str| Error::Schema(format!("metrics rows lack `{n}` of its type"));
-        let s = |n: &str| {
-            batch
-                .column_by_name(n)
-                .and_then(|c| c.as_string_opt::<i32>())
-                .ok_or_else(|| missing(n))
-        };
-        let map = |n: &str| {
-            batch
-                .column_by_name(n)
-                .and_then(|c| c.as_any().downcast_ref::<MapArray>())
-                .ok_or_else(|| missing(n))
-        };
+        use crate::metric_columns::{booleans, map, strings, times};
         Ok(Columns {
-            name: s("metric_name")?,
-            kind: s("metric_type")?,
-            unit: s("unit")?,
-            description: s("description")?,
-            monotonic: batch
-                .column_by_name("is_monotonic")
-                .and_then(|c| c.as_boolean_opt())
-                .ok_or_else(|| missing("is_monotonic"))?,
-            scope: s("scope_name")?,
-            temporality: s("temporality")?,
-            time: batch
-                .column_by_name("timestamp")
-                .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
-                .ok_or_else(|| missing("timestamp"))?,
-            attributes: map("attributes")?,
-            resource: map("resource_attributes")?,
+            name: strings(batch, "metric_name")?,
+            kind: strings(batch, "metric_type")?,
+            unit: strings(batch, "unit")?,
+            description: strings(batch, "description")?,
+            monotonic: booleans(batch, "is_monotonic")?,
+            scope: strings(batch, "scope_name")?,
+            temporality: strings(batch, "temporality")?,
+            time: times(batch)?,
+            attributes: map(batch, "attributes")?,
+            resource: map(batch, "resource_attributes")?,
         })
     }
-}
-
-fn text(a: &StringArray, row: usize) -> &str {
-    if a.is_valid(row) { a.value(row) } else { "" }
-}
-
-/// The non-null pairs of one map cell.
-fn map_pairs(m: &MapArray, row: usize) -> impl Iterator<Item = (&str, &str)> {
-    let offsets = m.value_offsets();
-    let (start, end) = if m.is_valid(row) {
-        (offsets[row] as usize, offsets[row + 1] as usize)
-    } else {
-        (0, 0)
-    };
-    let keys = m.keys().as_string_opt::<i32>();
-    let values = m.values().as_string_opt::<i32>();
-    (start..end).filter_map(move |i| match (keys, values) {
-        (Some(k), Some(v)) if v.is_valid(i) => Some((k.value(i), v.value(i))),
-        _ => None,
-    })
 }
 
 /// What makes a run: the row's family fields, temporality and label pairs.

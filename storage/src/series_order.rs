@@ -12,10 +12,10 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray};
+use arrow::array::{Array, MapArray, RecordBatch, StringArray};
 use arrow::datatypes::TimestampNanosecondType;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The labels that order series after metric and service, in this order.
 pub const CLUSTER_LABELS: [&str; 3] = ["service", "namespace", "instance"];
@@ -31,49 +31,25 @@ struct Columns<'a> {
 
 impl<'a> Columns<'a> {
     fn of(batch: &'a RecordBatch) -> Result<Columns<'a>> {
-        let missing = |n: &str| Error::Schema(format!("metrics rows lack `{n}` of its type"));
-        let s = |n: &str| {
-            batch
-                .column_by_name(n)
-                .and_then(|c| c.as_string_opt::<i32>())
-                .ok_or_else(|| missing(n))
-        };
-        let map = |n: &str| {
-            batch
-                .column_by_name(n)
-                .and_then(|c| c.as_any().downcast_ref::<MapArray>())
-                .ok_or_else(|| missing(n))
-        };
+        use crate::metric_columns::{map, strings, times};
         Ok(Columns {
-            name: s("metric_name")?,
-            kind: s("metric_type")?,
-            service: s("service_name")?,
-            time: batch
-                .column_by_name("timestamp")
-                .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
-                .ok_or_else(|| missing("timestamp"))?,
-            maps: [map("attributes")?, map("resource_attributes")?],
+            name: strings(batch, "metric_name")?,
+            kind: strings(batch, "metric_type")?,
+            service: strings(batch, "service_name")?,
+            time: times(batch)?,
+            maps: [
+                map(batch, "attributes")?,
+                map(batch, "resource_attributes")?,
+            ],
         })
     }
 
     fn text(a: &'a StringArray, row: usize) -> &'a str {
-        if a.is_valid(row) { a.value(row) } else { "" }
+        crate::metric_columns::text(a, row)
     }
 
-    /// The non-null entries of map `m` at `row`.
     fn entries(m: &'a MapArray, row: usize) -> impl Iterator<Item = (&'a str, &'a str)> {
-        let offsets = m.value_offsets();
-        let (start, end) = if m.is_valid(row) {
-            (offsets[row] as usize, offsets[row + 1] as usize)
-        } else {
-            (0, 0)
-        };
-        let keys = m.keys().as_string_opt::<i32>();
-        let values = m.values().as_string_opt::<i32>();
-        (start..end).filter_map(move |i| match (keys, values) {
-            (Some(k), Some(v)) if v.is_valid(i) => Some((k.value(i), v.value(i))),
-            _ => None,
-        })
+        crate::metric_columns::entries(m, row)
     }
 
     /// Whether rows `a` and `b` are points of the same series.
