@@ -285,9 +285,25 @@ fn string_kv(key: &str, value: &str) -> KeyValue {
     }
 }
 
-/// Checks a series' labels the way Prometheus's receiver does and returns its name and
-/// its other labels (empty values dropped: Prometheus treats them as absent).
+/// The metadata of a request by family name.
+pub(crate) fn metadata_by_name(request: &WriteRequest) -> HashMap<&str, &MetricMetadata> {
+    request
+        .metadata
+        .iter()
+        .map(|m| (m.metric_family_name.as_str(), m))
+        .collect()
+}
+
+/// Checks a series the way Prometheus's receiver does (no native histograms, valid and
+/// distinct label names, a metric name) and returns its name and its other labels
+/// (empty values dropped: Prometheus treats them as absent).
 pub(crate) fn series_labels(series: &TimeSeries) -> Result<(&str, Vec<&Label>), String> {
+    if !series.histograms.is_empty() {
+        return Err(
+            "native histograms are not supported; send classic histograms (_bucket series)"
+                .to_string(),
+        );
+    }
     let mut name = None;
     let mut labels = Vec::with_capacity(series.labels.len());
     // A series has a handful of labels: comparing pairs costs less than a hash set
@@ -319,20 +335,10 @@ pub(crate) fn series_labels(series: &TimeSeries) -> Result<(&str, Vec<&Label>), 
 /// The WriteRequest as an OTLP export of gauges (or monotonic sums, for counters),
 /// validated as a whole: any invalid series refuses the request.
 pub fn to_otlp(request: &WriteRequest) -> Result<ExportMetricsServiceRequest, String> {
-    let metadata: HashMap<&str, &MetricMetadata> = request
-        .metadata
-        .iter()
-        .map(|m| (m.metric_family_name.as_str(), m))
-        .collect();
+    let metadata = metadata_by_name(request);
     // One resource per job, so `service_name` is the job.
     let mut by_job: HashMap<&str, Vec<Metric>> = HashMap::new();
     for series in &request.timeseries {
-        if !series.histograms.is_empty() {
-            return Err(
-                "native histograms are not supported; send classic histograms (_bucket series)"
-                    .to_string(),
-            );
-        }
         let (name, labels) = series_labels(series)?;
         // The series' labels, built once and shared by its samples.
         let attributes: Vec<KeyValue> = labels

@@ -4,7 +4,6 @@
 //! OTLP path makes of the same series (see the tests), so SQL and PromQL cannot tell
 //! which way they came.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -17,7 +16,7 @@ use arrow::record_batch::RecordBatch;
 use periscope_otlp::Converted;
 use periscope_storage::{Signal, attributes_builder};
 
-use crate::remote_write::{MetricMetadata, REMOTE_WRITE_SCOPE, WriteRequest, series_labels};
+use crate::remote_write::{REMOTE_WRITE_SCOPE, WriteRequest, metadata_by_name, series_labels};
 
 /// The columns a remote-written sample fills; every other column is null.
 struct Columns {
@@ -160,21 +159,11 @@ impl Columns {
 /// # Errors
 /// The reason the request is refused.
 pub fn to_rows(request: &WriteRequest) -> Result<Converted, String> {
-    let metadata: HashMap<&str, &MetricMetadata> = request
-        .metadata
-        .iter()
-        .map(|m| (m.metric_family_name.as_str(), m))
-        .collect();
+    let metadata = metadata_by_name(request);
     let samples: usize = request.timeseries.iter().map(|s| s.samples.len()).sum();
     let mut columns = Columns::new(samples);
     let (mut accepted, mut rejected, mut first) = (0u64, 0u64, None);
     for series in &request.timeseries {
-        if !series.histograms.is_empty() {
-            return Err(
-                "native histograms are not supported; send classic histograms (_bucket series)"
-                    .to_string(),
-            );
-        }
         let (name, labels) = series_labels(series)?;
         if series.samples.is_empty() {
             continue;
@@ -244,7 +233,7 @@ pub fn to_rows(request: &WriteRequest) -> Result<Converted, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote_write::{Label, Sample, TimeSeries, to_otlp};
+    use crate::remote_write::{Label, MetricMetadata, Sample, TimeSeries, to_otlp};
 
     fn label(name: &str, value: &str) -> Label {
         Label {

@@ -243,8 +243,9 @@ struct RowEntry {
 }
 
 impl Collector {
-    fn over_budget(&mut self) -> Result<(), PromError> {
-        self.samples += 1;
+    /// Counts `n` more samples against [`MAX_SAMPLES`].
+    fn over_budget(&mut self, n: usize) -> Result<(), PromError> {
+        self.samples = self.samples.saturating_add(n);
         if self.samples > MAX_SAMPLES {
             return Err(PromError::execution(format!(
                 "query processing would load too many samples into memory in query execution (more than {MAX_SAMPLES}); narrow the selector or the time range"
@@ -260,11 +261,7 @@ impl Collector {
         samples: Vec<(i64, f64)>,
         delta: bool,
     ) -> Result<(), PromError> {
-        self.samples += samples.len();
-        if self.samples > MAX_SAMPLES {
-            self.samples -= 1;
-            return self.over_budget();
-        }
+        self.over_budget(samples.len())?;
         let entry = &mut self.series[slot];
         if entry.1.is_empty() {
             entry.1 = samples;
@@ -297,7 +294,7 @@ impl Collector {
     }
 
     fn push(&mut self, slot: usize, t: i64, v: f64, delta: bool) -> Result<(), PromError> {
-        self.over_budget()?;
+        self.over_budget(1)?;
         let entry = &mut self.series[slot];
         entry.1.push((t, v));
         entry.2 |= delta;
