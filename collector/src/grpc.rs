@@ -29,6 +29,7 @@ use crate::status::grpc_status;
 /// stored; they are converted to rows by the method (see [`Export::convert_protobuf`]).
 pub struct Admitted<E> {
     bytes: bytes::Bytes,
+    rows: Option<periscope_storage::Reservation>,
     _admission: Admission,
     _export: PhantomData<fn() -> E>,
 }
@@ -80,8 +81,12 @@ impl<E: Export> Decoder for AdmittingDecoder<E> {
             .ingest
             .admit_decoding(signal, estimate.total(), None)
             .map_err(|e| grpc_status(&e))?;
+        // The rows' room in the head, taken before the work of converting them.
+        let rows = crate::http::head_room::<E>(&self.ingest, estimate.rows)
+            .map_err(|e| grpc_status(&e))?;
         Ok(Some(Admitted {
             bytes,
+            rows,
             _admission: admission,
             _export: PhantomData,
         }))
@@ -101,8 +106,9 @@ impl<E: Export> UnaryService<Admitted<E>> for ExportMethod<E> {
     fn call(&mut self, request: Request<Admitted<E>>) -> Self::Future {
         let ingest = self.ingest.clone();
         Box::pin(async move {
-            let admitted = request.into_inner();
-            let answer = ingest.export_protobuf::<E>(&admitted.bytes).await;
+            let mut admitted = request.into_inner();
+            let rows = admitted.rows.take();
+            let answer = ingest.export_protobuf::<E>(&admitted.bytes, rows).await;
             // The reservation is held until the rows are stored (or refused).
             drop(admitted);
             answer.map(Response::new).map_err(|e| grpc_status(&e))

@@ -308,25 +308,28 @@ async fn receive<E: Export>(
     // Reserve what decoding and storing really build before decoding: a few bytes of
     // protobuf or JSON can decode to gigabytes (see `decoded`).
     let signal = E::SIGNAL.name();
-    let upper = match encoding {
-        Encoding::Protobuf => crate::decoded::protobuf(E::SIGNAL, &bytes)
-            .map_err(|m| {
+    let (upper, rows) = match encoding {
+        Encoding::Protobuf => {
+            let e = crate::decoded::protobuf(E::SIGNAL, &bytes).map_err(|m| {
                 Refusal::new(
                     StatusCode::BAD_REQUEST,
                     format!("protobuf body is not a valid OTLP {signal} export: {}", m.0),
                 )
-            })?
-            .total(),
-        Encoding::Json => crate::decoded::json_upper_bound(&bytes),
+            })?;
+            (e.total(), e.rows)
+        }
+        Encoding::Json => (crate::decoded::json_upper_bound(&bytes), 0),
     };
     let admission = state
         .ingest
         .admit_decoding(signal, upper, admission)
         .map_err(|e| refusal(&e))?;
     if encoding == Encoding::Protobuf {
+        // The rows' room in the head, taken before the work of converting them.
+        let reserved = head_room::<E>(&state.ingest, rows).map_err(|e| refusal(&e))?;
         return state
             .ingest
-            .export_protobuf::<E>(&bytes)
+            .export_protobuf::<E>(&bytes, reserved)
             .await
             .map_err(|e| refusal(&e));
     }
@@ -350,6 +353,24 @@ async fn receive<E: Export>(
         }
     };
     state.ingest.export(&request).await.map_err(|e| refusal(&e))
+}
+
+/// The room in the head a protobuf export of `E` reserves before it is converted: its
+/// estimated rows (see [`crate::decoded`]), twice for logs, whose head search index
+/// holds as much again.
+///
+/// # Errors
+/// [`IngestError::Unavailable`] while unflushed rows leave no room for them.
+pub(crate) fn head_room<E: Export>(
+    ingest: &Ingest,
+    rows: u64,
+) -> Result<Option<periscope_storage::Reservation>, crate::IngestError> {
+    let bytes = if E::SIGNAL == periscope_storage::Signal::Logs {
+        rows.saturating_mul(2)
+    } else {
+        rows
+    };
+    ingest.reserve_rows(E::SIGNAL.name(), bytes).map(Some)
 }
 
 /// The body length a request declares, at most `limit`; `limit` when it declares none.

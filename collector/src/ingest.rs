@@ -142,6 +142,29 @@ impl Ingest {
         }
     }
 
+    /// Reserves `bytes` (an estimate from [`crate::decoded`]) of the memory of unflushed
+    /// rows for a request about to be converted: while flushes are behind, the request
+    /// is refused now, before the work of converting it, instead of after. The rows are
+    /// stored with it ([`Ingest::export_protobuf`], [`Ingest::store_metric_rows`]), which
+    /// resizes it to what they hold.
+    ///
+    /// # Errors
+    /// [`IngestError::Unavailable`] when the bytes do not fit, counted as a refused export
+    /// of `signal`.
+    pub fn reserve_rows(
+        &self,
+        signal: &'static str,
+        bytes: u64,
+    ) -> Result<periscope_storage::Reservation, IngestError> {
+        self.store.reserve_rows(bytes).map_err(|e| {
+            self.metrics
+                .refused
+                .get_or_create(&vec![("signal", signal)])
+                .inc();
+            IngestError::from(e)
+        })
+    }
+
     /// The receivers' metrics, for registration on `/metrics`.
     pub fn metrics(&self) -> &CollectorMetrics {
         &self.metrics
@@ -155,7 +178,7 @@ impl Ingest {
     /// [`IngestError::Internal`] when storing failed otherwise (nothing acknowledged).
     pub async fn export<E: Export>(&self, request: &E) -> Result<E::Response, IngestError> {
         let converted = request.convert(received_now())?;
-        self.store::<E>(converted, None).await
+        self.store::<E>(converted, None, None).await
     }
 
     /// As [`Ingest::export`], from the request's protobuf bytes.
@@ -166,6 +189,7 @@ impl Ingest {
     pub async fn export_protobuf<E: Export>(
         &self,
         bytes: &[u8],
+        rows: Option<periscope_storage::Reservation>,
     ) -> Result<E::Response, IngestError> {
         let converted = E::convert_protobuf(bytes, received_now()).map_err(|e| {
             IngestError::Invalid(format!(
@@ -184,7 +208,7 @@ impl Ingest {
             }
             Signal::Logs => None,
         };
-        self.store::<E>(converted, wire).await
+        self.store::<E>(converted, wire, rows).await
     }
 
     /// Stores `metrics` rows converted from `wire`, a remote-write body as it arrived
@@ -198,13 +222,14 @@ impl Ingest {
         &self,
         converted: periscope_otlp::Converted,
         wire: &[u8],
+        rows: Option<periscope_storage::Reservation>,
     ) -> Result<
         opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse,
         IngestError,
     > {
         let framed = metrics_wire(MetricsWire::RemoteWrite, wire);
         self.store::<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest>(
-            converted, Some(&framed),
+            converted, Some(&framed), rows,
         )
         .await
     }
@@ -213,12 +238,16 @@ impl Ingest {
         &self,
         converted: periscope_otlp::Converted,
         wire: Option<&[u8]>,
+        rows: Option<periscope_storage::Reservation>,
     ) -> Result<E::Response, IngestError> {
         let signal = E::SIGNAL.name();
-        let stored = match (converted.batch, wire) {
-            (None, _) => Ok(()),
-            (Some(batch), Some(wire)) => self.store.append_wire(E::SIGNAL, batch, wire).await,
-            (Some(batch), None) => self.store.append(E::SIGNAL, batch).await,
+        let stored = match converted.batch {
+            None => Ok(()),
+            Some(batch) => {
+                self.store
+                    .append_reserved(E::SIGNAL, batch, wire, rows)
+                    .await
+            }
         };
         if let Err(e) = stored {
             let e = IngestError::from(e);

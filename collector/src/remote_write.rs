@@ -188,8 +188,8 @@ async fn write(State(state): State<WriteState>, headers: HeaderMap, body: Body) 
     };
     // Reserve what decoding and converting build: every sample copies its series'
     // labels, so a small body can become gigabytes.
-    let estimate = match crate::decoded::remote_write(&raw) {
-        Ok(e) => e.decoded.saturating_add(e.rows.saturating_mul(3)),
+    let (estimate, rows) = match crate::decoded::remote_write(&raw) {
+        Ok(e) => (e.decoded.saturating_add(e.rows.saturating_mul(3)), e.rows),
         Err(m) => {
             return json_error(
                 StatusCode::BAD_REQUEST,
@@ -204,6 +204,11 @@ async fn write(State(state): State<WriteState>, headers: HeaderMap, body: Body) 
         Ok(a) => a,
         Err(e) => return ingest_error(e),
     };
+    // The rows' room in the head, taken before the work of converting them.
+    let reserved = match state.ingest.reserve_rows("metrics", rows) {
+        Ok(r) => r,
+        Err(e) => return ingest_error(e),
+    };
     let request = match parse(&raw) {
         Ok(r) => r,
         Err(refusal) => return refusal.into(),
@@ -216,7 +221,11 @@ async fn write(State(state): State<WriteState>, headers: HeaderMap, body: Body) 
     };
     drop(request);
     // The WAL logs the body as it arrived (see `replay_wire`).
-    match state.ingest.store_metric_rows(converted, &compressed).await {
+    match state
+        .ingest
+        .store_metric_rows(converted, &compressed, Some(reserved))
+        .await
+    {
         Ok(response) => match response.partial_success {
             Some(partial) if partial.rejected_data_points > 0 => json_error(
                 StatusCode::BAD_REQUEST,

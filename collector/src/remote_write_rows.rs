@@ -14,7 +14,7 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use periscope_otlp::Converted;
-use periscope_storage::{Signal, attributes_builder};
+use periscope_storage::{Signal, attributes_builder_with_capacity};
 
 use crate::remote_write::{REMOTE_WRITE_SCOPE, WriteRequest, metadata_by_name, series_labels};
 
@@ -49,24 +49,68 @@ struct Series<'a> {
     labels: Vec<(&'a str, &'a str)>,
 }
 
+/// What the rows of a request take, counted before they are built so that no builder
+/// grows (and copies) while it is filled.
+#[derive(Default)]
+struct Sizes {
+    rows: usize,
+    name: usize,
+    unit: usize,
+    help: usize,
+    service: usize,
+    label_entries: usize,
+    label_keys: usize,
+    label_values: usize,
+    job_rows: usize,
+    job_bytes: usize,
+}
+
+impl Sizes {
+    fn add(&mut self, s: &Series<'_>, samples: usize) {
+        self.rows += samples;
+        self.name += s.name.len() * samples;
+        self.unit += s.unit.len() * samples;
+        self.help += s.help.len() * samples;
+        self.service += s.service.len() * samples;
+        self.label_entries += s.labels.len() * samples;
+        self.label_keys += s.labels.iter().map(|l| l.0.len()).sum::<usize>() * samples;
+        self.label_values += s.labels.iter().map(|l| l.1.len()).sum::<usize>() * samples;
+        if !s.job.is_empty() {
+            self.job_rows += samples;
+            self.job_bytes += s.job.len() * samples;
+        }
+    }
+}
+
 impl Columns {
-    fn new(rows: usize) -> Columns {
-        let strings = || StringBuilder::with_capacity(rows, rows * 8);
+    fn new(z: &Sizes) -> Columns {
+        let rows = z.rows;
+        let strings = |bytes: usize| StringBuilder::with_capacity(rows, bytes);
         Columns {
-            metric_name: strings(),
-            metric_type: strings(),
-            unit: strings(),
-            description: strings(),
-            service_name: strings(),
+            metric_name: strings(z.name),
+            metric_type: strings(rows * 5),
+            unit: strings(z.unit),
+            description: strings(z.help),
+            service_name: strings(z.service),
             timestamp: TimestampNanosecondBuilder::with_capacity(rows).with_timezone("UTC"),
-            attributes: attributes_builder(),
-            attribute_types: attributes_builder(),
-            resource_attributes: attributes_builder(),
-            resource_attribute_types: attributes_builder(),
-            scope_name: strings(),
+            attributes: attributes_builder_with_capacity(
+                rows,
+                z.label_entries,
+                z.label_keys,
+                z.label_values,
+            ),
+            attribute_types: attributes_builder_with_capacity(rows, 0, 0, 0),
+            resource_attributes: attributes_builder_with_capacity(
+                rows,
+                z.job_rows,
+                z.job_rows * "service.name".len(),
+                z.job_bytes,
+            ),
+            resource_attribute_types: attributes_builder_with_capacity(rows, 0, 0, 0),
+            scope_name: strings(rows * REMOTE_WRITE_SCOPE.len()),
             value: Float64Builder::with_capacity(rows),
             is_monotonic: BooleanBuilder::with_capacity(rows),
-            temporality: strings(),
+            temporality: strings(rows * "cumulative".len()),
             flags: UInt32Builder::with_capacity(rows),
             rows: 0,
         }
@@ -160,9 +204,10 @@ impl Columns {
 /// The reason the request is refused.
 pub fn to_rows(request: &WriteRequest) -> Result<Converted, String> {
     let metadata = metadata_by_name(request);
-    let samples: usize = request.timeseries.iter().map(|s| s.samples.len()).sum();
-    let mut columns = Columns::new(samples);
-    let (mut accepted, mut rejected, mut first) = (0u64, 0u64, None);
+    // Each series is checked and laid out once; then the builders are sized for all of
+    // them and filled.
+    let mut laid = Vec::with_capacity(request.timeseries.len());
+    let mut sizes = Sizes::default();
     for series in &request.timeseries {
         let (name, labels) = series_labels(series)?;
         if series.samples.is_empty() {
@@ -189,6 +234,13 @@ pub fn to_rows(request: &WriteRequest) -> Result<Converted, String> {
                 .map(|l| (l.name.as_str(), l.value.as_str()))
                 .collect(),
         };
+        sizes.add(&laid_out, series.samples.len());
+        laid.push((laid_out, series));
+    }
+    let mut columns = Columns::new(&sizes);
+    let (mut accepted, mut rejected, mut first) = (0u64, 0u64, None);
+    for (laid_out, series) in &laid {
+        let name = laid_out.name;
         for sample in &series.samples {
             if sample.timestamp < 0 {
                 return Err(format!(
@@ -212,7 +264,7 @@ pub fn to_rows(request: &WriteRequest) -> Result<Converted, String> {
                 continue;
             };
             columns
-                .push(&laid_out, time, sample.value)
+                .push(laid_out, time, sample.value)
                 .map_err(|e| e.to_string())?;
             accepted += 1;
         }

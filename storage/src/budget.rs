@@ -82,9 +82,11 @@ impl Budget {
 }
 
 /// Bytes reserved for one append; given back on drop unless [`Reservation::into_head`]
-/// handed them to the head.
+/// handed them to the head. A receiver may take one before it converts a request (see
+/// [`crate::Store::reserve_rows`]), so that a request refused for memory is refused
+/// before the work of converting it, not after.
 #[derive(Debug)]
-pub(crate) struct Reservation {
+pub struct Reservation {
     budget: Arc<Budget>,
     bytes: u64,
 }
@@ -92,8 +94,30 @@ pub(crate) struct Reservation {
 impl Reservation {
     /// The rows were acknowledged and joined the head: the bytes stay in use until the
     /// flush that writes them out releases them. Returns the bytes.
-    pub fn into_head(mut self) -> u64 {
+    pub(crate) fn into_head(mut self) -> u64 {
         std::mem::take(&mut self.bytes)
+    }
+
+    /// The bytes reserved.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Makes the reservation exactly `bytes`: gives back what is over, or reserves what
+    /// is missing.
+    ///
+    /// # Errors
+    /// [`Error::Overloaded`] when the missing bytes do not fit; the reservation is
+    /// unchanged then.
+    pub(crate) fn resize(&mut self, bytes: u64) -> Result<()> {
+        if bytes <= self.bytes {
+            self.budget.release(self.bytes - bytes);
+        } else {
+            let more = self.budget.reserve(bytes - self.bytes)?;
+            more.into_head();
+        }
+        self.bytes = bytes;
+        Ok(())
     }
 }
 
@@ -121,6 +145,24 @@ mod tests {
         assert_eq!(b.into_head(), 70);
         assert_eq!(budget.used(), 70);
         budget.release(70);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_reservation_resizes_to_what_the_rows_really_hold() {
+        let budget = Budget::new(100, Gauge::default());
+        let mut a = budget.reserve(60).unwrap();
+        a.resize(20).unwrap();
+        assert_eq!((a.bytes(), budget.used()), (20, 20));
+        a.resize(90).unwrap();
+        assert_eq!((a.bytes(), budget.used()), (90, 90));
+        assert!(matches!(a.resize(101), Err(Error::Overloaded { .. })));
+        assert_eq!(
+            (a.bytes(), budget.used()),
+            (90, 90),
+            "a failed resize changes nothing"
+        );
+        drop(a);
         assert_eq!(budget.used(), 0);
     }
 }

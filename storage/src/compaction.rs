@@ -3,7 +3,8 @@
 //!
 //! A merge reads the inputs oldest first, a batch at a time, and writes them through a
 //! [`PartWriter`] as row groups of consecutive rows, each sorted by the table's sort key:
-//! memory holds one row group's rows. The output becomes visible in the same atomic
+//! memory holds one row group's rows. Metrics files are merged series by series instead
+//! (see `series_merge`). The output becomes visible in the same atomic
 //! catalog write that removes the inputs (see `Store::compact`), so a query sees every
 //! row once, before or after; the inputs are deleted after a grace period for queries
 //! still reading them. A crash before that catalog write leaves an orphan output, after
@@ -195,6 +196,17 @@ fn write_merged(
             .collect::<Result<Vec<_>>>()?;
         out.merging_span_aggregates(&summaries);
     }
+    if signal == Signal::Metrics {
+        // Metric points are merged series by series (see `series_merge`).
+        let limits = crate::series_merge::SeriesMerge {
+            read_bytes: target.read_bytes,
+            stop: target.stop,
+        };
+        if !crate::series_merge::merge(data_dir, &ordered, &schema, &mut out, &limits)? {
+            return Ok(None);
+        }
+        return finish_checked(out, expected, target);
+    }
     let mut group: Vec<RecordBatch> = Vec::new();
     let (mut group_rows, mut group_bytes) = (0usize, 0usize);
     for input in ordered {
@@ -231,6 +243,15 @@ fn write_merged(
         }
     }
     write_group(&mut out, signal, &schema, group)?;
+    finish_checked(out, expected, target)
+}
+
+/// Finishes the output of a merge once it holds every row of its inputs.
+fn finish_checked(
+    out: PartWriter,
+    expected: u64,
+    target: &MergeTarget<'_>,
+) -> Result<Option<FileEntry>> {
     if out.rows() != expected {
         return Err(Error::Compaction {
             partition: target.rel_dir.to_string(),

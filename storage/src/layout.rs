@@ -84,6 +84,23 @@ pub(crate) fn writer_properties(signal: Signal, rows: usize) -> Result<WriterPro
         props = props
             .set_column_dictionary_enabled(ColumnPath::from("value"), false)
             .set_column_encoding(ColumnPath::from("value"), Encoding::BYTE_STREAM_SPLIT);
+        // No query prunes by a label map's entries (PromQL finds series through the
+        // series index), and their min/max cost two string comparisons per label of
+        // every sample at flush: a tenth of the ingest CPU at 100,000 series.
+        let path = |c: &str| ColumnPath::new(c.split('.').map(str::to_string).collect());
+        for map in [
+            "attributes",
+            "resource_attributes",
+            "attribute_types",
+            "resource_attribute_types",
+        ] {
+            for part in ["key", "value"] {
+                props = props.set_column_statistics_enabled(
+                    path(&format!("{map}.entries.{part}")),
+                    EnabledStatistics::None,
+                );
+            }
+        }
     }
     for column in ["span_id", "parent_span_id"] {
         if schema.index_of(column).is_ok() {

@@ -50,6 +50,7 @@ mod reserve;
 mod retention;
 mod schema;
 pub mod series_index;
+mod series_merge;
 mod series_order;
 pub mod settings;
 mod sidecar;
@@ -58,14 +59,15 @@ pub mod span_aggregates;
 mod store;
 mod wal;
 
+pub use budget::Reservation;
 pub use catalog::{Catalog, FileEntry};
 pub use compaction::CompactionConfig;
 pub use error::{Error, Result};
 pub use metrics::StorageMetrics;
 pub use retention::Retention;
 pub use schema::{
-    Signal, attributes_builder, attributes_type, event_fields, exemplar_fields, link_fields,
-    quantile_fields, timestamp_type,
+    Signal, attributes_builder, attributes_builder_with_capacity, attributes_type, event_fields,
+    exemplar_fields, link_fields, quantile_fields, timestamp_type,
 };
 pub use store::{Snapshot, Store, StoreConfig};
 

@@ -114,6 +114,26 @@ pub fn attributes_builder() -> MapBuilder<StringBuilder, StringBuilder> {
     )
 }
 
+/// As [`attributes_builder`], sized for `rows` maps of `entries` pairs in all, whose keys
+/// and values take `key_bytes` and `value_bytes`: no buffer grows while it is filled.
+pub fn attributes_builder_with_capacity(
+    rows: usize,
+    entries: usize,
+    key_bytes: usize,
+    value_bytes: usize,
+) -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::with_capacity(
+        Some(MapFieldNames {
+            entry: "entries".into(),
+            key: "key".into(),
+            value: "value".into(),
+        }),
+        StringBuilder::with_capacity(entries, key_bytes),
+        StringBuilder::with_capacity(entries, value_bytes),
+        rows,
+    )
+}
+
 /// The type of attribute map columns: exactly what [`attributes_builder`] produces.
 pub fn attributes_type() -> DataType {
     static TYPE: LazyLock<DataType> =

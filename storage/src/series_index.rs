@@ -358,6 +358,23 @@ impl<'a> Columns<'a> {
     }
 }
 
+impl Columns<'_> {
+    /// Whether rows `a` and `b` have the same [`RunKey`].
+    fn same_row(&self, a: usize, b: usize) -> bool {
+        use crate::metric_columns::same_entries;
+        let same_text = |s: &StringArray| text(s, a) == text(s, b);
+        let monotonic = |r: usize| self.monotonic.is_valid(r) && self.monotonic.value(r);
+        same_text(self.name)
+            && same_text(self.kind)
+            && same_text(self.unit)
+            && same_text(self.scope)
+            && monotonic(a) == monotonic(b)
+            && same_text(self.temporality)
+            && same_entries(self.attributes, a, b)
+            && same_entries(self.resource, a, b)
+    }
+}
+
 /// What makes a run: the row's family fields, temporality and label pairs.
 #[derive(Default)]
 struct RunKey {
@@ -452,7 +469,13 @@ impl SeriesIndexBuilder {
             } else {
                 0
             };
-            let continues = self.current.as_ref().is_some_and(|k| k.same(&c, row));
+            // Inside a batch, the row before is compared (byte ranges); the first row
+            // of a batch is compared with the run's key.
+            let continues = if row > 0 {
+                c.same_row(row - 1, row)
+            } else {
+                self.current.as_ref().is_some_and(|k| k.same(&c, row))
+            };
             if !continues {
                 self.start_run(&c, row, time);
             }
@@ -628,6 +651,36 @@ impl IndexedFile {
             path: parquet.to_path_buf(),
             metadata,
         })
+    }
+
+    /// The uncompressed bytes of the file's row groups, from its footer.
+    pub(crate) fn uncompressed_bytes(&self) -> u64 {
+        self.metadata
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.total_byte_size().max(0) as u64)
+            .sum()
+    }
+
+    /// Every column of the rows in `ranges` (ascending, not overlapping), in row order.
+    ///
+    /// # Errors
+    /// When the file cannot be read or decoded.
+    pub(crate) fn read_ranges(
+        &self,
+        ranges: Vec<std::ops::Range<usize>>,
+        batch_rows: usize,
+    ) -> Result<Vec<RecordBatch>> {
+        let file = fs::File::open(&self.path).map_err(Error::io("open", &self.path))?;
+        let total = self.index.total_rows() as usize;
+        let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), total);
+        let reader =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone())
+                .with_row_selection(selection)
+                .with_batch_size(batch_rows.max(1))
+                .build()?;
+        Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
     }
 
     /// Reads `columns` of the rows of `runs` (ascending run numbers), in row order, and

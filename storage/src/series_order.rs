@@ -60,7 +60,7 @@ impl<'a> Columns<'a> {
             && self
                 .maps
                 .iter()
-                .all(|m| Self::entries(m, a).eq(Self::entries(m, b)))
+                .all(|m| crate::metric_columns::same_entries(m, a, b))
     }
 
     fn identity_hash(&self, row: usize) -> u64 {

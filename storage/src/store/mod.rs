@@ -58,7 +58,7 @@ use arrow::record_batch::RecordBatch;
 use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::budget::Budget;
+use crate::budget::{Budget, Reservation};
 use crate::catalog::{Catalog, FileEntry};
 use crate::compaction::CompactionConfig;
 use crate::error::{Error, Result};
@@ -228,7 +228,7 @@ impl Store {
     /// [`Error::Overloaded`] when the memory budget for unflushed rows is used up (retry
     /// later); an I/O error when the WAL cannot be written (nothing was acknowledged).
     pub async fn append(&self, signal: Signal, batch: RecordBatch) -> Result<()> {
-        self.append_logged(signal, batch, None).await
+        self.append_logged(signal, batch, None, None).await
     }
 
     /// As [`Store::append`], for rows converted from `wire`, an export request as it
@@ -240,9 +240,36 @@ impl Store {
     /// # Errors
     /// As [`Store::append`].
     pub async fn append_wire(&self, signal: Signal, batch: RecordBatch, wire: &[u8]) -> Result<()> {
+        self.append_reserved(signal, batch, Some(wire), None).await
+    }
+
+    /// Reserves `bytes` of the unflushed rows' memory budget for rows a receiver is about
+    /// to convert, so that a request is refused before it is converted rather than
+    /// after. Hand it to [`Store::append_reserved`], which makes it exactly what the rows
+    /// hold; dropped, it gives the bytes back.
+    ///
+    /// # Errors
+    /// [`Error::Overloaded`] when the bytes do not fit (retry later).
+    pub fn reserve_rows(&self, bytes: u64) -> Result<Reservation> {
+        self.inner.budget.reserve(bytes)
+    }
+
+    /// As [`Store::append_wire`] (or [`Store::append`] without `wire`), with memory
+    /// reserved beforehand by [`Store::reserve_rows`]: it is resized to what the rows
+    /// hold (more is reserved only when the estimate was short).
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub async fn append_reserved(
+        &self,
+        signal: Signal,
+        batch: RecordBatch,
+        wire: Option<&[u8]>,
+        reserved: Option<Reservation>,
+    ) -> Result<()> {
         let wire =
-            (signal != Signal::Logs && self.inner.config.wire_decoder.is_some()).then_some(wire);
-        self.append_logged(signal, batch, wire).await
+            wire.filter(|_| signal != Signal::Logs && self.inner.config.wire_decoder.is_some());
+        self.append_logged(signal, batch, wire, reserved).await
     }
 
     async fn append_logged(
@@ -250,6 +277,7 @@ impl Store {
         signal: Signal,
         batch: RecordBatch,
         wire: Option<&[u8]>,
+        reserved: Option<Reservation>,
     ) -> Result<()> {
         let batch = if signal == Signal::Logs {
             let first = self
@@ -262,7 +290,14 @@ impl Store {
         };
         // Given back on every path that does not end with the rows in the head, a
         // caller that stops waiting (cancels this future) included.
-        let reservation = self.inner.budget.reserve(held_bytes(signal, &batch))?;
+        let bytes = held_bytes(signal, &batch);
+        let reservation = match reserved {
+            Some(mut r) => {
+                r.resize(bytes)?;
+                r
+            }
+            None => self.inner.budget.reserve(bytes)?,
+        };
         let record = match wire {
             Some(wire) => wal::encode_wire_record(signal, wire)?,
             None => wal::encode_record(signal, &batch)?,

@@ -1133,3 +1133,139 @@ async fn a_metrics_file_has_a_series_index_that_selects_its_runs_and_is_rebuilt_
     crate::store::gc::delete(dir.path(), &files[0]).unwrap();
     assert!(!sidecar.exists());
 }
+
+/// Every (time, value) of each run of a metrics file, by the run's `s` label.
+fn runs_by_label(file: &crate::series_index::IndexedFile) -> Vec<(String, Vec<(i64, f64)>)> {
+    use arrow::array::AsArray;
+    let index = &file.index;
+    let mut out = Vec::new();
+    for run in 0..index.len() {
+        let label = index
+            .attribute_pairs(run)
+            .find(|(k, _)| *k == "s")
+            .map(|(_, v)| v.to_string())
+            .unwrap();
+        let mut points = Vec::new();
+        file.read_runs(&[run], &["timestamp", "value"], |b| {
+            let t = b
+                .column_by_name("timestamp")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::TimestampNanosecondType>();
+            let v = b
+                .column_by_name("value")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Float64Type>();
+            points.extend(t.values().iter().copied().zip(v.values().iter().copied()));
+        })
+        .unwrap();
+        out.push((label, points));
+    }
+    out
+}
+
+#[tokio::test]
+async fn metrics_files_merge_into_one_run_per_series_in_time_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(compacting(dir.path())).unwrap();
+    let base = 1_700_000_000_000_000_000u64;
+    let step = 15_000_000_000u64;
+    // Three flushes of 40 series: two in time order, the third between them (a late
+    // sender), so runs of one series overlap in time.
+    let first: Vec<u64> = (0..4).map(|i| base + i * step).collect();
+    let second: Vec<u64> = (4..8).map(|i| base + i * step).collect();
+    let late: Vec<u64> = (0..3).map(|i| base + i * step + step / 2).collect();
+    for times in [&first, &second, &late] {
+        store
+            .append(Signal::Metrics, gauges(40, times))
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+    }
+    let before = store.snapshot(Signal::Metrics).files;
+    assert_eq!(before.len(), 3);
+    let runs_before: usize = store
+        .metric_files(&before)
+        .unwrap()
+        .iter()
+        .map(|f| f.index.len())
+        .sum();
+    assert_eq!(runs_before, 120);
+    assert_eq!(store.compact().await, 3);
+    let after = store.snapshot(Signal::Metrics).files;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].rows, 40 * 11);
+    let merged = store.metric_files(&after).unwrap();
+    let runs = runs_by_label(&merged[0]);
+    assert_eq!(runs.len(), 40, "one run per series");
+    let mut labels: Vec<&str> = runs.iter().map(|(l, _)| l.as_str()).collect();
+    labels.sort_unstable();
+    labels.dedup();
+    assert_eq!(labels.len(), 40, "each series once");
+    for (label, points) in &runs {
+        let k: usize = label.trim_start_matches("series-").parse().unwrap();
+        assert_eq!(points.len(), 11, "{label}");
+        assert!(
+            points.windows(2).all(|w| w[0].0 < w[1].0),
+            "{label}'s points are in time order: {points:?}"
+        );
+        // The values each flush wrote, at their times.
+        let mut expected: Vec<(i64, f64)> = Vec::new();
+        for times in [&first, &second, &late] {
+            for (i, t) in times.iter().enumerate() {
+                expected.push((*t as i64, (k * 1000 + i) as f64));
+            }
+        }
+        expected.sort_by_key(|p| p.0);
+        assert_eq!(points, &expected, "{label}");
+    }
+    let ordered: Vec<&str> = runs.iter().map(|(l, _)| l.as_str()).collect();
+    let mut sorted = ordered.clone();
+    sorted.sort_unstable();
+    assert_eq!(ordered, sorted, "series follow each other in label order");
+}
+
+#[tokio::test]
+async fn a_series_longer_than_a_row_group_merges_whole_over_several() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(compacting(dir.path())).unwrap();
+    let base = 1_700_000_000_000_000_000u64;
+    let first: Vec<u64> = (0..900).map(|i| base + i * 1_000_000_000).collect();
+    let second: Vec<u64> = (900..1800).map(|i| base + i * 1_000_000_000).collect();
+    for times in [&first, &second] {
+        store
+            .append(Signal::Metrics, gauges(2, times))
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+    }
+    let files = store.snapshot(Signal::Metrics).files;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    // A tiny memory allowance: row groups of the least rows a merge writes (1024).
+    let mut merge_target = target(&store, &files, "merged.parquet", &stop);
+    merge_target.read_bytes = 1;
+    let merged = compaction::merge(dir.path(), Signal::Metrics, &files, &merge_target)
+        .unwrap()
+        .unwrap();
+    assert_eq!(merged.rows, 3600);
+    let path = dir.path().join(&merged.path);
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&path).unwrap())
+            .unwrap();
+    use parquet::file::reader::FileReader;
+    assert_eq!(
+        reader.metadata().num_row_groups(),
+        4,
+        "3,600 rows in row groups of 1,024"
+    );
+    let file = crate::series_index::IndexedFile::open(&path).unwrap();
+    let runs = runs_by_label(&file);
+    assert_eq!(
+        runs.len(),
+        2,
+        "each series is one run across its row groups"
+    );
+    for (label, points) in &runs {
+        assert_eq!(points.len(), 1800, "{label}");
+        assert!(points.windows(2).all(|w| w[0].0 < w[1].0), "{label}");
+    }
+}
