@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use periscope_otlp::PROMETHEUS_SCOPE;
 use periscope_storage::series_index::IndexedFile;
 use periscope_storage::{FileEntry, Signal};
-use promql_parser::label::MatchOp;
+use promql_parser::label::{MatchOp, Matcher};
 
 use super::error::{ErrorKind, PromError};
 use super::load::{Collector, Listed, Selector, resource_labels, rows};
@@ -144,13 +144,43 @@ impl View {
                 candidates = &narrowed;
             }
         }
+        // Every series of a number family is named after it: matchers of `__name__` are
+        // decided once for the family, and only the others are tried on each series.
+        let name = &self.families[f].family.name;
+        let groups: Vec<Vec<&Matcher>> = if selector.or_matchers.is_empty() {
+            vec![selector.matchers.iter().collect()]
+        } else {
+            selector
+                .or_matchers
+                .iter()
+                .map(|g| g.iter().collect())
+                .collect()
+        };
+        let residual: Vec<Vec<&Matcher>> = groups
+            .into_iter()
+            .filter(|g| {
+                g.iter()
+                    .filter(|m| m.name == NAME)
+                    .all(|m| m.is_match(name))
+            })
+            .map(|g| g.into_iter().filter(|m| m.name != NAME).collect())
+            .collect();
+        if residual.iter().any(Vec::is_empty) {
+            return candidates
+                .iter()
+                .copied()
+                .filter(|&r| self.labels[r as usize].is_some())
+                .collect();
+        }
         candidates
             .iter()
             .copied()
             .filter(|&r| {
-                self.labels[r as usize]
-                    .as_ref()
-                    .is_some_and(|l| selector.matches(l))
+                self.labels[r as usize].as_ref().is_some_and(|l| {
+                    residual
+                        .iter()
+                        .any(|g| g.iter().all(|m| m.is_match(l.get(&m.name))))
+                })
             })
             .collect()
     }
@@ -199,10 +229,13 @@ async fn open_files(
     hi: i64,
 ) -> Result<Vec<(Arc<IndexedFile>, Arc<View>)>, PromError> {
     let (lo_ns, hi_ns) = window_ns(lo, hi);
-    let files: Vec<FileEntry> = files
+    let mut files: Vec<FileEntry> = files
         .into_iter()
         .filter(|f| f.max_time >= lo_ns && f.min_time <= hi_ns)
         .collect();
+    // Oldest first: a series' samples then arrive mostly in time order, and sorting
+    // them is a pass over runs already in order.
+    files.sort_by(|a, b| (a.min_time, a.max_time, &a.path).cmp(&(b.min_time, b.max_time, &b.path)));
     let store = engine.store().clone();
     let views = engine.series_views();
     tokio::task::spawn_blocking(move || {
@@ -302,7 +335,9 @@ pub(crate) async fn read_numbers(
                     continue;
                 }
                 if let Some(labels) = &view.labels[r] {
-                    runs.push((run, collector.shared_slot(labels), view.delta[r]));
+                    let slot = collector.shared_slot(labels);
+                    collector.expect(slot, index.rows[r] as usize);
+                    runs.push((run, slot, view.delta[r]));
                 }
             }
         }

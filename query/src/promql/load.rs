@@ -230,6 +230,9 @@ pub(super) struct Collector {
     rows: HashMap<u64, Vec<RowEntry>>,
     /// Slots of label sets by identity (sets shared across files, see `indexed`).
     by_id: crate::hash::IdMap<usize, usize>,
+    /// Samples expected per slot (see [`Collector::expect`]), so that a series read
+    /// from many files is allocated once.
+    expected: Vec<usize>,
 }
 
 /// What one distinct row shape (family, attributes, resource attributes) resolved to.
@@ -262,14 +265,26 @@ impl Collector {
         delta: bool,
     ) -> Result<(), PromError> {
         self.over_budget(samples.len())?;
+        let expected = self.expected.get(slot).copied().unwrap_or(0);
         let entry = &mut self.series[slot];
-        if entry.1.is_empty() {
+        if entry.1.is_empty() && samples.capacity() >= expected {
             entry.1 = samples;
         } else {
+            if entry.1.is_empty() {
+                entry.1.reserve_exact(expected.max(samples.len()));
+            }
             entry.1.extend(samples);
         }
         entry.2 |= delta;
         Ok(())
+    }
+
+    /// Notes that up to `samples` more samples of `slot` are coming.
+    pub(super) fn expect(&mut self, slot: usize, samples: usize) {
+        if self.expected.len() <= slot {
+            self.expected.resize(slot + 1, 0);
+        }
+        self.expected[slot] += samples;
     }
 
     /// The slot of a shared label set: found by identity after its first lookup, so a
