@@ -376,19 +376,37 @@ impl Columns<'_> {
 }
 
 /// What makes a run: the row's family fields, temporality and label pairs.
-#[derive(Default)]
-struct RunKey {
-    name: String,
-    kind: String,
-    unit: String,
-    scope: String,
-    monotonic: bool,
-    temporality: String,
-    attributes: Vec<(String, String)>,
-    resource: Vec<(String, String)>,
+#[derive(Debug, Default, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct RunKey {
+    pub name: String,
+    pub kind: String,
+    pub unit: String,
+    pub scope: String,
+    pub monotonic: bool,
+    pub temporality: String,
+    pub attributes: Vec<(String, String)>,
+    pub resource: Vec<(String, String)>,
 }
 
 impl RunKey {
+    /// The key of run `i` of `index`.
+    pub(crate) fn of_run(index: &SeriesIndex, i: usize) -> RunKey {
+        let family = &index.families[index.family[i] as usize];
+        let owned = |it: &mut dyn Iterator<Item = (&str, &str)>| -> Vec<(String, String)> {
+            it.map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        RunKey {
+            name: index.string(family.name).to_string(),
+            kind: index.string(family.kind).to_string(),
+            unit: index.string(family.unit).to_string(),
+            scope: index.string(family.scope).to_string(),
+            monotonic: family.monotonic,
+            temporality: index.string(index.temporality[i]).to_string(),
+            attributes: owned(&mut index.attribute_pairs(i)),
+            resource: owned(&mut index.resource_pairs(i)),
+        }
+    }
+
     fn same(&self, c: &Columns<'_>, row: usize) -> bool {
         text(c.name, row) == self.name
             && text(c.kind, row) == self.kind

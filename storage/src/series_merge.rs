@@ -29,56 +29,40 @@ use crate::error::Result;
 use crate::gather::gather_batch;
 use crate::layout::ROW_GROUP_ROWS;
 use crate::part_writer::PartWriter;
-use crate::series_index::{IndexedFile, SeriesIndex};
+use crate::series_index::{IndexedFile, RunKey, SeriesIndex};
 use crate::series_order::CLUSTER_LABELS;
 
-/// The identity of a series across files: every field of a run of the index but its
-/// rows and times, as text.
+/// The identity of a series across files (every field of a run of the index but its
+/// rows and times), led by what orders the output: metric, service, the labels
+/// dashboards filter by (see `series_order`), then the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct SeriesKey {
     name: String,
     service: String,
     cluster: [String; 3],
-    kind: String,
-    unit: String,
-    scope: String,
-    monotonic: bool,
-    temporality: String,
-    attributes: Vec<(String, String)>,
-    resource: Vec<(String, String)>,
+    run: RunKey,
 }
 
 impl SeriesKey {
-    /// The key of run `i` of `index`. Its field order is the output order: metric,
-    /// service, the labels dashboards filter by, then the rest (see `series_order`).
+    /// The key of run `i` of `index`.
     fn of(index: &SeriesIndex, i: usize) -> SeriesKey {
-        let family = &index.families[index.family[i] as usize];
-        let owned = |it: &mut dyn Iterator<Item = (&str, &str)>| -> Vec<(String, String)> {
-            it.map(|(k, v)| (k.to_string(), v.to_string())).collect()
-        };
-        let attributes = owned(&mut index.attribute_pairs(i));
-        let resource = owned(&mut index.resource_pairs(i));
+        let run = RunKey::of_run(index, i);
         let mut cluster: [String; 3] = Default::default();
-        for (k, v) in &attributes {
+        for (k, v) in &run.attributes {
             if let Some(c) = CLUSTER_LABELS.iter().position(|c| c == k) {
                 cluster[c] = v.clone();
             }
         }
-        let service = resource
+        let service = run
+            .resource
             .iter()
             .find(|(k, _)| k == "service.name")
             .map_or_else(String::new, |(_, v)| v.clone());
         SeriesKey {
-            name: index.string(family.name).to_string(),
+            name: run.name.clone(),
             service,
             cluster,
-            kind: index.string(family.kind).to_string(),
-            unit: index.string(family.unit).to_string(),
-            scope: index.string(family.scope).to_string(),
-            monotonic: family.monotonic,
-            temporality: index.string(index.temporality[i]).to_string(),
-            attributes,
-            resource,
+            run,
         }
     }
 }
@@ -211,6 +195,10 @@ fn split(pieces: &[Piece], rows: usize) -> Vec<Vec<Piece>> {
     parts
 }
 
+/// A range of an input's rows, by its first row, and where each of its rows sits among
+/// the batches read: (batch, row).
+type Located = (usize, Vec<(usize, usize)>);
+
 /// Reads the rows of `chunk`'s series from every input and writes them, in output
 /// order, as one row group. Returns `false` when stopped.
 fn write_chunk(
@@ -237,7 +225,7 @@ fn write_chunk(
     let mut batches: Vec<RecordBatch> = Vec::new();
     // Per input: its ranges (sorted) with the position of their first row in `batches`
     // (batch, row), found by walking the rows read.
-    let mut located: Vec<Vec<(usize, Vec<(usize, usize)>)>> = vec![Vec::new(); files.len()];
+    let mut located: Vec<Vec<Located>> = vec![Vec::new(); files.len()];
     for (input, ranges) in wanted.iter_mut().enumerate() {
         if ranges.is_empty() {
             continue;

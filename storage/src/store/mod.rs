@@ -228,7 +228,7 @@ impl Store {
     /// [`Error::Overloaded`] when the memory budget for unflushed rows is used up (retry
     /// later); an I/O error when the WAL cannot be written (nothing was acknowledged).
     pub async fn append(&self, signal: Signal, batch: RecordBatch) -> Result<()> {
-        self.append_logged(signal, batch, None, None).await
+        self.append_reserved(signal, batch, None, None).await
     }
 
     /// As [`Store::append`], for rows converted from `wire`, an export request as it
@@ -269,16 +269,6 @@ impl Store {
     ) -> Result<()> {
         let wire =
             wire.filter(|_| signal != Signal::Logs && self.inner.config.wire_decoder.is_some());
-        self.append_logged(signal, batch, wire, reserved).await
-    }
-
-    async fn append_logged(
-        &self,
-        signal: Signal,
-        batch: RecordBatch,
-        wire: Option<&[u8]>,
-        reserved: Option<Reservation>,
-    ) -> Result<()> {
         let batch = if signal == Signal::Logs {
             let first = self
                 .inner

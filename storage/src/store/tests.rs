@@ -125,6 +125,48 @@ async fn over_the_memory_budget_appends_are_refused_retryably() {
 }
 
 #[tokio::test]
+async fn room_reserved_before_converting_becomes_exactly_what_the_rows_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = spans(3, 1);
+    let held = crate::schema::batch_bytes(&batch);
+    let mut cfg = StoreConfig::new(dir.path());
+    cfg.max_buffered_bytes = held * 3;
+    let store = Store::open(cfg).unwrap();
+    // An estimate over the budget is refused before any work, and holds nothing.
+    let err = store.reserve_rows(held * 4).unwrap_err();
+    assert!(matches!(err, Error::Overloaded { .. }));
+    assert_eq!(store.buffered_bytes(), 0);
+    // An estimate over what the rows hold is trimmed to it once they are stored...
+    let reserved = store.reserve_rows(held * 2).unwrap();
+    assert_eq!(store.buffered_bytes(), held * 2);
+    store
+        .append_reserved(Signal::Spans, batch.clone(), None, Some(reserved))
+        .await
+        .unwrap();
+    assert_eq!(store.buffered_bytes(), held);
+    // ...one under it is topped up, or refused (giving its estimate back) when the rest
+    // does not fit.
+    let short = store.reserve_rows(1).unwrap();
+    store
+        .append_reserved(Signal::Spans, batch.clone(), None, Some(short))
+        .await
+        .unwrap();
+    assert_eq!(store.buffered_bytes(), held * 2);
+    let short = store.reserve_rows(held / 2).unwrap();
+    let err = store
+        .append_reserved(Signal::Spans, spans(6, 1), None, Some(short))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Overloaded { .. }));
+    assert_eq!(
+        store.buffered_bytes(),
+        held * 2,
+        "the refused estimate is given back"
+    );
+    assert_eq!(rows(&store.snapshot(Signal::Spans)), 6);
+}
+
+#[tokio::test]
 async fn a_crash_between_files_and_catalog_leaves_no_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     {
