@@ -82,11 +82,13 @@ impl<E: Export> Decoder for AdmittingDecoder<E> {
             .admit_decoding(signal, estimate.total(), None)
             .map_err(|e| grpc_status(&e))?;
         // The rows' room in the head, taken before the work of converting them.
-        let rows = crate::http::head_room::<E>(&self.ingest, estimate.rows)
+        let rows = self
+            .ingest
+            .reserve_rows(E::SIGNAL, estimate.rows)
             .map_err(|e| grpc_status(&e))?;
         Ok(Some(Admitted {
             bytes,
-            rows,
+            rows: Some(rows),
             _admission: admission,
             _export: PhantomData,
         }))

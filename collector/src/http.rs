@@ -326,10 +326,13 @@ async fn receive<E: Export>(
         .map_err(|e| refusal(&e))?;
     if encoding == Encoding::Protobuf {
         // The rows' room in the head, taken before the work of converting them.
-        let reserved = head_room::<E>(&state.ingest, rows).map_err(|e| refusal(&e))?;
+        let reserved = state
+            .ingest
+            .reserve_rows(E::SIGNAL, rows)
+            .map_err(|e| refusal(&e))?;
         return state
             .ingest
-            .export_protobuf::<E>(&bytes, reserved)
+            .export_protobuf::<E>(&bytes, Some(reserved))
             .await
             .map_err(|e| refusal(&e));
     }
@@ -353,24 +356,6 @@ async fn receive<E: Export>(
         }
     };
     state.ingest.export(&request).await.map_err(|e| refusal(&e))
-}
-
-/// The room in the head a protobuf export of `E` reserves before it is converted: its
-/// estimated rows (see [`crate::decoded`]), twice for logs, whose head search index
-/// holds as much again.
-///
-/// # Errors
-/// [`IngestError::Unavailable`] while unflushed rows leave no room for them.
-pub(crate) fn head_room<E: Export>(
-    ingest: &Ingest,
-    rows: u64,
-) -> Result<Option<periscope_storage::Reservation>, crate::IngestError> {
-    let bytes = if E::SIGNAL == periscope_storage::Signal::Logs {
-        rows.saturating_mul(2)
-    } else {
-        rows
-    };
-    ingest.reserve_rows(E::SIGNAL.name(), bytes).map(Some)
 }
 
 /// The body length a request declares, at most `limit`; `limit` when it declares none.

@@ -142,24 +142,25 @@ impl Ingest {
         }
     }
 
-    /// Reserves `bytes` (an estimate from [`crate::decoded`]) of the memory of unflushed
-    /// rows for a request about to be converted: while flushes are behind, the request
-    /// is refused now, before the work of converting it, instead of after. The rows are
-    /// stored with it ([`Ingest::export_protobuf`], [`Ingest::store_metric_rows`]), which
-    /// resizes it to what they hold.
+    /// Reserves the memory of unflushed rows for a request of `signal` about to be
+    /// converted into rows of about `row_bytes` (an estimate from [`crate::decoded`]):
+    /// while flushes are behind, the request is refused now, before the work of
+    /// converting it, instead of after. The rows are stored with it
+    /// ([`Ingest::export_protobuf`], [`Ingest::store_metric_rows`]), which resizes it to
+    /// what they hold.
     ///
     /// # Errors
     /// [`IngestError::Unavailable`] when the bytes do not fit, counted as a refused export
     /// of `signal`.
     pub fn reserve_rows(
         &self,
-        signal: &'static str,
-        bytes: u64,
+        signal: Signal,
+        row_bytes: u64,
     ) -> Result<periscope_storage::Reservation, IngestError> {
-        self.store.reserve_rows(bytes).map_err(|e| {
+        self.store.reserve_rows(signal, row_bytes).map_err(|e| {
             self.metrics
                 .refused
-                .get_or_create(&vec![("signal", signal)])
+                .get_or_create(&vec![("signal", signal.name())])
                 .inc();
             IngestError::from(e)
         })

@@ -205,7 +205,10 @@ async fn write(State(state): State<WriteState>, headers: HeaderMap, body: Body) 
         Err(e) => return ingest_error(e),
     };
     // The rows' room in the head, taken before the work of converting them.
-    let reserved = match state.ingest.reserve_rows("metrics", rows) {
+    let reserved = match state
+        .ingest
+        .reserve_rows(periscope_storage::Signal::Metrics, rows)
+    {
         Ok(r) => r,
         Err(e) => return ingest_error(e),
     };

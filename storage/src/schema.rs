@@ -104,14 +104,19 @@ pub fn timestamp_type() -> DataType {
 /// Builder for attribute maps (`Map<Utf8, Utf8>`), with the field names of [`attributes_type`].
 pub fn attributes_builder() -> MapBuilder<StringBuilder, StringBuilder> {
     MapBuilder::new(
-        Some(MapFieldNames {
-            entry: "entries".into(),
-            key: "key".into(),
-            value: "value".into(),
-        }),
+        Some(attributes_field_names()),
         StringBuilder::new(),
         StringBuilder::new(),
     )
+}
+
+/// The field names of attribute maps.
+fn attributes_field_names() -> MapFieldNames {
+    MapFieldNames {
+        entry: "entries".into(),
+        key: "key".into(),
+        value: "value".into(),
+    }
 }
 
 /// As [`attributes_builder`], sized for `rows` maps of `entries` pairs in all, whose keys
@@ -123,11 +128,7 @@ pub fn attributes_builder_with_capacity(
     value_bytes: usize,
 ) -> MapBuilder<StringBuilder, StringBuilder> {
     MapBuilder::with_capacity(
-        Some(MapFieldNames {
-            entry: "entries".into(),
-            key: "key".into(),
-            value: "value".into(),
-        }),
+        Some(attributes_field_names()),
         StringBuilder::with_capacity(entries, key_bytes),
         StringBuilder::with_capacity(entries, value_bytes),
         rows,

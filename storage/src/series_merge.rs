@@ -21,7 +21,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch, TimestampNanosecondArray as TimestampArray};
 use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 
 use crate::catalog::FileEntry;
@@ -195,9 +195,26 @@ fn split(pieces: &[Piece], rows: usize) -> Vec<Vec<Piece>> {
     parts
 }
 
-/// A range of an input's rows, by its first row, and where each of its rows sits among
-/// the batches read: (batch, row).
-type Located = (usize, Vec<(usize, usize)>);
+/// The rows read from one input for a row group: their places among the batches read,
+/// (batch, row) in file order, and for each range read (by its first row in the file)
+/// where its rows start among them.
+#[derive(Default)]
+struct Read {
+    positions: Vec<(usize, usize)>,
+    ranges: Vec<(usize, usize)>,
+}
+
+impl Read {
+    /// The places of the `rows` rows from row `start` of the file.
+    fn rows(&self, start: usize, rows: usize) -> Result<&[(usize, usize)]> {
+        let at = self
+            .ranges
+            .binary_search_by_key(&start, |(s, _)| *s)
+            .map_err(|_| crate::error::Error::Schema("series merge lost a run".into()))?;
+        let from = self.ranges[at].1;
+        Ok(&self.positions[from..from + rows])
+    }
+}
 
 /// Reads the rows of `chunk`'s series from every input and writes them, in output
 /// order, as one row group. Returns `false` when stopped.
@@ -214,8 +231,7 @@ fn write_chunk(
     if limits.stop.load(Ordering::Relaxed) {
         return Ok(false);
     }
-    // Each input's row ranges, ascending, and where each range's rows land among the
-    // rows read from that input.
+    // Each input's row ranges, read in file order.
     let mut wanted: Vec<Vec<Range<usize>>> = vec![Vec::new(); files.len()];
     for (pieces, _) in &chunk {
         for p in pieces {
@@ -223,53 +239,47 @@ fn write_chunk(
         }
     }
     let mut batches: Vec<RecordBatch> = Vec::new();
-    // Per input: its ranges (sorted) with the position of their first row in `batches`
-    // (batch, row), found by walking the rows read.
-    let mut located: Vec<Vec<Located>> = vec![Vec::new(); files.len()];
+    let mut reads: Vec<Read> = Vec::with_capacity(files.len());
     for (input, ranges) in wanted.iter_mut().enumerate() {
-        if ranges.is_empty() {
-            continue;
+        let mut read = Read::default();
+        if !ranges.is_empty() {
+            ranges.sort_by_key(|r| r.start);
+            let first = batches.len();
+            for b in files[input].read_ranges(merge_ranges(ranges), ROW_GROUP_ROWS)? {
+                batches.push(crate::derived::conform(&b, schema)?);
+            }
+            for (bi, b) in batches.iter().enumerate().skip(first) {
+                read.positions.extend((0..b.num_rows()).map(|r| (bi, r)));
+            }
+            let mut next = 0;
+            for r in ranges.iter() {
+                read.ranges.push((r.start, next));
+                next += r.len();
+            }
         }
-        ranges.sort_by_key(|r| r.start);
-        let merged = merge_ranges(ranges);
-        let read = files[input].read_ranges(merged, ROW_GROUP_ROWS)?;
-        let first = batches.len();
-        for b in read {
-            batches.push(crate::derived::conform(&b, schema)?);
-        }
-        // Positions of the rows read, in order: (batch, row).
-        let mut positions = Vec::new();
-        for (bi, b) in batches.iter().enumerate().skip(first) {
-            positions.extend((0..b.num_rows()).map(|r| (bi, r)));
-        }
-        let mut next = 0;
-        for r in ranges.iter() {
-            located[input].push((r.start, positions[next..next + r.len()].to_vec()));
-            next += r.len();
-        }
+        reads.push(read);
     }
+    let times: Vec<Option<&TimestampArray>> = batches
+        .iter()
+        .map(|b| {
+            b.column_by_name("timestamp")
+                .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+        })
+        .collect();
     let mut order: Vec<(usize, usize)> = Vec::new();
     for (pieces, overlap) in &chunk {
         let from = order.len();
         for p in pieces {
-            let list = &located[p.input];
-            let at = list
-                .binary_search_by_key(&p.start, |(s, _)| *s)
-                .map_err(|_| crate::error::Error::Schema("series merge lost a run".into()))?;
-            order.extend_from_slice(&list[at].1);
+            order.extend_from_slice(reads[p.input].rows(p.start, p.rows)?);
         }
         if *overlap {
             // Runs of one series from inputs whose times overlap: by time, stable.
-            let times = |(b, r): (usize, usize)| -> i64 {
-                batches[b]
-                    .column_by_name("timestamp")
-                    .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
-                    .map_or(
-                        i64::MIN,
-                        |t| if t.is_valid(r) { t.value(r) } else { i64::MIN },
-                    )
-            };
-            order[from..].sort_by_key(|p| times(*p));
+            order[from..].sort_by_key(|&(b, r)| {
+                times[b].map_or(
+                    i64::MIN,
+                    |t| if t.is_valid(r) { t.value(r) } else { i64::MIN },
+                )
+            });
         }
     }
     let gathered = gather_batch(schema, &batches, &order)?;

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use periscope_otlp::PROMETHEUS_SCOPE;
 use periscope_storage::series_index::IndexedFile;
 use periscope_storage::{FileEntry, Signal};
-use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::label::MatchOp;
 
 use super::error::{ErrorKind, PromError};
 use super::load::{Collector, Listed, Selector, resource_labels, rows};
@@ -146,32 +146,7 @@ impl View {
         }
         // Every series of a number family is named after it: matchers of `__name__` are
         // decided once for the family, and only the others are tried on each series.
-        let name = &self.families[f].family.name;
-        let groups: Vec<Vec<&Matcher>> = if selector.or_matchers.is_empty() {
-            vec![selector.matchers.iter().collect()]
-        } else {
-            selector
-                .or_matchers
-                .iter()
-                .map(|g| g.iter().collect())
-                .collect()
-        };
-        let residual: Vec<Vec<&Matcher>> = groups
-            .into_iter()
-            .filter(|g| {
-                g.iter()
-                    .filter(|m| m.name == NAME)
-                    .all(|m| m.is_match(name))
-            })
-            .map(|g| g.into_iter().filter(|m| m.name != NAME).collect())
-            .collect();
-        if residual.iter().any(Vec::is_empty) {
-            return candidates
-                .iter()
-                .copied()
-                .filter(|&r| self.labels[r as usize].is_some())
-                .collect();
-        }
+        let residual = selector.for_name(&self.families[f].family.name);
         candidates
             .iter()
             .copied()

@@ -68,6 +68,21 @@ impl Selector {
         }
     }
 
+    /// For series all named `name`: the matcher groups that can match such a series,
+    /// each without its `__name__` matchers (decided here once). An empty group
+    /// matches every such series; no group, none.
+    pub fn for_name(&self, name: &str) -> Vec<Vec<&Matcher>> {
+        self.groups()
+            .into_iter()
+            .filter(|g| {
+                g.iter()
+                    .filter(|m| m.name == NAME)
+                    .all(|m| m.is_match(name))
+            })
+            .map(|g| g.iter().filter(|m| m.name != NAME).collect())
+            .collect()
+    }
+
     /// Whether a series with metric name `name` could match.
     pub fn name_may_match(&self, name: &str) -> bool {
         self.groups().iter().any(|g| {

@@ -243,15 +243,16 @@ impl Store {
         self.append_reserved(signal, batch, Some(wire), None).await
     }
 
-    /// Reserves `bytes` of the unflushed rows' memory budget for rows a receiver is about
-    /// to convert, so that a request is refused before it is converted rather than
-    /// after. Hand it to [`Store::append_reserved`], which makes it exactly what the rows
-    /// hold; dropped, it gives the bytes back.
+    /// Reserves the unflushed rows' memory for `signal` rows of about `row_bytes` that a
+    /// receiver is about to convert (counted as [`Store::append`] counts them), so that
+    /// a request is refused before it is converted rather than after. Hand it to
+    /// [`Store::append_reserved`], which makes it exactly what the rows hold; dropped, it
+    /// gives the bytes back.
     ///
     /// # Errors
     /// [`Error::Overloaded`] when the bytes do not fit (retry later).
-    pub fn reserve_rows(&self, bytes: u64) -> Result<Reservation> {
-        self.inner.budget.reserve(bytes)
+    pub fn reserve_rows(&self, signal: Signal, row_bytes: u64) -> Result<Reservation> {
+        self.inner.budget.reserve(held(signal, row_bytes))
     }
 
     /// As [`Store::append_wire`] (or [`Store::append`] without `wire`), with memory
@@ -431,9 +432,13 @@ impl Store {
 /// much again for the head's search index (its in-memory tantivy segments), so the memory budget
 /// covers the index too.
 fn held_bytes(signal: Signal, batch: &RecordBatch) -> u64 {
-    let bytes = schema::batch_bytes(batch);
+    held(signal, schema::batch_bytes(batch))
+}
+
+/// What rows of `bytes` hold in the head (see [`held_bytes`]).
+fn held(signal: Signal, bytes: u64) -> u64 {
     if signal == Signal::Logs {
-        bytes * 2
+        bytes.saturating_mul(2)
     } else {
         bytes
     }

@@ -133,11 +133,11 @@ async fn room_reserved_before_converting_becomes_exactly_what_the_rows_hold() {
     cfg.max_buffered_bytes = held * 3;
     let store = Store::open(cfg).unwrap();
     // An estimate over the budget is refused before any work, and holds nothing.
-    let err = store.reserve_rows(held * 4).unwrap_err();
+    let err = store.reserve_rows(Signal::Spans, held * 4).unwrap_err();
     assert!(matches!(err, Error::Overloaded { .. }));
     assert_eq!(store.buffered_bytes(), 0);
     // An estimate over what the rows hold is trimmed to it once they are stored...
-    let reserved = store.reserve_rows(held * 2).unwrap();
+    let reserved = store.reserve_rows(Signal::Spans, held * 2).unwrap();
     assert_eq!(store.buffered_bytes(), held * 2);
     store
         .append_reserved(Signal::Spans, batch.clone(), None, Some(reserved))
@@ -146,13 +146,13 @@ async fn room_reserved_before_converting_becomes_exactly_what_the_rows_hold() {
     assert_eq!(store.buffered_bytes(), held);
     // ...one under it is topped up, or refused (giving its estimate back) when the rest
     // does not fit.
-    let short = store.reserve_rows(1).unwrap();
+    let short = store.reserve_rows(Signal::Spans, 1).unwrap();
     store
         .append_reserved(Signal::Spans, batch.clone(), None, Some(short))
         .await
         .unwrap();
     assert_eq!(store.buffered_bytes(), held * 2);
-    let short = store.reserve_rows(held / 2).unwrap();
+    let short = store.reserve_rows(Signal::Spans, held / 2).unwrap();
     let err = store
         .append_reserved(Signal::Spans, spans(6, 1), None, Some(short))
         .await
